@@ -1,0 +1,1 @@
+"""Features: records -> model matrices (built by the models issue)."""

@@ -1,0 +1,1 @@
+"""Models: outcome specs, learners, calibration, validation metrics, the model store (built by the models issue)."""

@@ -1,0 +1,113 @@
+"""Internal validation of one outcome's model: every figure metrics.json carries, from validated predictions.
+
+Validated (out-of-fold, cross-fitted-calibrated) predictions give the optimism-corrected metrics with
+cluster-bootstrap 95% CIs (procedures resampled); the apparent metrics of the final model on its own
+training rows are reported beside them, and their difference is the optimism. Subgroup tables suppress
+every cell whose rows or events are between 1 and 10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models import metrics as m
+
+SMALL_CELL = 11
+DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+
+def apparent_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """Metrics of the final model on the rows it was fitted on (optimistic by construction)."""
+    intercept, slope = m.calibration_intercept_slope(y, p)
+    return {"auroc": _r(m.auroc(y, p)), "brier": _r(m.brier_score(y, p)),
+            "scaled_brier": _r(m.scaled_brier_score(y, p)), "log_loss": _r(m.log_loss(y, p)),
+            "calibration_intercept": _r(intercept), "calibration_slope": _r(slope)}
+
+
+def is_small(count: int) -> bool:
+    """A count that may not be published (1 to 10)."""
+    return 0 < count < SMALL_CELL
+
+
+def subgroup_table(y: np.ndarray, p: np.ndarray, labels: np.ndarray) -> list[dict[str, object]]:
+    """Observed, expected, O/E, AUROC and calibration-in-the-large per subgroup; small cells suppressed."""
+    rows: list[dict[str, object]] = []
+    frame = pd.DataFrame({"g": pd.Series(labels).astype(str).to_numpy(), "y": y, "p": p})
+    for group, part in frame.groupby("g", sort=True):
+        n, events = len(part), int(part["y"].sum())
+        if is_small(n) or is_small(events) or is_small(n - events):
+            rows.append({"group": group, "suppressed": True,
+                         "reason": "fewer than 11 rows, events or non-events"})
+            continue
+        observed, expected = events / n, float(part["p"].mean())
+        row: dict[str, object] = {"group": group, "n": n, "events": events, "observed_rate": _r(observed),
+                                  "expected_rate": _r(expected), "oe_ratio": _r(observed / expected)}
+        if events and n - events:
+            intercept, _ = m.calibration_intercept_slope(part["y"].to_numpy(), part["p"].to_numpy())
+            row.update(auroc=_r(m.auroc(part["y"].to_numpy(), part["p"].to_numpy())),
+                       calibration_intercept=_r(intercept))
+        rows.append(row)
+    return rows
+
+
+def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, groups: np.ndarray,
+           subgroups: dict[str, np.ndarray], n_boot: int, seed: int,
+           thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, object]:
+    """Every validation figure of one model, JSON-ready and stable (rounded, ordered).
+
+    Parameters
+    ----------
+    y
+        0/1 labels of the eligible rows.
+    p_validated
+        Validated predictions (out-of-fold, cross-fitted calibration).
+    p_apparent
+        The final model's predictions on the same rows (it was fitted on them).
+    groups
+        Procedure id per row: the bootstrap resamples procedures.
+    subgroups
+        Dimension name -> label per row (site, etiology, imaging modality, year).
+    """
+    performance = m.summarise_performance(y, p_validated, n_boot=n_boot, seed=seed, groups=groups)
+    apparent = apparent_metrics(y, p_apparent)
+    optimism = {k: _r(apparent[k] - performance[k]["estimate"]) for k in apparent
+                if apparent[k] is not None and isinstance(performance.get(k), dict)
+                and performance[k]["estimate"] is not None}
+    curve = m.flexible_calibration(y, p_validated)
+    binned = m.binned_calibration(y, p_validated, bins=10)
+    decision = m.net_benefit(y, p_validated, np.asarray(thresholds, dtype=float))
+    return {
+        "validated": performance,
+        "apparent": apparent,
+        "optimism": optimism,
+        "calibration_curve": {"method": "logistic regression of the outcome on a restricted cubic spline of "
+                                        "logit(validated risk), 4 knots",
+                              "predicted": [_r(x) for x in curve.grid], "observed": [_r(x) for x in curve.observed]},
+        "calibration_bins": [_suppress_bin(row) for row in _records(binned)],
+        "decision_curve": _records(decision),
+        "subgroups": {name: subgroup_table(y, p_validated, labels) for name, labels in subgroups.items()},
+    }
+
+
+def _suppress_bin(row: dict[str, object]) -> dict[str, object]:
+    """A calibration bin whose events or non-events number 1 to 10 loses its counts and observed rate."""
+    n, events = int(row["n"]), int(row["events"])
+    if is_small(events) or is_small(n - events):
+        return {**row, "events": None, "observed": None, "observed_low": None, "observed_high": None,
+                "suppressed": True}
+    return row
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    out = []
+    for row in frame.to_dict(orient="records"):
+        out.append({k: (_r(v) if isinstance(v, (float, np.floating)) else
+                        int(v) if isinstance(v, (np.integer,)) else v) for k, v in row.items()})
+    return out

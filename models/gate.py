@@ -1,0 +1,100 @@
+"""The gate: a new model version becomes champion only if it is no worse than the champion on the same data.
+
+Rules (all recorded with their figures):
+1. The new version's validated calibration slope lies within [0.8, 1.2].
+2. With a champion: both are compared on the same rows, which the champion never saw (batches above
+   the last one it was trained on), the new version by its validated (out-of-fold) predictions:
+   - log loss no worse than the champion's, within a relative tolerance of 0.5%;
+   - AUROC not lower beyond its CI: the upper bound of the paired cluster-bootstrap 95% CI of
+     (new - champion) is at least 0.
+   Without such rows (nothing new since the champion was trained) the champion is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from models import metrics as m
+
+SLOPE_BOUNDS = (0.8, 1.2)
+LOG_LOSS_TOLERANCE = 0.005
+MIN_COMPARISON_EVENTS = 20
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the new version is promoted, and why."""
+
+    promote: bool
+    reasons: list[str]
+    comparison: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def paired_auroc_difference(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, groups: np.ndarray, *,
+                            n_boot: int, seed: int) -> tuple[float, float, float]:
+    """AUROC(new) - AUROC(old) with a paired percentile cluster-bootstrap 95% CI.
+
+    Each replicate draws procedures with replacement; a row's frequency weight is how often its
+    procedure was drawn, and both AUROCs of the replicate use the same weights (paired).
+    """
+    estimate = m.auroc(y, p_new) - m.auroc(y, p_old)
+    codes, uniques = pd.factorize(pd.Series(groups), sort=True)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        weight = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))[codes]
+        events = weight[y == 1].sum()
+        if events == 0 or events == weight.sum():
+            continue
+        diffs.append(roc_auc_score(y, p_new, sample_weight=weight) - roc_auc_score(y, p_old, sample_weight=weight))
+    low, high = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
+    return float(estimate), float(low), float(high)
+
+
+def decide(*, validated_slope: float, y: np.ndarray | None = None, p_new: np.ndarray | None = None,
+           p_champion: np.ndarray | None = None, groups: np.ndarray | None = None, has_champion: bool,
+           n_boot: int = 200, seed: int = 0) -> GateDecision:
+    """Apply the gate.
+
+    Parameters
+    ----------
+    validated_slope
+        The new version's validated calibration slope.
+    y, p_new, p_champion, groups
+        The comparison rows (unseen by the champion): labels, new validated predictions, champion
+        predictions, procedure ids. ``None`` when there are no such rows.
+    has_champion
+        Whether a champion exists.
+    """
+    low, high = SLOPE_BOUNDS
+    reasons: list[str] = []
+    slope_ok = low <= validated_slope <= high
+    reasons.append(f"validated calibration slope {validated_slope:.3f} "
+                   f"{'within' if slope_ok else 'outside'} [{low}, {high}]")
+    if not has_champion:
+        reasons.append("no champion yet")
+        return GateDecision(promote=slope_ok, reasons=reasons)
+    if y is None or p_new is None or p_champion is None or groups is None or len(y) == 0 \
+            or int(np.sum(y)) < MIN_COMPARISON_EVENTS or int(np.sum(y)) == len(y):
+        reasons.append(f"too few rows unseen by the champion to compare on (needs at least "
+                       f"{MIN_COMPARISON_EVENTS} events and some non-events): champion kept")
+        return GateDecision(promote=False, reasons=reasons)
+    ll_new, ll_old = m.log_loss(y, p_new), m.log_loss(y, p_champion)
+    ll_ok = ll_new <= ll_old * (1 + LOG_LOSS_TOLERANCE)
+    reasons.append(f"log loss {ll_new:.5f} vs champion {ll_old:.5f}: "
+                   f"{'no worse' if ll_ok else 'worse'} (tolerance {LOG_LOSS_TOLERANCE:.1%})")
+    diff, diff_low, diff_high = paired_auroc_difference(y, p_new, p_champion, groups, n_boot=n_boot, seed=seed)
+    auc_ok = bool(diff_high >= 0)
+    reasons.append(f"AUROC difference {diff:+.4f} (95% CI {diff_low:+.4f} to {diff_high:+.4f}): "
+                   f"{'not lower beyond its CI' if auc_ok else 'lower beyond its CI'}")
+    comparison = {"rows": int(len(y)), "log_loss_new": round(ll_new, 6), "log_loss_champion": round(ll_old, 6),
+                  "auroc_difference": round(diff, 6), "auroc_difference_low": round(diff_low, 6),
+                  "auroc_difference_high": round(diff_high, 6)}
+    return GateDecision(promote=bool(slope_ok and ll_ok and auc_ok), reasons=reasons, comparison=comparison)

@@ -1,0 +1,188 @@
+"""Train, validate, gate and store the model of each outcome spec; return the figures for metrics.json.
+
+For each spec: eligible rows and labels; for a rare outcome, Riley's minimum sample size first (if not
+met: the crude rate with its exact interval and the reason, no model); grouped cross-validation of the
+candidates, selection by validated log loss, cross-fitted calibration, refit; internal validation;
+the gate against the champion; every version stored, the champion switched only through the gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import dictionary as d
+from features.matrices import build_level_frame, build_procedure_frame
+from models import store
+from models.assessment import assess, is_small
+from models.calibration import METHOD as CALIBRATION_METHOD
+from models.development import Development, develop
+from models.gate import decide
+from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, n_parameters
+from models.outcomes import OUTCOMES, OutcomeSpec
+from models.rare import assess_sample_size, crude_rate
+from records import schema as s
+from records.manifest import code_version
+
+TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression")
+MIN_EACH_CLASS = 20
+SELECTION = "lowest cross-validated log loss of the calibrated out-of-fold predictions (folds by procedure)"
+INTENDED_USE = ("Expected (case-mix adjusted) risk for quality-improvement comparison of sites and operators "
+                "and for pre-procedural counselling in balloon kyphoplasty and vertebroplasty. A prediction "
+                "from registry data, not a causal effect; not for deciding treatment of an individual on its own.")
+LIMITATIONS = [
+    "Internal validation only (cross-validation within the registry); no external validation yet.",
+    "Observed leakage depends on the imaging used: the model conditions on it; a planned case is scored "
+    "as if assessed by CT.",
+    "Site and operator are deliberately not predictors: the expected risk is the case-mix expectation.",
+    "Levels of one procedure are treated as conditionally independent given the features.",
+]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Seeds and effort of model development; recorded in metrics.json."""
+
+    seed: int = 20261125
+    n_folds: int = 5
+    repeats: int = 1
+    n_boot: int = 200
+    anticipated_c: float = 0.75
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    outcome: str
+    fitted: bool
+    metrics: dict[str, object]
+    version: str | None = None
+    champion: bool = False
+
+
+def model_frames(procedures: pd.DataFrame, levels: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The level and procedure model frames of a registry."""
+    return {"level": build_level_frame(procedures, levels), "procedure": build_procedure_frame(procedures)}
+
+
+def train_all(procedures: pd.DataFrame, levels: pd.DataFrame, *, config: TrainingConfig,
+              workspace: Path | None) -> dict[str, OutcomeResult]:
+    """Every outcome of :data:`models.outcomes.OUTCOMES`, in order; stored when ``workspace`` is given."""
+    frames = model_frames(procedures, levels)
+    return {spec.name: train_outcome(spec, frames[spec.unit], config=config, workspace=workspace)
+            for spec in OUTCOMES}
+
+
+def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingConfig,
+                  workspace: Path | None) -> OutcomeResult:
+    """Develop, validate, gate and store the model of one outcome."""
+    eligible, y = spec.labels(frame)
+    rows = frame.loc[eligible].reset_index(drop=True)
+    X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806
+    base: dict[str, object] = {"outcome": spec.name, "unit": spec.unit, "definition": spec.definition,
+                               "eligibility": spec.eligibility, "data": _data_summary(rows, y, len(frame))}
+    if spec.rare:
+        assessment = assess_sample_size(n_parameters=n_parameters(spec.features), n=len(y), events=int(y.sum()),
+                                        anticipated_c=config.anticipated_c)
+        sample_size = _json(asdict(assessment)) | {"reason": assessment.reason()}
+        if is_small(assessment.available_events):
+            sample_size["available_events"] = "<11"
+        base["sample_size"] = sample_size
+        if not assessment.met:
+            rate = crude_rate(int(y.sum()), len(y))
+            base.update(status="not_fitted", reason="no model fitted: " + assessment.reason(),
+                        crude_rate=_suppress_rate(asdict(rate)))
+            return OutcomeResult(spec.name, fitted=False, metrics=base)
+    events, non_events = int(y.sum()), int(len(y) - y.sum())
+    if min(events, non_events) < MIN_EACH_CLASS:
+        base.update(status="not_fitted",
+                    reason=f"no model fitted: too few events or non-events to fit and validate a model "
+                           f"(needs at least {MIN_EACH_CLASS} of each with {config.n_folds}-fold cross-validation)")
+        return OutcomeResult(spec.name, fitted=False, metrics=base)
+    candidates = CANDIDATES_RARE if spec.rare else CANDIDATES_COMMON
+    dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
+                  seed=config.seed)
+    apparent = dev.model.predict_proba(X)[:, 1]
+    subgroups = {"site": rows[s.SITE_ID].to_numpy(), "etiology": rows[s.ETIOLOGY].to_numpy(),
+                 "year": rows[s.PROCEDURE_YEAR].to_numpy()}
+    if spec.unit == "level":
+        subgroups["imaging"] = rows[d.IMAGING].to_numpy()
+    validation = assess(y, dev.validated, p_apparent=apparent, groups=groups, subgroups=subgroups,
+                        n_boot=config.n_boot, seed=config.seed)
+    metrics = base | {
+        "status": "fitted",
+        "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),
+                        "log_loss_by_repeat": list(c.log_loss_by_repeat)} for c in dev.candidates],
+        "selected": dev.selected, "selection": SELECTION,
+        "calibration": {"method": CALIBRATION_METHOD, "intercept": round(dev.calibration_intercept, 6),
+                        "slope": round(dev.calibration_slope, 6)},
+        "validation": validation,
+    }
+    if workspace is None:
+        return OutcomeResult(spec.name, fitted=True, metrics=metrics)
+    return _gate_and_store(spec, rows, y, dev, metrics, config=config, workspace=workspace)
+
+
+def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: Development,
+                    metrics: dict[str, object], *, config: TrainingConfig, workspace: Path) -> OutcomeResult:
+    validated_slope = metrics["validation"]["validated"]["calibration_slope"]["estimate"]
+    current = store.champion(workspace, spec.name)
+    comparison: dict[str, object] = {}
+    if current is not None:
+        champion = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+        store.check_features(champion, rows.columns)
+        unseen = (rows[s.EXTRACT_BATCH].to_numpy() > champion.card.training_data["extract_batch_max"])
+        if unseen.any():
+            comparison = {"y": y[unseen], "p_new": dev.validated[unseen], "groups": rows.loc[unseen, s.PROCEDURE_ID].to_numpy(),
+                          "p_champion": champion.estimator.predict_proba(rows.loc[unseen, spec.feature_names])[:, 1]}
+    decision = decide(validated_slope=validated_slope, has_champion=current is not None, n_boot=config.n_boot,
+                      seed=config.seed, **comparison)
+    card = store.ModelCard(
+        outcome=spec.name, version="", created_at="", code_version=code_version(), intended_use=INTENDED_USE,
+        outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
+        training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
+        calibration=CALIBRATION_METHOD, selection=SELECTION, metrics=metrics["validation"]["validated"],
+        limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed)
+    stored = store.save_model(workspace, outcome=spec.name, estimator=dev.model, card=card,
+                              features=[{"name": f.name, "kind": f.kind} for f in spec.features],
+                              extra_trusted=TRUSTED_OURS)
+    if decision.promote:
+        store.set_champion(workspace, outcome=spec.name, version=stored.version, decision=decision.to_dict())
+    metrics = metrics | {"gate": decision.to_dict(), "model": {"version": stored.version,
+                                                                "champion": decision.promote,
+                                                                "previous_champion": current}}
+    return OutcomeResult(spec.name, fitted=True, metrics=metrics, version=stored.version,
+                         champion=decision.promote)
+
+
+def _data_summary(rows: pd.DataFrame, y: np.ndarray, all_rows: int) -> dict[str, object]:
+    events = int(y.sum())
+    summary: dict[str, object] = {"rows": len(y), "not_eligible": all_rows - len(y),
+                                  "procedures": int(rows[s.PROCEDURE_ID].nunique())}
+    if is_small(events):
+        summary.update(events="<11", prevalence=None)
+    else:
+        summary.update(events=events, prevalence=round(events / len(y), 6) if len(y) else None)
+    return summary
+
+
+def _training_range(rows: pd.DataFrame, y: np.ndarray) -> dict[str, object]:
+    return {"procedure_year_min": int(rows[s.PROCEDURE_YEAR].min()), "procedure_year_max": int(rows[s.PROCEDURE_YEAR].max()),
+            "extract_batch_min": int(rows[s.EXTRACT_BATCH].min()), "extract_batch_max": int(rows[s.EXTRACT_BATCH].max()),
+            "rows": len(y), "events": "<11" if is_small(int(y.sum())) else int(y.sum()),
+            "procedures": int(rows[s.PROCEDURE_ID].nunique()),
+            "sites": int(rows[s.SITE_ID].nunique())}
+
+
+def _suppress_rate(rate: dict[str, object]) -> dict[str, object]:
+    if is_small(int(rate["events"])):
+        return {"events": "<11", "n": rate["n"], "rate": None, "low": None, "high": None, "method": rate["method"],
+                "note": "rate and interval withheld: fewer than 11 events"}
+    return _json(rate)
+
+
+def _json(values: dict[str, object]) -> dict[str, object]:
+    """Floats rounded to 6 decimals; a non-finite float (undefined) becomes None."""
+    return {k: ((round(v, 6) if np.isfinite(v) else None) if isinstance(v, float) else v) for k, v in values.items()}

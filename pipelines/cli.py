@@ -1,0 +1,231 @@
+"""The ``cementrisk`` command line: run, validate, synth. Exit codes: 0 ok, 2 bad input, 1 internal error."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from records.errors import InputError
+from models.training import TrainingConfig
+from records.manifest import TableCounts, new_run_id
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE = REPO_ROOT / "data" / "sample"
+WORKSPACE_ENV = "CEMENTRISK_WORKSPACE"
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="cementrisk: cement leakage and infection risk for kyphoplasty and vertebroplasty.")
+console = Console()
+errors = Console(stderr=True)
+
+
+class Engine(str, Enum):
+    prefect = "prefect"
+    local = "local"
+
+
+def _default_workspace() -> Path:
+    return Path(os.environ.get(WORKSPACE_ENV, "workspace"))
+
+
+SourceOption = Annotated[str, typer.Option(
+    "--source", "-s", help="Folder of procedures/levels (Parquet or CSV), a SQLite file or a SQLAlchemy URL.")]
+WorkspaceOption = Annotated[Path, typer.Option(
+    "--workspace", "-w", help=f"Workspace folder (default ./workspace or ${WORKSPACE_ENV}).")]
+
+
+@app.command()
+def run(
+    source: SourceOption = str(DEFAULT_SOURCE),
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    engine: Annotated[Engine, typer.Option(help="prefect: run as a Prefect flow (embedded API unless "
+                                                "PREFECT_API_URL is set); local: the same steps without Prefect.")]
+    = Engine.prefect,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Retrain the models even if the registry is unchanged.")]
+    = False,
+    models: Annotated[bool, typer.Option("--models/--no-models", help="Refresh the risk models after loading.")]
+    = True,
+    seed: Annotated[int, typer.Option(help="Seed of model development (folds, bootstrap, learners).")]
+    = TrainingConfig.seed,
+) -> None:
+    """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
+    workspace = workspace or _default_workspace()
+    run_id = new_run_id()
+    try:
+        with console.status(f"run {run_id}: reading, checking and registering {source} ...") as status:
+            outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed,
+                           on_step=lambda step: status.update(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."))
+    except InputError as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        errors.print(f"manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    manifest = outcome.manifest
+    _print_counts(f"run {manifest.run_id}: {manifest.status}", manifest.tables)
+    console.print("batches loaded: " + (", ".join(str(b) for b in manifest.batches_loaded) or "none (nothing new)"))
+    _print_models(manifest.models)
+    console.print(f"registry:   {Path(workspace) / 'registry'} (watermark {manifest.watermark_after})")
+    console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
+    console.print(f"manifest:   {outcome.manifest_path}")
+    if manifest.models.get("metrics_path"):
+        console.print(f"metrics:    {manifest.models['metrics_path']}")
+
+
+_STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers",
+               "validate": "checking the contract", "register": "registering accepted rows and the quarantine",
+               "models": "training, calibrating and validating the risk models"}
+
+
+def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
+         on_step):
+    if engine is Engine.local:
+        from pipelines.job import run_job
+
+        return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
+                       train=train, on_step=on_step)
+    from pipelines.prefect_env import PrefectConfigError, configure_prefect
+
+    try:
+        configure_prefect(workspace)
+    except PrefectConfigError as error:
+        raise InputError(str(error)) from None
+    from pipelines.flows import run_flow
+
+    on_step("run as the Prefect flow cementrisk-run")
+    return run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed)
+
+
+def _print_models(models: dict) -> None:
+    if not models:
+        return
+    console.print(f"models: {'trained' if models.get('trained') else 'not trained'}: {models.get('reason')}")
+    for name, info in models.get("outcomes", {}).items():
+        if not info.get("fitted"):
+            console.print(f"  {name}: no model (see metrics.json for why)")
+        else:
+            state = "champion" if info.get("champion") else "stored, not promoted by the gate"
+            console.print(f"  {name}: {info.get('version')} ({state})")
+
+
+class OutputFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+@app.command()
+def score(
+    input: Annotated[str, typer.Option("--input", "-i", help="Records to score (contract format; outcome "
+                                                              "columns may be absent): folder, SQLite or URL.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for levels.<ext> and procedures.<ext>.")],
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.parquet,
+) -> None:
+    """Score new records with the published (champion) models: calibrated risks per level and procedure."""
+    from models.scoring import score_source
+    from models.store import ModelStoreError
+
+    workspace = workspace or _default_workspace()
+    try:
+        with console.status(f"scoring {input} ..."):
+            result = score_source(input, output, workspace=workspace, fmt=fmt.value)
+    except (InputError, ModelStoreError) as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    _print_counts(f"score {input}", result.counts)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print("models: " + ", ".join(f"{k} {v or '-'}" for k, v in result.versions.items()))
+    for path in result.paths:
+        console.print(f"  {path}")
+
+
+@app.command()
+def validate(
+    source: SourceOption = str(DEFAULT_SOURCE),
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", help="Also check against this workspace's registry (read only).")] = None,
+    show: Annotated[int, typer.Option(help="How many quarantined rows to list per table.")] = 10,
+) -> None:
+    """Dry run: say what would be accepted and why rows would be quarantined. Writes nothing."""
+    from records.ingest import check_batch, load_batch, screen_batch
+    from records.validation import REASON
+
+    try:
+        with console.status(f"checking {source} ..."):
+            raw = load_batch(source)
+            screen_batch(raw)
+            result = check_batch(raw, workspace=workspace if workspace and workspace.exists() else None)
+            rules = result.reason_counts()
+    except InputError as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    _print_counts(f"validate {source} (dry run, nothing written)", {
+        name: TableCounts(rows_in=outcome.rows_in, rows_accepted=len(outcome.accepted),
+                          rows_quarantined=len(outcome.quarantined), rows_skipped_registered=outcome.skipped,
+                          columns_dropped=list(outcome.dropped_columns), quarantine_rules=rules[name])
+        for name, outcome in result.tables().items()})
+    for name, outcome in result.tables().items():
+        for row in outcome.quarantined.head(show).itertuples(index=False):
+            console.print(f"  {name} row {getattr(row, 'source_row')}: {getattr(row, REASON)}")
+
+
+@app.command()
+def synth(
+    procedures: Annotated[int, typer.Option("--procedures", "-n", min=1, help="Number of procedures.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 20261125,
+    out: Annotated[Path, typer.Option(help="Output folder (procedures.parquet, levels.parquet, truth/).")]
+    = Path("synthetic"),
+) -> None:
+    """Write a synthetic, de-identified registry in the contract, with literature-based risks."""
+    from records.synth import generate_registry, write_registry
+
+    try:
+        with console.status(f"generating {procedures:,} procedures (seed {seed}) ..."):
+            registry = generate_registry(procedures, seed=seed)
+            paths = write_registry(registry, out)
+    except Exception as error:  # noqa: BLE001
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    console.print(f"{len(registry.procedures):,} procedures, {len(registry.levels):,} levels written:")
+    for path in paths.values():
+        console.print(f"  {path}")
+
+
+def _print_counts(title: str, tables: dict[str, TableCounts]) -> None:
+    """Row accounting per table and, where rows were quarantined, how many each rule caught."""
+    table = Table(title=title)
+    for column in ("table", "rows in", "accepted", "quarantined", "skipped (registered)", "columns dropped"):
+        table.add_column(column)
+    for name, counts in tables.items():
+        table.add_row(name, str(counts.rows_in), str(counts.rows_accepted), str(counts.rows_quarantined),
+                      str(counts.rows_skipped_registered), ", ".join(counts.columns_dropped) or "-")
+    console.print(table)
+    for name, counts in tables.items():
+        if counts.quarantine_rules:
+            console.print(f"[bold]{name}[/] rows quarantined by rule: "
+                          + ", ".join(f"{rule} {n}" for rule, n in counts.quarantine_rules.items()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Records: the v1 contract, readers, validation with quarantine, the identifier guard, the registry."""

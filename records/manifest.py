@@ -1,0 +1,119 @@
+"""The run manifest: what one run read, accepted, quarantined, refused and registered, and how long each step took."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from records.schema import CONTRACT_VERSION, LEVELS, PROCEDURES
+
+RUNS_DIR = "runs"
+MANIFEST_FILE = "manifest.json"
+STATUS_OK = "ok"
+STATUS_REFUSED = "refused"
+STATUS_FAILED = "failed"
+
+
+@dataclass
+class TableCounts:
+    """Row accounting of one table: rows_in = rows_accepted + rows_quarantined, always."""
+
+    rows_in: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    rows_skipped_registered: int = 0
+    rows_refused: int = 0
+    columns_dropped: list[str] = field(default_factory=list)
+    quarantine_rules: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunManifest:
+    """Everything a person or a registry needs to audit one run."""
+
+    run_id: str
+    source: str
+    workspace: str
+    status: str = STATUS_OK
+    reason: str | None = None
+    code_version: str = ""
+    contract_version: str = CONTRACT_VERSION
+    started_at: str = ""
+    finished_at: str = ""
+    tables: dict[str, TableCounts] = field(
+        default_factory=lambda: {PROCEDURES.name: TableCounts(), LEVELS.name: TableCounts()})
+    batches_loaded: list[int] = field(default_factory=list)
+    batches_skipped: list[int] = field(default_factory=list)
+    watermark_before: int | None = None
+    watermark_after: int | None = None
+    quarantine_files: list[str] = field(default_factory=list)
+    models: dict[str, object] = field(default_factory=dict)
+    timings_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+def new_run_id(now: _dt.datetime | None = None) -> str:
+    """A sortable, unique run id: UTC time to the second and 6 random hex digits."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version() -> str:
+    """The package version and, where the code is a git checkout, its commit (with '+dirty')."""
+    try:
+        version = metadata.version("cementrisk")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}{'.dirty' if dirty else ''}" if commit else version
+
+
+def write_manifest(workspace: Path, manifest: RunManifest) -> Path:
+    """Write ``runs/<run_id>/manifest.json`` atomically and return its path."""
+    run_dir = Path(workspace) / RUNS_DIR / manifest.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / MANIFEST_FILE
+    tmp = run_dir / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class StepTimer:
+    """Wall time per named step, in seconds; ``on_step`` hears each step's name as it starts (progress)."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    on_step: Callable[[str], None] | None = None
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        if self.on_step is not None:
+            self.on_step(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)

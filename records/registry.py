@@ -1,0 +1,169 @@
+"""The registry: accepted records appended to the workspace as Parquet partitioned by extract_batch,
+a watermark in ``state.json``, and the quarantine store that the pipeline never deletes.
+
+Only batches listed in ``state.json`` are part of the registry: a partition written by a run that was
+stopped before it recorded the batch is invisible and is overwritten by the next run, so registering is
+idempotent and a killed run leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from records.readers import arrow_to_frame
+from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TableSpec
+from records.validation import ValidationResult
+
+REGISTRY_DIR = "registry"
+QUARANTINE_DIR = "quarantine"
+STATE_FILE = "state.json"
+PART_FILE = "part-0.parquet"
+_PARTITIONING = ds.partitioning(pa.schema([(EXTRACT_BATCH, pa.int64())]), flavor="hive")
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """The watermark (highest extract batch registered) and what each registered batch holds."""
+
+    watermark: int = 0
+    batches: dict[int, dict[str, object]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {"watermark": self.watermark,
+                   "batches": {str(b): info for b, info in sorted(self.batches.items())}}
+        return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What one run added to the registry."""
+
+    batches_loaded: list[int]
+    rows_written: dict[str, int]
+    watermark_before: int
+    watermark_after: int
+    quarantine_files: list[str]
+
+
+def registry_root(workspace: Path) -> Path:
+    return Path(workspace) / REGISTRY_DIR
+
+
+def load_state(workspace: Path) -> RegistryState:
+    """The registry state of a workspace; an empty state when nothing was registered yet."""
+    path = registry_root(workspace) / STATE_FILE
+    if not path.exists():
+        return RegistryState()
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return RegistryState(watermark=int(payload["watermark"]),
+                         batches={int(b): dict(info) for b, info in payload["batches"].items()})
+
+
+def read_registry_table(workspace: Path, table: TableSpec, *, columns: list[str] | None = None,
+                        state: RegistryState | None = None) -> pd.DataFrame:
+    """One registry table (only batches recorded in the state), with its ``extract_batch`` column."""
+    state = state or load_state(workspace)
+    root = registry_root(workspace) / table.name
+    names = columns or list(table.names)
+    if not state.batches or not root.exists():
+        schema = table.arrow_schema()
+        empty = pa.table({n: pa.array([], type=schema.field(n).type) for n in names}, schema=None)
+        return arrow_to_frame(empty)
+    dataset = ds.dataset(root, format="parquet", partitioning=_PARTITIONING)
+    wanted = pa.array(sorted(state.batches), type=pa.int64())
+    arrow_table = dataset.to_table(columns=names, filter=ds.field(EXTRACT_BATCH).isin(wanted))
+    return arrow_to_frame(arrow_table)
+
+
+def registered_procedure_ids(workspace: Path, *, state: RegistryState | None = None) -> pd.Series:
+    """Every procedure_id already registered."""
+    return read_registry_table(workspace, PROCEDURES, columns=[PROCEDURE_ID], state=state)[PROCEDURE_ID]
+
+
+def register_batches(workspace: Path, result: ValidationResult, *, run_id: str) -> Registration:
+    """Append the accepted rows of a validated input, one partition per extract batch, then the quarantine.
+
+    The state (watermark) is written last and atomically: until then no new batch is visible.
+    Batches whose rows were all quarantined still advance the watermark (they were loaded).
+    """
+    workspace = Path(workspace)
+    state = load_state(workspace)
+    procedures = result.procedures.accepted
+    levels = result.levels.accepted
+    level_batch = levels[PROCEDURE_ID].map(procedures.set_index(PROCEDURE_ID)[EXTRACT_BATCH])
+    if level_batch.isna().any():
+        raise RuntimeError(f"{int(level_batch.isna().sum())} accepted level rows have no accepted procedure; "
+                           "nothing was registered (this is a bug in validation)")
+    quarantine_files = write_quarantine(workspace, result, run_id=run_id)
+    batches = result.batches()
+    written = {PROCEDURES.name: 0, LEVELS.name: 0}
+    new_batches = dict(state.batches)
+    proc_groups = dict(tuple(procedures.groupby(EXTRACT_BATCH, sort=True)))
+    lev_groups = dict(tuple(levels.groupby(level_batch, sort=True)))
+    for batch in batches:
+        proc_part = proc_groups.get(batch, procedures.iloc[0:0])
+        lev_part = lev_groups.get(batch, levels.iloc[0:0])
+        _write_partition(workspace, PROCEDURES, batch, proc_part)
+        _write_partition(workspace, LEVELS, batch, lev_part)
+        written[PROCEDURES.name] += len(proc_part)
+        written[LEVELS.name] += len(lev_part)
+        new_batches[batch] = {"procedures": len(proc_part), "levels": len(lev_part), "run_id": run_id}
+    watermark_after = max([state.watermark, *batches])
+    _write_atomic(registry_root(workspace) / STATE_FILE,
+                  RegistryState(watermark=watermark_after, batches=new_batches).to_json())
+    return Registration(batches_loaded=batches, rows_written=written, watermark_before=state.watermark,
+                        watermark_after=watermark_after, quarantine_files=quarantine_files)
+
+
+def write_quarantine(workspace: Path, result: ValidationResult, *, run_id: str) -> list[str]:
+    """Keep every quarantined row with its batch, reason and run id; never overwrite or delete."""
+    files: list[str] = []
+    for name, outcome in result.tables().items():
+        rows = outcome.quarantined
+        if rows.empty:
+            continue
+        rows = rows.assign(run_id=run_id)
+        batch_label = rows[EXTRACT_BATCH].astype("string").fillna("unknown")
+        for label, part in rows.groupby(batch_label, sort=True):
+            path = Path(workspace) / QUARANTINE_DIR / f"{EXTRACT_BATCH}={label}" / f"{name}-{run_id}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+            files.append(str(path.relative_to(workspace)))
+    return files
+
+
+def read_quarantine(workspace: Path, table: TableSpec) -> pd.DataFrame:
+    """Every quarantined row of one table kept in the workspace, across runs."""
+    paths = sorted((Path(workspace) / QUARANTINE_DIR).glob(f"*/{table.name}-*.parquet"))
+    if not paths:
+        return pd.DataFrame()
+    return pd.concat([arrow_to_frame(pq.read_table(p)) for p in paths], ignore_index=True)
+
+
+def _write_partition(workspace: Path, table: TableSpec, batch: int, rows: pd.DataFrame) -> None:
+    folder = registry_root(workspace) / table.name / f"{EXTRACT_BATCH}={batch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = table.arrow_schema(exclude=(EXTRACT_BATCH,))
+    frame = rows[[n for n in schema.names]].reset_index(drop=True)
+    arrow_table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    tmp = folder / f".{PART_FILE}.tmp"
+    pq.write_table(arrow_table, tmp, compression="zstd")
+    os.replace(tmp, folder / PART_FILE)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

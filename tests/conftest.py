@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny valid batches built in code, and the PostgreSQL URL CI provides."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from records.readers import RawBatch
+from records.schema import LEVELS, PROCEDURES
+
+AS_OF_YEAR = 2026
+
+
+def make_procedures(n: int = 3, *, batch: int = 1, start: int = 1) -> pd.DataFrame:
+    """`n` valid procedure rows (typed as a Parquet source gives them)."""
+    ids = [f"P{start + i:05d}" for i in range(n)]
+    frame = pd.DataFrame({
+        "procedure_id": ids,
+        "site_id": [f"S{(i % 3) + 1:02d}" for i in range(n)],
+        "operator_id": [f"OP{(i % 5) + 1:03d}" for i in range(n)],
+        "extract_batch": [batch] * n,
+        "procedure_year": [2020 + (i % 5) for i in range(n)],
+        "age_years": [70 + (i % 20) for i in range(n)],
+        "sex": ["f" if i % 3 else "m" for i in range(n)],
+        "bmi_kg_m2": [24.5] * n,
+        "bmd_t_score": [-2.8] * n,
+        "diabetes": [i % 4 == 0 for i in range(n)],
+        "glucocorticoid_use": [False] * n,
+        "immunosuppressed": [False] * n,
+        "recent_infection": [False] * n,
+        "asa_class": [2] * n,
+        "etiology": ["osteoporotic"] * n,
+        "anesthesia": ["local_sedation"] * n,
+        "approach": ["bipedicular"] * n,
+        "antibiotic_prophylaxis": [True] * n,
+        "procedure_minutes": [45.0] * n,
+        "n_levels": [2 if i % 2 == 0 else 1 for i in range(n)],
+        "infection_90d": [False] * n,
+        "length_of_stay_days": [1] * n,
+        "pain_vas_pre": [8.0] * n,
+        "pain_vas_post": [3.0] * n,
+    })
+    return _typed(frame, PROCEDURES)
+
+
+def make_levels(procedures: pd.DataFrame) -> pd.DataFrame:
+    """Valid level rows matching the procedures' n_levels."""
+    rows = []
+    for pid, n in zip(procedures["procedure_id"], procedures["n_levels"]):
+        for j, vertebra in enumerate(["l1", "t12", "l2", "t11"][: int(n)]):
+            leak = j == 0
+            rows.append({
+                "procedure_id": pid, "vertebra": vertebra, "genant_grade": 2, "morphology": "wedge",
+                "fracture_age_days": 30, "height_loss_pct": 25.0, "intravertebral_cleft": False,
+                "cortical_disruption": leak, "endplate_disruption": False, "basivertebral_foramen": None,
+                "cement_type": "pmma", "cement_viscosity": "medium", "balloon_volume_ml": 3.0,
+                "cement_volume_ml": 4.5, "vertebral_body_volume_ml": 30.0, "kyphotic_angle_pre_deg": 15.0,
+                "kyphotic_angle_post_deg": 9.0, "leakage": leak, "leakage_sites": "intradiscal" if leak else None,
+                "leakage_symptomatic": False, "leakage_imaging": "xray",
+            })
+    return _typed(pd.DataFrame(rows), LEVELS)
+
+
+def _typed(frame: pd.DataFrame, table) -> pd.DataFrame:
+    return frame.astype({spec.name: spec.pandas_dtype for spec in table.columns})
+
+
+def make_batch(n: int = 3, *, batch: int = 1, start: int = 1) -> RawBatch:
+    procedures = make_procedures(n, batch=batch, start=start)
+    return RawBatch(procedures=procedures, levels=make_levels(procedures), source="memory")
+
+
+@pytest.fixture
+def valid_batch() -> RawBatch:
+    return make_batch(6)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL URL CI sets; tests needing it skip with a reason elsewhere."""
+    url = os.environ.get("CEMENTRISK_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set CEMENTRISK_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL: set CEMENTRISK_TEST_POSTGRES_URL to run this test")
+    return url

@@ -1,0 +1,149 @@
+"""Training end to end on generator data: selection, calibration, validation figures, the rare-outcome
+path, the store and the gate, reproducibility, and scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import store
+from models.outcomes import OUTCOMES
+from models.refresh import metrics_json, refresh_models, should_retrain
+from models.scoring import NoModelError, score_records, score_source
+from models.training import TrainingConfig, train_all
+from records.ingest import run_ingest
+from records.synth import generate_registry, write_registry
+
+FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return generate_registry(4_000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(tmp_path_factory, registry):
+    workspace = tmp_path_factory.mktemp("ws")
+    source = tmp_path_factory.mktemp("src")
+    write_registry(registry, source)
+    run_ingest(source, workspace)
+    summary = refresh_models(workspace, run_id="run-1", config=FAST)
+    return workspace, summary
+
+
+def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace):
+    workspace, summary = trained_workspace
+    assert summary.trained
+    metrics = json.loads(Path(summary.metrics_path).read_text())
+    assert list(metrics["outcomes"]) == [o.name for o in OUTCOMES]
+    for name in ("leakage_any", "leakage_canal", "leakage_venous"):
+        outcome = metrics["outcomes"][name]
+        assert outcome["status"] == "fitted"
+        assert {c["name"] for c in outcome["candidates"]} == {"spline_logistic", "gradient_boosting"}
+        best = min(outcome["candidates"], key=lambda c: c["cv_log_loss"])
+        assert outcome["selected"] == best["name"]
+        validated = outcome["validation"]["validated"]
+        for key in ("auroc", "brier", "scaled_brier", "calibration_intercept", "calibration_slope"):
+            figure = validated[key]
+            assert figure["low"] <= figure["estimate"] <= figure["high"], (name, key)
+        for key in ("ici", "e50", "e90"):  # bounded below by 0: a percentile interval may sit above the estimate
+            figure = validated[key]
+            assert 0 <= figure["estimate"] and 0 <= figure["low"] <= figure["high"], (name, key)
+        assert 0.6 < validated["auroc"]["estimate"] < 0.95
+        assert 0.7 < validated["calibration_slope"]["estimate"] < 1.3
+        curve = outcome["validation"]["decision_curve"]
+        assert len(curve) == 50 and {"net_benefit_model", "net_benefit_treat_all"} <= set(curve[0])
+        assert set(outcome["validation"]["subgroups"]) == {"site", "etiology", "year", "imaging"}
+        assert outcome["model"]["champion"] is True and outcome["gate"]["promote"] is True
+        assert store.champion(workspace, name) == outcome["model"]["version"]
+
+
+def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_workspace):
+    _, summary = trained_workspace
+    infection = json.loads(Path(summary.metrics_path).read_text())["outcomes"]["infection_90d"]
+    # 4,000 procedures with ~0.4% infections cannot meet Riley's criteria
+    assert infection["status"] == "not_fitted"
+    assert infection["reason"].startswith("no model fitted: ")
+    assert str(infection["sample_size"]["required"]["minimum"]) in infection["reason"].replace(",", "")
+    assert infection["sample_size"]["met"] is False
+    assert infection["crude_rate"]["method"].startswith("Clopper-Pearson")
+
+
+def test_no_retraining_when_the_registry_is_unchanged(trained_workspace):
+    workspace, _ = trained_workspace
+    go, reason = should_retrain(workspace, retrain=False)
+    assert not go and "unchanged" in reason
+    assert should_retrain(workspace, retrain=True)[0]
+
+
+def test_same_registry_and_seed_give_the_same_metrics_bytes(registry, tmp_path):
+    procedures, levels = registry.procedures.iloc[:1500], None
+    levels = registry.levels[registry.levels["procedure_id"].isin(procedures["procedure_id"])]
+    first = train_all(procedures, levels, config=FAST, workspace=None)
+    second = train_all(procedures, levels, config=FAST, workspace=None)
+    text = [metrics_json({k: r.metrics for k, r in run.items()}) for run in (first, second)]
+    assert text[0] == text[1]
+
+
+def test_score_with_and_without_outcome_columns(trained_workspace, registry, tmp_path):
+    workspace, _ = trained_workspace
+    procedures = registry.procedures.iloc[:50]
+    levels = registry.levels[registry.levels["procedure_id"].isin(procedures["procedure_id"])]
+    with_outcomes = score_records(procedures, levels, workspace=workspace)
+    outcome_columns = ["leakage", "leakage_sites", "leakage_symptomatic", "leakage_imaging"]
+    without = score_records(procedures.drop(columns=["infection_90d"]).assign(infection_90d=pd.NA),
+                            levels.drop(columns=outcome_columns).assign(
+                                **{c: pd.NA for c in outcome_columns}), workspace=workspace)
+    assert list(with_outcomes.levels.columns) == ["procedure_id", "vertebra", "leakage_any_risk",
+                                                  "leakage_canal_risk", "leakage_venous_risk"]
+    assert list(with_outcomes.procedures.columns) == ["procedure_id", "infection_risk",
+                                                      "leakage_any_procedure_risk"]
+    risks = without.levels["leakage_any_risk"]
+    assert risks.between(0, 1).all() and len(risks) == len(levels)
+    # the procedure's risk of any leak is at least that of its riskiest level
+    worst = without.levels.groupby("procedure_id")["leakage_any_risk"].max()
+    merged = without.procedures.set_index("procedure_id")["leakage_any_procedure_risk"]
+    assert (merged.loc[worst.index] >= worst - 1e-12).all()
+
+
+def test_score_source_quarantines_bad_rows_and_writes_csv(trained_workspace, registry, tmp_path):
+    workspace, _ = trained_workspace
+    procedures = registry.procedures.iloc[:20].copy()
+    levels = registry.levels[registry.levels["procedure_id"].isin(procedures["procedure_id"])].copy()
+    levels.iloc[0, levels.columns.get_loc("cement_volume_ml")] = 99.0
+    source = tmp_path / "new"
+    source.mkdir()
+    procedures.to_parquet(source / "procedures.parquet")
+    levels.to_parquet(source / "levels.parquet")
+    out = score_source(source, tmp_path / "scores", workspace=workspace, fmt="csv")
+    scored = pd.read_csv(tmp_path / "scores" / "levels.csv")
+    assert out.counts["procedures"].rows_quarantined == 1
+    assert len(scored) == len(levels) - int((levels["procedure_id"] == levels.iloc[0]["procedure_id"]).sum())
+    assert (tmp_path / "scores" / "quarantine" / "levels.parquet").exists()
+
+
+def test_scoring_refuses_without_models(tmp_path, registry):
+    with pytest.raises(NoModelError, match="no published model for leakage_any"):
+        score_records(registry.procedures.iloc[:5], registry.levels.iloc[:0], workspace=tmp_path)
+
+
+def test_tampered_model_is_refused(trained_workspace, registry, tmp_path):
+    import shutil
+
+    workspace, _ = trained_workspace
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)
+    version = store.champion(copy, "leakage_any")
+    path = copy / "models" / "leakage_any" / version / "model.skops"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(store.ModelIntegrityError):
+        score_records(registry.procedures.iloc[:5],
+                      registry.levels[registry.levels["procedure_id"].isin(registry.procedures["procedure_id"][:5])],
+                      workspace=copy)

@@ -1,0 +1,212 @@
+"""Readers: Parquet and CSV folders (single files and part files), SQLite, PostgreSQL; CSV quirks; whole-input errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from records.coerce import coerce_table
+from records.errors import ContractError, SourceError, SourceUnavailable
+from records.readers import describe_source, read_source
+from records.schema import LEVELS, PROCEDURES
+from records.validation import validate_batch
+from tests.conftest import AS_OF_YEAR, make_batch
+
+
+def _write_parquet(folder: Path, batch) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in batch.tables().items():
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{name}.parquet")
+    return folder
+
+
+def _write_csv(folder: Path, batch, **kwargs) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in batch.tables().items():
+        frame.to_csv(folder / f"{name}.csv", index=False, **kwargs)
+    return folder
+
+
+def _assert_same_typed(raw_a, raw_b) -> None:
+    for table in (PROCEDURES, LEVELS):
+        a = coerce_table(raw_a.tables()[table.name], table).frame
+        b = coerce_table(raw_b.tables()[table.name], table).frame
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_parquet_and_csv_folders_read_to_the_same_records(tmp_path):
+    batch = make_batch(5)
+    from_parquet = read_source(_write_parquet(tmp_path / "pq", batch))
+    from_csv = read_source(_write_csv(tmp_path / "csv", batch))
+    assert from_parquet.formats == {"procedures": "parquet", "levels": "parquet"}
+    assert from_csv.formats == {"procedures": "csv", "levels": "csv"}
+    _assert_same_typed(from_parquet, from_csv)
+    _assert_same_typed(from_parquet, batch)
+
+
+def test_folders_of_part_files(tmp_path):
+    batch = make_batch(6)
+    for name, frame in batch.tables().items():
+        parts = tmp_path / "src" / name
+        parts.mkdir(parents=True)
+        half = len(frame) // 2
+        pq.write_table(pa.Table.from_pandas(frame.iloc[:half], preserve_index=False), parts / "part-0.parquet")
+        pq.write_table(pa.Table.from_pandas(frame.iloc[half:], preserve_index=False), parts / "part-1.parquet")
+    raw = read_source(tmp_path / "src")
+    assert len(raw.procedures) == 6 and len(raw.levels) == len(batch.levels)
+    result = validate_batch(raw, as_of_year=AS_OF_YEAR)
+    assert result.procedures.quarantined.empty
+
+
+def test_csv_quirks_bom_booleans_case_and_missing_markers(tmp_path):
+    batch = make_batch(4)
+    procedures = batch.procedures.astype("string")
+    procedures["diabetes"] = ["TRUE", "no", "1", "False"]
+    procedures["glucocorticoid_use"] = ["Yes", "0", "NO", "true"]
+    procedures["sex"] = ["F", "M", " f ", "m"]
+    procedures["etiology"] = ["Osteoporotic", "MALIGNANT", "traumatic", "osteoporotic"]
+    procedures["bmi_kg_m2"] = ["", "NA", "NULL", "23.5"]
+    procedures["infection_90d"] = ["null", "", "false", "na"]
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    procedures.to_csv(folder / "procedures.csv", index=False, encoding="utf-8-sig")  # with a byte-order mark
+    batch.levels.to_csv(folder / "levels.csv", index=False)
+    assert (folder / "procedures.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+    raw = read_source(folder)
+    assert raw.procedures.columns[0] == "procedure_id"
+    result = validate_batch(raw, as_of_year=AS_OF_YEAR)
+    assert result.procedures.quarantined.empty, result.procedures.quarantined["reason"].tolist()
+    accepted = result.procedures.accepted
+    assert accepted["diabetes"].tolist() == [True, False, True, False]
+    assert accepted["glucocorticoid_use"].tolist() == [True, False, False, True]
+    assert accepted["sex"].tolist() == ["f", "m", "f", "m"]
+    assert accepted["etiology"].tolist() == ["osteoporotic", "malignant", "traumatic", "osteoporotic"]
+    assert accepted["bmi_kg_m2"].isna().tolist() == [True, True, True, False]
+    assert accepted["infection_90d"].isna().tolist() == [True, True, False, True]
+
+
+def test_csv_boolean_that_is_not_a_boolean_is_quarantined(tmp_path):
+    batch = make_batch(2)
+    procedures = batch.procedures.astype("string")
+    procedures["diabetes"] = ["maybe", "yes"]
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    procedures.to_csv(folder / "procedures.csv", index=False)
+    batch.levels.to_csv(folder / "levels.csv", index=False)
+    result = validate_batch(read_source(folder), as_of_year=AS_OF_YEAR)
+    reason = result.procedures.quarantined["reason"].iloc[0]
+    assert "diabetes must be true/false, 1/0 or yes/no (got 'maybe')" in reason
+
+
+def test_sqlite_file(tmp_path):
+    batch = make_batch(5)
+    path = tmp_path / "extract.sqlite"
+    with sqlite3.connect(path) as connection:
+        for name, frame in batch.tables().items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, connection, index=False)
+    raw = read_source(path)
+    assert raw.formats["procedures"] == "sqlite"
+    _assert_same_typed(raw, batch)
+    also = read_source(f"sqlite:///{path}")
+    _assert_same_typed(also, batch)
+
+
+def test_postgresql_source(postgres_url):
+    import sqlalchemy as sa
+
+    batch = make_batch(5)
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        for name, frame in batch.tables().items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, engine, schema=schema, index=False)
+        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+        raw = read_source(url)
+        assert raw.formats["levels"] == "postgresql"
+        _assert_same_typed(raw, batch)
+        result = validate_batch(raw, as_of_year=AS_OF_YEAR)
+        assert len(result.procedures.accepted) == 5 and result.levels.quarantined.empty
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_unreachable_database_is_a_clear_unavailable_error():
+    with pytest.raises(SourceUnavailable, match="cannot reach database postgresql\\+psycopg://u:\\*\\*\\*@127.0.0.1:9"):
+        read_source("postgresql+psycopg://u:secret@127.0.0.1:9/none?connect_timeout=2")
+
+
+def test_password_is_masked_in_descriptions():
+    assert describe_source("postgresql://qi:hunter2@db:5432/x") == "postgresql://qi:***@db:5432/x"
+
+
+# --- whole-input problems: one clear SourceError / ContractError, never a traceback -----------
+
+def test_missing_source(tmp_path):
+    with pytest.raises(SourceError, match="source not found"):
+        read_source(tmp_path / "nowhere")
+
+
+def test_missing_table(tmp_path):
+    folder = _write_parquet(tmp_path / "src", make_batch(2))
+    (folder / "levels.parquet").unlink()
+    with pytest.raises(SourceError, match="table levels not found"):
+        read_source(folder)
+
+
+def test_ambiguous_table(tmp_path):
+    batch = make_batch(2)
+    folder = _write_parquet(tmp_path / "src", batch)
+    batch.levels.to_csv(folder / "levels.csv", index=False)
+    with pytest.raises(SourceError, match="table levels is ambiguous"):
+        read_source(folder)
+
+
+def test_empty_csv_and_header_only_csv(tmp_path):
+    folder = _write_csv(tmp_path / "src", make_batch(2))
+    (folder / "levels.csv").write_text("")
+    with pytest.raises(SourceError, match="levels.csv is empty"):
+        read_source(folder)
+    (folder / "levels.csv").write_text(",".join(LEVELS.names) + "\n")
+    with pytest.raises(SourceError, match="table levels .* is empty"):
+        read_source(folder)
+
+
+def test_truncated_parquet(tmp_path):
+    folder = _write_parquet(tmp_path / "src", make_batch(20))
+    data = (folder / "procedures.parquet").read_bytes()
+    (folder / "procedures.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match="not a readable Parquet file"):
+        read_source(folder)
+
+
+def test_not_utf8(tmp_path):
+    folder = _write_csv(tmp_path / "src", make_batch(2))
+    text = (folder / "procedures.csv").read_text().replace("osteoporotic", "ostéoporotic")
+    (folder / "procedures.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(SourceError, match="not UTF-8"):
+        read_source(folder)
+
+
+def test_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "extract.db"
+    path.write_text("not a database")
+    with pytest.raises(SourceError, match="cannot read database"):
+        read_source(path)
+
+
+def test_required_column_absent_is_a_contract_error(tmp_path):
+    batch = make_batch(2)
+    folder = _write_csv(tmp_path / "src", batch)
+    batch.procedures.drop(columns=["site_id", "sex"]).to_csv(folder / "procedures.csv", index=False)
+    with pytest.raises(ContractError, match="required column\\(s\\) absent: site_id, sex"):
+        validate_batch(read_source(folder), as_of_year=AS_OF_YEAR)
