@@ -12,11 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 
 from models import metrics as m
 
 SMALL_CELL = 11
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
+ROC_POINTS = 201
+HISTOGRAM_BINS = 40
 
 
 def _r(x: float) -> float | None:
@@ -92,8 +95,30 @@ def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, gr
                               "predicted": [_r(x) for x in curve.grid], "observed": [_r(x) for x in curve.observed]},
         "calibration_bins": [_suppress_bin(row) for row in _records(binned)],
         "decision_curve": _records(decision),
+        "roc_curve": roc_points(y, p_validated),
+        "risk_histogram": risk_histogram(p_validated),
         "subgroups": {name: subgroup_table(y, p_validated, labels) for name, labels in subgroups.items()},
     }
+
+
+def roc_points(y: np.ndarray, p: np.ndarray, *, points: int = ROC_POINTS) -> dict[str, list[float | None]]:
+    """The ROC curve (scikit-learn's) read off at ``points`` evenly spaced false-positive rates.
+
+    The curve is a step function; the true-positive rate at each grid point is the highest one reached
+    at that false-positive rate, so the figure stays small whatever the number of rows.
+    """
+    fpr, tpr, _ = roc_curve(y, p)
+    grid = np.linspace(0.0, 1.0, points)
+    at = np.searchsorted(fpr, grid, side="right") - 1
+    return {"fpr": [_r(x) for x in grid], "tpr": [_r(x) for x in tpr[np.clip(at, 0, len(tpr) - 1)]]}
+
+
+def risk_histogram(p: np.ndarray, *, bins: int = HISTOGRAM_BINS) -> dict[str, list[float | int | None]]:
+    """Counts of validated risk in equal-width bins from 0 to the largest risk; counts 1 to 10 withheld."""
+    top = float(np.max(p)) if len(p) else 1.0
+    counts, edges = np.histogram(p, bins=bins, range=(0.0, max(top, 1e-6)))
+    return {"edges": [_r(x) for x in edges],
+            "counts": [None if is_small(int(c)) else int(c) for c in counts]}
 
 
 def _suppress_bin(row: dict[str, object]) -> dict[str, object]:

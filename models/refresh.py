@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from models import store
+from models.outcomes import OUTCOMES
 from models.training import TrainingConfig, train_all
 from records.manifest import RUNS_DIR, code_version
 from records.registry import load_state, read_registry_table
@@ -19,6 +21,8 @@ from records.schema import LEVELS, PROCEDURES
 
 METRICS_FILE = "metrics.json"
 TRAINED_FILE = "trained.json"
+METRICS_DIR = "metrics"  # workspace/models/metrics/<outcome>/<version>.json and latest.json
+LATEST = "latest"
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,33 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     }
     path = Path(workspace) / RUNS_DIR / run_id / METRICS_FILE
     _write_json(path, metrics)
+    for name, result in results.items():
+        folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / name
+        if result.version is not None:
+            _write_json(folder / f"{result.version}.json", result.metrics)
+        _write_json(folder / f"{LATEST}.json", result.metrics)
     _write_json(Path(workspace) / "models" / TRAINED_FILE, {"watermark": state.watermark})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
     return ModelsSummary(trained=True, reason=reason, metrics_path=str(path), outcomes=outcomes)
+
+
+def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:
+    """Each outcome's figures as the report shows them: those of its champion, else of its latest training.
+
+    An outcome never trained in this workspace is reported as such.
+    """
+    out: dict[str, dict[str, object]] = {}
+    for spec in OUTCOMES:
+        folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / spec.name
+        version = store.champion(workspace, spec.name)
+        path = folder / f"{version}.json" if version else folder / f"{LATEST}.json"
+        if path.exists():
+            out[spec.name] = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            out[spec.name] = {"outcome": spec.name, "status": "not_trained",
+                              "reason": "no model has been trained for this outcome in this workspace"}
+    return out
 
 
 def metrics_json(metrics: dict[str, object]) -> str:

@@ -20,10 +20,12 @@ from models import store
 from models.assessment import assess, is_small
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.development import Development, develop
+from models.explain import strongest_predictors
 from models.gate import decide
 from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, n_parameters
 from models.outcomes import OUTCOMES, OutcomeSpec
 from models.rare import assess_sample_size, crude_rate
+from models.uncertainty import calibration_band
 from records import schema as s
 from records.manifest import code_version
 
@@ -119,6 +121,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
         "calibration": {"method": CALIBRATION_METHOD, "intercept": round(dev.calibration_intercept, 6),
                         "slope": round(dev.calibration_slope, 6)},
         "validation": validation,
+        "predictors": strongest_predictors(dev.model, X, y, features=spec.features, seed=config.seed),
     }
     if workspace is None:
         return OutcomeResult(spec.name, fitted=True, metrics=metrics)
@@ -143,7 +146,8 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         outcome=spec.name, version="", created_at="", code_version=code_version(), intended_use=INTENDED_USE,
         outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
         training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
-        calibration=CALIBRATION_METHOD, selection=SELECTION, metrics=metrics["validation"]["validated"],
+        calibration=CALIBRATION_METHOD, selection=SELECTION,
+        metrics=metrics["validation"]["validated"] | _band(y, dev.validated),
         limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed)
     stored = store.save_model(workspace, outcome=spec.name, estimator=dev.model, card=card,
                               features=[{"name": f.name, "kind": f.kind} for f in spec.features],
@@ -155,6 +159,14 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
                                                                 "previous_champion": current}}
     return OutcomeResult(spec.name, fitted=True, metrics=metrics, version=stored.version,
                          champion=decision.promote)
+
+
+def _band(y: np.ndarray, p_validated: np.ndarray) -> dict[str, object]:
+    """The calibration band of the validated risks (the planner's uncertainty); empty when it cannot be fitted."""
+    try:
+        return {"calibration_band": calibration_band(y, p_validated)}
+    except ValueError:
+        return {}
 
 
 def _data_summary(rows: pd.DataFrame, y: np.ndarray, all_rows: int) -> dict[str, object]:

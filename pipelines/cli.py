@@ -78,13 +78,19 @@ def run(
     console.print(f"registry:   {Path(workspace) / 'registry'} (watermark {manifest.watermark_after})")
     console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
     console.print(f"manifest:   {outcome.manifest_path}")
-    if manifest.models.get("metrics_path"):
-        console.print(f"metrics:    {manifest.models['metrics_path']}")
+    outputs = manifest.outputs or {}
+    for label, key in (("report", "report"), ("metrics", "metrics"), ("qi units", "qi_units"),
+                       ("submission", "submission")):
+        if outputs.get(key):
+            console.print(f"{label + ':':<11} {outputs[key]}")
+    for note in outputs.get("notes", []):
+        console.print(f"note: {note}")
 
 
 _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers",
                "validate": "checking the contract", "register": "registering accepted rows and the quarantine",
-               "models": "training, calibrating and validating the risk models"}
+               "models": "training, calibrating and validating the risk models",
+               "report": "scoring the registry and writing the report, QI table and submission"}
 
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
@@ -151,6 +157,35 @@ def score(
     console.print("models: " + ", ".join(f"{k} {v or '-'}" for k, v in result.versions.items()))
     for path in result.paths:
         console.print(f"  {path}")
+
+
+@app.command()
+def plan(
+    case: Annotated[Path, typer.Option("--case", "-c", help="One planned procedure as JSON (patient and fracture "
+                                                             "fields of the contract, no outcome).")],
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    out: Annotated[Path | None, typer.Option(help="Where to write the HTML page (default: next to the case, "
+                                                  "<case>.plan.html).")] = None,
+) -> None:
+    """Leakage risks of a planned case across cement volumes, viscosities and approaches, with uncertainty."""
+    from models.store import ModelStoreError
+    from reports.planner import load_case, plan_case, plan_text, render_plan_html
+
+    workspace = workspace or _default_workspace()
+    target = out or case.with_suffix(".plan.html")
+    try:
+        planned = load_case(case)
+        result = plan_case(planned, workspace=workspace)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render_plan_html(result), encoding="utf-8")
+    except (InputError, ModelStoreError) as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    console.print(plan_text(result), markup=False, highlight=False)
+    console.print(f"page: {target}")
 
 
 @app.command()

@@ -15,6 +15,7 @@ from models.training import TrainingConfig
 from pipelines.job import JobSteps, run_job
 from records import ingest
 from records.errors import SourceUnavailable
+from reports.publish import publish_reports
 
 
 def _retry_when_unavailable(task_obj: object, task_run: object, state: object) -> bool:
@@ -32,9 +33,10 @@ guard_task = task(ingest.screen_batch, name="refuse identifiers", cache_policy=N
 validate_task = task(ingest.check_batch, name="check contract", cache_policy=NO_CACHE)
 register_task = task(ingest.register, name="register", cache_policy=NO_CACHE)
 models_task = task(refresh_models, name="refresh models", cache_policy=NO_CACHE)
+reports_task = task(publish_reports, name="publish reports", cache_policy=NO_CACHE)
 PREFECT_STEPS = JobSteps(
     ingest=ingest.IngestSteps(read=read_task, guard=guard_task, validate=validate_task, register=register_task),
-    models=models_task)
+    models=models_task, reports=reports_task)
 
 
 @flow(name="cementrisk-run", validate_parameters=False)

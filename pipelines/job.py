@@ -1,4 +1,4 @@
-"""The run as one sequence of steps, the same with or without Prefect: ingest, then models.
+"""The run as one sequence of steps, the same with or without Prefect: ingest, models, reports.
 
 ``pipelines.flows`` passes Prefect tasks as the steps; the CLI's ``--engine local`` passes the plain
 functions. Nothing here imports Prefect.
@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from models.refresh import ModelsSummary, refresh_models
 from models.training import TrainingConfig
 from records import ingest
-from records.manifest import STATUS_FAILED, utc_now, write_manifest
+from records.manifest import STATUS_FAILED, RunManifest, utc_now, write_manifest
+from reports.publish import ReportSummary, publish_reports
 
 
 @dataclass(frozen=True)
 class JobSteps:
-    """The ingest steps and the models step."""
+    """The ingest steps, the models step and the reports step."""
 
     ingest: ingest.IngestSteps = ingest.PLAIN_STEPS
     models: Callable[..., ModelsSummary] = refresh_models
+    reports: Callable[..., ReportSummary] = publish_reports
 
 
 PLAIN = JobSteps()
@@ -32,7 +34,7 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
             config: TrainingConfig = TrainingConfig(), retrain: bool = False, train: bool = True,
             as_of_year: int | None = None,
             on_step: Callable[[str], None] | None = None) -> ingest.IngestOutcome:
-    """Ingest a source, then refresh the models; the manifest records both.
+    """Ingest a source, refresh the models, publish the reports; the manifest records every step.
 
     Raises
     ------
@@ -44,20 +46,36 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
     manifest = outcome.manifest
     if not train:
         manifest.models = {"trained": False, "reason": "model training was switched off (--no-models)"}
-        return ingest.IngestOutcome(manifest=manifest, manifest_path=write_manifest(workspace, manifest))
+    else:
+        _step(manifest, workspace, "models", on_step, lambda: _models(steps, workspace, run_id, config, retrain,
+                                                                        manifest))
+    _step(manifest, workspace, "report", on_step, lambda: _reports(steps, workspace, run_id, manifest))
+    manifest.finished_at = utc_now()
+    return ingest.IngestOutcome(manifest=manifest, manifest_path=write_manifest(workspace, manifest))
+
+
+def _models(steps: JobSteps, workspace: Path, run_id: str, config: TrainingConfig, retrain: bool,
+            manifest: RunManifest) -> None:
+    manifest.models = steps.models(workspace, run_id=run_id, config=config, retrain=retrain).to_dict()
+
+
+def _reports(steps: JobSteps, workspace: Path, run_id: str, manifest: RunManifest) -> None:
+    manifest.outputs = steps.reports(workspace, run_id=run_id, manifest=asdict(manifest)).to_dict()
+
+
+def _step(manifest: RunManifest, workspace: Path, name: str, on_step: Callable[[str], None] | None,
+          action: Callable[[], None]) -> None:
+    """Run one step, timing it; a failure is written to the manifest before it propagates."""
     if on_step is not None:
-        on_step("models")
+        on_step(name)
     start = time.perf_counter()
     try:
-        summary = steps.models(workspace, run_id=run_id, config=config, retrain=retrain)
+        action()
     except Exception as error:
         manifest.status = STATUS_FAILED
-        manifest.reason = f"models: {type(error).__name__}: {error}"
-        manifest.timings_seconds["models"] = round(time.perf_counter() - start, 4)
+        manifest.reason = f"{name}: {type(error).__name__}: {error}"
+        manifest.timings_seconds[name] = round(time.perf_counter() - start, 4)
         manifest.finished_at = utc_now()
         write_manifest(workspace, manifest)
         raise
-    manifest.models = summary.to_dict()
-    manifest.timings_seconds["models"] = round(time.perf_counter() - start, 4)
-    manifest.finished_at = utc_now()
-    return ingest.IngestOutcome(manifest=manifest, manifest_path=write_manifest(workspace, manifest))
+    manifest.timings_seconds[name] = round(time.perf_counter() - start, 4)

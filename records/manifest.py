@@ -57,6 +57,7 @@ class RunManifest:
     watermark_after: int | None = None
     quarantine_files: list[str] = field(default_factory=list)
     models: dict[str, object] = field(default_factory=dict)
+    outputs: dict[str, object] = field(default_factory=dict)
     timings_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:

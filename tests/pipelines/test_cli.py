@@ -112,7 +112,7 @@ def test_run_as_a_prefect_flow_on_the_embedded_api(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = _manifest(workspace)
     assert manifest["status"] == "ok"
-    assert set(manifest["timings_seconds"]) == {"read", "guard", "validate", "register", "models"}
+    assert set(manifest["timings_seconds"]) == {"read", "guard", "validate", "register", "models", "report"}
     # three accepted procedures are too few to fit any model: each outcome says why, none is published
     metrics = json.loads((workspace / "runs" / manifest["run_id"] / "metrics.json").read_text())
     assert {o["status"] for o in metrics["outcomes"].values()} == {"not_fitted"}
@@ -171,6 +171,22 @@ def test_run_trains_models_and_score_uses_them(tmp_path):
     assert len(out_levels) == len(levels) and out_levels["leakage_any_risk"].between(0, 1).all()
     assert list(out_procedures.columns) == ["procedure_id", "infection_risk", "leakage_any_procedure_risk"]
     assert len(out_procedures) == 40
+
+    # the run published its report, QI table and submission, and the CLI says where
+    for label in ("report:", "qi units:", "submission:"):
+        assert label in result.stdout
+
+    # the case planner uses the published models, with their calibration band as the uncertainty
+    page = tmp_path / "plan.html"
+    planned = cementrisk("plan", "--case", str(SAMPLE / "planned_case.json"), "--workspace", str(workspace),
+                         "--out", str(page))
+    assert planned.returncode == 0, planned.stderr
+    assert "not a causal effect" in planned.stdout and "T12" in planned.stdout
+    assert "95%" in page.read_text() and "<script" not in page.read_text()
+    bad = tmp_path / "bad_case.json"
+    bad.write_text(json.dumps({**json.loads((SAMPLE / "planned_case.json").read_text()), "age_years": 17}))
+    refused = cementrisk("plan", "--case", str(bad), "--workspace", str(workspace))
+    assert refused.returncode == 2 and "age_years" in refused.stderr and "Traceback" not in refused.stderr
 
     # a second run on the same source trains nothing new
     again = cementrisk("run", "--source", str(source), "--workspace", str(workspace), "--engine", "local")

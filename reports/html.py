@@ -1,0 +1,233 @@
+"""report.html from the run's figures: one self-contained file (inline SVG, inline CSS, no script, no fetch).
+
+Everything the page shows comes from the figures dict that is also written as ``metrics.json``
+(:func:`reports.figures.build_figures`), so the page and the machine-readable figures cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from reports import plots
+from reports.suppression import SUPPRESSED
+
+TEMPLATES = Path(__file__).parent / "templates"
+METRIC_ROWS = (("auroc", "AUROC (C statistic)"), ("brier", "Brier score"), ("scaled_brier", "scaled Brier score"),
+               ("log_loss", "log loss"), ("calibration_intercept", "calibration intercept (in the large)"),
+               ("calibration_slope", "calibration slope"), ("ici", "ICI"), ("e50", "E50"), ("e90", "E90"))
+METHODS = (
+    "Expected risks come from each outcome's published champion model, which uses case mix only: site and "
+    "operator are never predictors, so O/E compares a unit with what its own patients predict.",
+    "Validated metrics are computed on out-of-fold predictions (folds by procedure) after cross-fitted "
+    "recalibration; 95% CIs from a cluster bootstrap that resamples procedures. Apparent minus validated is "
+    "the optimism.",
+    "O/E intervals are exact Poisson (Garwood) intervals for the observed count divided by the expected. Funnel "
+    "limits use the binomial variance of each unit's expected count; where the units vary more than chance "
+    "allows, an additive random-effects term from 10%-winsorised z-scores widens the limits (Spiegelhalter 2005).",
+    "The VLAD chart plots, per site, the running sum of expected minus observed leaks in registry order; the "
+    "risk-adjusted CUSUM (Steiner et al. 2000) signals when the evidence for doubled odds of leakage passes its "
+    "threshold.",
+    "Counts from 1 to 10 are withheld everywhere (<11), and a second cell is withheld where the first could be "
+    "recovered from a published total. Rates, ratios and means of withheld cells are withheld with them.",
+    "Observed leakage depends on the imaging used (CT finds more than radiographs); the leakage models condition "
+    "on it. Internal validation only: no external validation yet.",
+)
+
+
+def render_report(figures: Mapping[str, Any], *, run_id: str) -> str:
+    """The HTML text of report.html for one run's figures."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    context = {
+        "run": {**figures["run"], "run_id": run_id}, "registry": _registry(figures["registry"]), "data": _data(figures["data"]),
+        "rates": _rates(figures["trends"]), "models": [_model(m) for m in figures["outcomes"].values()],
+        "qi": _qi(figures["qi"]), "monitoring": _monitoring(figures["monitoring"]),
+        "benefit": _benefit(figures["seed_outcomes"]), "submission": _submission(figures["submission"]),
+        "methods": METHODS,
+    }
+    return env.get_template("report.html.j2").render(**context)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A cell: withheld counts stay '<11', missing is '-', floats get ``digits`` decimals, ints thousands."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return f"{float(value):.{digits}f}"
+
+
+def ci(low: Any, high: Any, digits: int = 3) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{fmt(low, digits)} to {fmt(high, digits)}"
+
+
+def _registry(registry: Mapping[str, Any]) -> dict[str, Any]:
+    return {**registry, "procedures_text": fmt(registry["procedures"]), "levels_text": fmt(registry["levels"])}
+
+
+def _data(data: Mapping[str, Any]) -> dict[str, Any]:
+    tables = [{"table": name, **{k: fmt(v) for k, v in counts.items() if k != "columns_dropped"},
+               "columns_dropped": ", ".join(counts.get("columns_dropped") or []) or "none"}
+              for name, counts in data["tables"].items()]
+    rules = [{"table": row["table"], "rule": row["rule"], "rows": fmt(row["rows"])} for row in data["rules"]]
+    return {"source": data["source"], "status": data["status"], "reason": data.get("reason"), "tables": tables,
+            "rules": rules, "batches_loaded": _batches(data["batches_loaded"]),
+            "batches_skipped": _batches(data["batches_skipped"])}
+
+
+def _batches(batches: Sequence[int]) -> str:
+    return ", ".join(str(b) for b in batches) or "none"
+
+
+def _rates(trends: Mapping[str, Any]) -> dict[str, Any]:
+    series, tables = {}, []
+    for name, block in trends.items():
+        rows = block["rows"]
+        series[block["title"]] = {"years": [r["year"] for r in rows], "rate": [r["rate"] for r in rows],
+                                  "low": [r["low"] for r in rows], "high": [r["high"] for r in rows]}
+        tables.append({"title": block["title"], "rows": [
+            {"year": r["year"], "n": fmt(r["n"]), "events": fmt(r["events"]), "rate": fmt(r["rate"], 4),
+             "ci": ci(r["low"], r["high"], 4)} for r in rows]})
+    plot = plots.rate_over_time_plot(series=series, title="Observed rate by procedure year",
+                                     y_label="observed rate (%)") if series else ""
+    return {"plot": plot, "tables": tables}
+
+
+def _model(block: Mapping[str, Any]) -> dict[str, Any]:
+    name = block["outcome"]
+    out: dict[str, Any] = {"name": name, "title": block.get("title", name), "definition": block.get("definition", ""),
+                           "eligibility": block.get("eligibility", ""), "unit": block.get("unit", ""),
+                           "fitted": block.get("status") == "fitted"}
+    if not out["fitted"]:
+        rate = block.get("crude_rate")
+        out["reason"] = block.get("reason", "")
+        out["crude_rate"] = None if not rate else (
+            f"{fmt(rate['events'])} events among {fmt(rate['n'])}: "
+            + (f"{fmt(rate['rate'], 4)} (exact 95% CI {ci(rate['low'], rate['high'], 4)})"
+               if rate.get("rate") is not None else rate.get("note", "rate withheld")))
+        return out
+    validation = block["validation"]
+    validated, apparent, optimism = validation["validated"], validation["apparent"], validation["optimism"]
+    model = block.get("model", {})
+    gate = block.get("gate", {})
+    out.update(
+        version=model.get("version", "not stored"), champion=bool(model.get("champion")),
+        learner=block["selected"], calibration=block["calibration"]["method"],
+        rows=fmt(block["data"]["rows"]), events=fmt(block["data"]["events"]),
+        gate=_gate_text(gate),
+        metrics=[{"name": label, "estimate": fmt(validated[key]["estimate"], 4),
+                  "ci": ci(validated[key].get("low"), validated[key].get("high"), 4),
+                  "apparent": fmt(apparent.get(key), 4), "optimism": fmt(optimism.get(key), 4)}
+                 for key, label in METRIC_ROWS if key in validated],
+        calibration_plot=plots.calibration_plot(
+            bins=validation["calibration_bins"], curve=validation["calibration_curve"],
+            histogram=validation["risk_histogram"], title=f"Calibration: {out['title']}"),
+        roc_plot=plots.roc_plot(fpr=validation["roc_curve"]["fpr"], tpr=validation["roc_curve"]["tpr"],
+                                auroc=validated["auroc"]["estimate"], auroc_low=validated["auroc"].get("low"),
+                                auroc_high=validated["auroc"].get("high"), title=f"ROC: {out['title']}"),
+        decision_plot=_decision_plot(validation["decision_curve"], out["title"]),
+        subgroups=[{"name": dim, "rows": [_subgroup_row(r) for r in rows]}
+                   for dim, rows in validation["subgroups"].items()],
+    )
+    predictors = block.get("predictors") or []
+    out["predictors"] = [{"feature": p["feature"], "importance": fmt(p["importance"], 4), "direction": p["direction"]}
+                         for p in predictors]
+    out["predictors_plot"] = plots.predictors_plot(
+        names=[p["feature"] for p in predictors], importance=[p["importance"] for p in predictors],
+        directions=[_short_direction(p) for p in predictors],
+        title=f"Strongest predictors: {out['title']}") if predictors else ""
+    return out
+
+
+def _short_direction(predictor: Mapping[str, Any]) -> str:
+    """A few words for the bar of a predictor; the table beside the figure has the full sentence."""
+    kind = predictor.get("kind")
+    if kind == "numeric" and predictor.get("risk_at_high") is not None and predictor.get("risk_at_low") is not None:
+        return "higher -> more risk" if predictor["risk_at_high"] > predictor["risk_at_low"] else "higher -> less risk"
+    if kind == "binary" and predictor.get("risk_if_true") is not None and predictor.get("risk_if_false") is not None:
+        return "yes -> more risk" if predictor["risk_if_true"] > predictor["risk_if_false"] else "yes -> less risk"
+    if kind == "categorical" and predictor.get("highest_category"):
+        return f"highest: {predictor['highest_category']}"
+    return ""
+
+
+def _gate_text(gate: Mapping[str, Any]) -> str:
+    if not gate:
+        return "no gate decision recorded"
+    verdict = "promoted to champion" if gate.get("promote") else "not promoted"
+    reasons = "; ".join(str(r) for r in gate.get("reasons", []))
+    return f"{verdict}. {reasons}".strip()
+
+
+def _decision_plot(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    return plots.decision_curve_plot(thresholds=[r["threshold"] for r in rows],
+                                     net_benefit_model=[r["net_benefit_model"] for r in rows],
+                                     net_benefit_all=[r["net_benefit_treat_all"] for r in rows],
+                                     title=f"Decision curve: {title}")
+
+
+def _subgroup_row(row: Mapping[str, Any]) -> dict[str, str]:
+    if row.get("suppressed"):
+        return {"group": str(row["group"]), "n": SUPPRESSED, "events": SUPPRESSED, **{
+            k: "-" for k in ("observed_rate", "expected_rate", "oe_ratio", "auroc", "calibration_intercept")}}
+    return {"group": str(row["group"]), "n": fmt(row["n"]), "events": fmt(row["events"]),
+            "observed_rate": fmt(row.get("observed_rate"), 4), "expected_rate": fmt(row.get("expected_rate"), 4),
+            "oe_ratio": fmt(row.get("oe_ratio")), "auroc": fmt(row.get("auroc")),
+            "calibration_intercept": fmt(row.get("calibration_intercept"))}
+
+
+def _qi(qi: Mapping[str, Any]) -> dict[str, Any]:
+    outcomes = []
+    for block in qi["outcomes"].values():
+        units = []
+        for unit_type, unit in block["units"].items():
+            flagged = [{"unit_id": r["unit_id"], "n": fmt(r["n"]), "observed": fmt(r["observed"]),
+                        "expected": fmt(r["expected"], 1),
+                        "oe": f"{fmt(r['oe_ratio'], 2)} ({ci(r['oe_low'], r['oe_high'], 2)})", "flag": r["flag"]}
+                       for r in unit["rows"] if r["flag"]]
+            units.append({"unit_type": unit_type, "plot": _funnel_plot(unit, title=f"{block['title']} by {unit_type}"),
+                          "method": unit["method"], "flagged": flagged})
+        outcomes.append({"title": block["title"], "units": units})
+    return {"outcomes": outcomes, "reason": qi.get("reason", "")}
+
+
+def _funnel_plot(unit: Mapping[str, Any], *, title: str) -> str:
+    points, grid = unit["points"], np.asarray(unit["limit_grid"], dtype=float)
+    limits = {label: (np.asarray(low, dtype=float), np.asarray(high, dtype=float))
+              for label, (low, high) in unit["limits"].items()}
+    return plots.funnel_plot(precision=np.asarray(points["precision"], dtype=float),
+                             oe_ratio=np.asarray(points["oe_ratio"], dtype=float), labels=points["unit_id"],
+                             flags=points["flag"], limit_grid=grid, limits=limits, title=title,
+                             x_label="precision (expected events squared / variance)", method=unit["method"])
+
+
+def _monitoring(monitoring: Mapping[str, Any]) -> dict[str, Any]:
+    if not monitoring.get("sites"):
+        return {"plot": "", "reason": monitoring.get("reason", "no site has enough assessed levels to chart"),
+                "sites": []}
+    series = {row["site"]: np.asarray(row["vlad_path"], dtype=float) for row in monitoring["sites"]}
+    plot = plots.vlad_plot(series=series, title=f"VLAD by site: {monitoring['title']}")
+    rows = [{"site": row["site"], "n": fmt(row["n"]), "vlad": fmt(row["vlad_final"], 1),
+             "signals": "yes" if row["cusum_signals"] else "no"} for row in monitoring["sites"]]
+    return {"plot": plot, "caption": monitoring["caption"], "sites": rows}
+
+
+def _benefit(table: Mapping[str, Any]) -> dict[str, Any]:
+    header = table["header"]
+    return {"header": header, "rows": [[fmt(row.get(h), 2) for h in header] for row in table["rows"]]}
+
+
+def _submission(sub: Mapping[str, Any]) -> dict[str, Any]:
+    files = [{"name": f["name"], "bytes": fmt(f["bytes"]), "sha256": f["sha256"]} for f in sub.get("files", [])]
+    return {"files": files, "period": sub.get("period", ""), "reason": sub.get("reason", "")}

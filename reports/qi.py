@@ -1,0 +1,380 @@
+"""Risk-adjusted QI statistics: observed/expected tables, funnel limits with overdispersion, VLAD and CUSUM.
+
+Pure numpy/pandas/scipy; no plotting, no I/O, no suppression of small cells (another module does that).
+The O/E table has one row per unit (site or operator pseudonym) under the column :data:`UNIT`; every
+other column name is a constant below so that plots and reports never spell them out.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats
+
+UNIT, N_CASES, OBSERVED, EXPECTED, VARIANCE = "unit", "n", "observed", "expected", "variance"
+OE_RATIO, OE_LOW, OE_HIGH = "oe_ratio", "oe_low", "oe_high"
+RISK_ADJUSTED_RATE, Z_SCORE = "risk_adjusted_rate", "z"
+PRECISION, Z_ADJUSTED, FLAG = "precision", "z_adjusted", "flag"
+FLAG_HIGH, FLAG_LOW, FLAG_NONE = "high", "low", ""
+OVERALL_RATE = "overall_rate"  # key in ``DataFrame.attrs`` of the O/E table
+WINSOR_QUANTILES = (0.10, 0.90)  # winsorising percentiles (Spiegelhalter 2005)
+OVERDISPERSION_ALPHA = 0.05
+MIN_UNITS_FOR_OVERDISPERSION = 5
+
+
+# --------------------------------------------------------------------------------------------- checks
+def _positions(bad: np.ndarray) -> str:
+    where = np.flatnonzero(bad)
+    return f"rows {', '.join(str(i) for i in where[:3])}{', ...' if len(where) > 3 else ''}"
+
+
+def _as_float(values: ArrayLike, name: str) -> np.ndarray:
+    """Numbers or bools (pandas nullable values with NA become NaN) as float64; never text."""
+    if isinstance(values, pd.Series):
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise ValueError(f"{name} must be numeric; got dtype {values.dtype}")
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional; got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _check_cases(y: ArrayLike, p: ArrayLike, *, y_name: str = "y", p_name: str = "p") -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes as 0/1 float and risks as float, after checking every rule; ValueError names the rule."""
+    y_num, p_num = _as_float(y, y_name), _as_float(p, p_name)
+    if len(y_num) != len(p_num):
+        raise ValueError(f"{y_name} and {p_name} must have the same length; got {len(y_num)} and {len(p_num)}")
+    if len(y_num) == 0:
+        raise ValueError(f"{y_name} and {p_name} must not be empty; got 0 cases")
+    bad = (y_num != 0) & (y_num != 1)  # NaN is bad too
+    if bad.any():
+        raise ValueError(f"{y_name} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({_positions(bad)})")
+    bad = ~((p_num > 0) & (p_num < 1))  # NaN is bad too
+    if bad.any():
+        raise ValueError(f"{p_name} must be an expected risk strictly between 0 and 1 (no NaN); {bad.sum()} values "
+                         f"are not ({_positions(bad)})")
+    return y_num, p_num
+
+
+def _check_level(level: float, name: str = "level") -> float:
+    if not (isinstance(level, numbers.Real) and 0 < level < 1):
+        raise ValueError(f"{name} must be a probability strictly between 0 and 1; got {level!r}")
+    return float(level)
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{what} must be a pandas DataFrame; got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks required columns {missing}; it has {list(frame.columns)}")
+
+
+# ------------------------------------------------------------------------------------------ O/E table
+def observed_expected(frame: pd.DataFrame, *, unit: str, observed: str, expected: str,
+                      level: float = 0.95) -> pd.DataFrame:
+    """Observed and expected events per unit, with exact O/E limits and indirectly standardised rates.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per eligible case, with a unit label, a 0/1 outcome and the model's expected risk.
+    unit, observed, expected : str
+        Names of the unit-label column, the 0/1 outcome column and the expected-risk column (in (0, 1)).
+    level : float, default 0.95
+        Coverage of the two-sided exact Poisson interval for O/E.
+
+    Returns
+    -------
+    DataFrame
+        One row per unit, sorted by unit, with columns :data:`UNIT`, ``n`` (cases), ``observed`` (O, int),
+        ``expected`` (E = sum p), ``variance`` (V = sum p(1-p)), ``oe_ratio`` (O/E), ``oe_low`` and ``oe_high``
+        (Garwood exact Poisson limits of O divided by E: ``chi2.ppf(a/2, 2O)/2/E``, 0 when O = 0, and
+        ``chi2.ppf(1-a/2, 2O+2)/2/E`` with ``a = 1 - level``), ``risk_adjusted_rate`` (O/E times the overall
+        observed rate, indirect standardisation) and ``z`` ((O-E)/sqrt(V)). The overall observed rate is
+        in ``attrs[OVERALL_RATE]`` and is recomputed from the table by :func:`overall_rate`.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, a unit label is missing, the outcome is not 0/1, the expected risk is
+        NaN or not strictly inside (0, 1), the frame is empty, or ``level`` is not in (0, 1).
+
+    References
+    ----------
+    Garwood F. Fiducial limits for the Poisson distribution. Biometrika 1936;28:437-442.
+    Breslow NE, Day NE. Statistical Methods in Cancer Research II. IARC 1987 (SMR, indirect standardisation).
+    """
+    _require_columns(frame, [unit, observed, expected], "frame")
+    alpha = 1 - _check_level(level)
+    labels = frame[unit]
+    bad = labels.isna().to_numpy()
+    if bad.any():
+        raise ValueError(f"{unit} must name a unit on every row; {bad.sum()} rows are missing ({_positions(bad)})")
+    y, p = _check_cases(frame[observed], frame[expected], y_name=observed, p_name=expected)
+    cases = pd.DataFrame({UNIT: labels.to_numpy(), OBSERVED: y, EXPECTED: p, VARIANCE: p * (1 - p)})
+    grouped = cases.groupby(UNIT, sort=True, observed=True)
+    table = grouped[[OBSERVED, EXPECTED, VARIANCE]].sum().reset_index()
+    table.insert(1, N_CASES, grouped.size().to_numpy().astype(np.int64))
+    table[OBSERVED] = table[OBSERVED].round().astype(np.int64)
+    o, e, v = table[OBSERVED].to_numpy(), table[EXPECTED].to_numpy(), table[VARIANCE].to_numpy()
+    rate = float(y.mean())
+    table[OE_RATIO] = o / e
+    table[OE_LOW] = np.where(o > 0, stats.chi2.ppf(alpha / 2, np.maximum(2 * o, 1)) / 2, 0.0) / e
+    table[OE_HIGH] = stats.chi2.ppf(1 - alpha / 2, 2 * o + 2) / 2 / e
+    table[RISK_ADJUSTED_RATE] = table[OE_RATIO] * rate
+    table[Z_SCORE] = (o - e) / np.sqrt(v)
+    table.attrs[OVERALL_RATE] = rate
+    return table
+
+
+def overall_rate(table: pd.DataFrame) -> float:
+    """Overall observed event rate (sum of O over sum of n) of an O/E table from :func:`observed_expected`."""
+    _require_columns(table, [N_CASES, OBSERVED], "table")
+    return float(table[OBSERVED].sum() / table[N_CASES].sum())
+
+
+# --------------------------------------------------------------------------------------------- funnel
+@dataclass(frozen=True)
+class FunnelResult:
+    """A funnel assessment: the unit table with limits and flags, and how overdispersion was handled."""
+
+    table: pd.DataFrame
+    phi: float  # overdispersion factor from winsorised z-scores; NaN when too few units
+    tau2: float  # additive random-effects variance on the O/E scale; 0 without adjustment
+    overdispersed: bool
+    p_value: float  # P(chi2 with I-1 df >= I*phi); NaN when too few units
+    method: str  # one sentence for the report's methods section
+
+
+def limit_columns(level: float) -> tuple[str, str]:
+    """Names of the lower and upper limit columns for ``level``: 0.95 -> ('lower_95', 'upper_95'), 0.998 -> '998'."""
+    tag = f"{100 * _check_level(level):.10g}".replace(".", "")
+    return f"lower_{tag}", f"upper_{tag}"
+
+
+def funnel_limits(precision_grid: ArrayLike, *, tau2: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Funnel control limits ``1 ± z_q sqrt(1/x + tau2)`` for O/E at precisions ``x = E^2/V``.
+
+    Parameters
+    ----------
+    precision_grid : array of shape (k,)
+        Positive, finite precisions ``x``.
+    tau2 : float
+        Additive random-effects variance (0 for limits under the model alone).
+    level : float
+        Two-sided coverage, e.g. 0.998: ``z_q = Phi^-1(1 - (1 - level)/2)``.
+
+    Returns
+    -------
+    (lower, upper) : arrays of shape (k,)
+        The lower limit is floored at 0 (an O/E ratio cannot be negative; no flag changes).
+
+    Raises
+    ------
+    ValueError
+        If a precision is not positive and finite, ``tau2`` is negative or not finite, or ``level`` is not in (0, 1).
+
+    References
+    ----------
+    Spiegelhalter DJ. Funnel plots for comparing institutional performance. Stat Med 2005;24:1185-1202.
+    """
+    x = _as_float(precision_grid, "precision_grid")
+    if not np.all(np.isfinite(x) & (x > 0)):
+        raise ValueError(f"precision_grid must be positive and finite; {np.sum(~(np.isfinite(x) & (x > 0)))} "
+                         f"values are not")
+    if not (isinstance(tau2, numbers.Real) and np.isfinite(tau2) and tau2 >= 0):
+        raise ValueError(f"tau2 must be a finite number >= 0; got {tau2!r}")
+    half_width = stats.norm.ppf(1 - (1 - _check_level(level)) / 2) * np.sqrt(1 / x + tau2)
+    return np.maximum(1 - half_width, 0.0), 1 + half_width
+
+
+def _estimate_overdispersion(z: np.ndarray, weights: np.ndarray) -> tuple[float, float, bool, float]:
+    """(phi, p, overdispersed, tau2) by Spiegelhalter's 10%-winsorised additive random-effects recipe."""
+    units = len(z)
+    if units < MIN_UNITS_FOR_OVERDISPERSION:
+        return np.nan, np.nan, False, 0.0
+    low, high = np.quantile(z, WINSOR_QUANTILES)  # linear interpolation (Hyndman-Fan type 7)
+    phi = float(np.mean(np.clip(z, low, high) ** 2))
+    p_value = float(stats.chi2.sf(units * phi, units - 1))
+    overdispersed = bool(units * phi > units - 1 and p_value < OVERDISPERSION_ALPHA)
+    if not overdispersed:
+        return phi, p_value, False, 0.0
+    tau2 = (units * phi - (units - 1)) / (weights.sum() - np.sum(weights**2) / weights.sum())
+    return phi, p_value, True, float(max(0.0, tau2))
+
+
+def funnel_assessment(table: pd.DataFrame, *, limits: tuple[float, ...] = (0.95, 0.998)) -> FunnelResult:
+    """Funnel-plot limits and flags for O/E per unit, with additive random-effects overdispersion.
+
+    The indicator is ``O/E``, target 1; a unit's precision is ``x = E^2/V`` with ``V = sum p(1-p)``, so
+    that ``var(O/E) = 1/x`` if the model is right for the unit. z-scores ``z_i = (O_i - E_i)/sqrt(V_i)`` are
+    winsorised at their 10th and 90th percentiles (linear interpolation) and ``phi = mean(z_w^2)``.
+
+    Overdispersion rule: with ``I >= 5`` units, overdispersion is declared when ``I*phi > I - 1`` and
+    ``P(chi2_{I-1} >= I*phi) < 0.05``; then ``tau2 = max(0, (I*phi - (I-1)) / (sum w - sum w^2 / sum w))``
+    with ``w_i = x_i``. Otherwise ``tau2 = 0``; with fewer than 5 units nothing is estimated (phi NaN).
+    Limits are ``1 ± z_q sqrt(1/x + tau2)`` (:func:`funnel_limits`); ``z_adjusted = (O/E - 1)/sqrt(1/x + tau2)``.
+    Flags use the widest level: ``'high'`` above its upper limit, ``'low'`` below its lower limit, else ``''``.
+    Every unit is assessed, however small its expected count.
+
+    Parameters
+    ----------
+    table : DataFrame
+        An O/E table from :func:`observed_expected` (needs ``unit``, ``observed``, ``expected``, ``variance``).
+    limits : tuple of float, default (0.95, 0.998)
+        Two-sided levels; each adds columns named by :func:`limit_columns`.
+
+    Returns
+    -------
+    FunnelResult
+        A new table (plus ``oe_ratio``, ``precision``, ``z_adjusted``, limit columns, ``flag``) and the estimates.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, the table is empty, O is negative or not finite, E or V is not positive
+        and finite, or ``limits`` is empty, repeated or has a level outside (0, 1).
+
+    References
+    ----------
+    Spiegelhalter DJ. Funnel plots for comparing institutional performance. Stat Med 2005;24:1185-1202.
+    Spiegelhalter DJ, Sherlaw-Johnson C, Bardsley M, et al. Statistical methods for healthcare regulation:
+    rating, screening and surveillance. J R Stat Soc A 2012;175:1-47.
+    Spiegelhalter DJ. Handling over-dispersion of performance indicators. Qual Saf Health Care 2005;14:347-351.
+    """
+    _require_columns(table, [UNIT, OBSERVED, EXPECTED, VARIANCE], "table")
+    if len(table) == 0:
+        raise ValueError("table must have at least one unit; got 0 rows")
+    levels = tuple(_check_level(level, "each of limits") for level in limits)
+    if not levels or len(set(levels)) != len(levels):
+        raise ValueError(f"limits must be one or more distinct levels; got {limits!r}")
+    o = _as_float(table[OBSERVED], OBSERVED)
+    bad = ~(np.isfinite(o) & (o >= 0))
+    if bad.any():
+        raise ValueError(f"{OBSERVED} must be a finite count >= 0; {bad.sum()} units are not ({_positions(bad)})")
+    e, v = _as_float(table[EXPECTED], EXPECTED), _as_float(table[VARIANCE], VARIANCE)
+    for name, values in ((EXPECTED, e), (VARIANCE, v)):
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            raise ValueError(f"{name} must be positive and finite; {bad.sum()} units are not ({_positions(bad)})")
+    x = e**2 / v
+    phi, p_value, overdispersed, tau2 = _estimate_overdispersion((o - e) / np.sqrt(v), x)
+    out = table.copy()
+    out[OE_RATIO] = o / e
+    out[PRECISION] = x
+    out[Z_ADJUSTED] = (o / e - 1) / np.sqrt(1 / x + tau2)
+    for level in levels:
+        lower_name, upper_name = limit_columns(level)
+        out[lower_name], out[upper_name] = funnel_limits(x, tau2=tau2, level=level)
+    lower_name, upper_name = limit_columns(max(levels))
+    out[FLAG] = np.select([out[OE_RATIO] > out[upper_name], out[OE_RATIO] < out[lower_name]],
+                          [FLAG_HIGH, FLAG_LOW], default=FLAG_NONE)
+    return FunnelResult(table=out, phi=phi, tau2=tau2, overdispersed=overdispersed, p_value=p_value,
+                        method=_describe_method(len(out), phi, p_value, overdispersed, tau2))
+
+
+def _describe_method(units: int, phi: float, p_value: float, overdispersed: bool, tau2: float) -> str:
+    limits = "limits 1 ± z*sqrt(1/x + tau^2) for O/E with x = E^2/sum p(1-p) (Spiegelhalter 2005)"
+    if units < MIN_UNITS_FOR_OVERDISPERSION:
+        return (f"overdispersion not assessed: {units} units, at least {MIN_UNITS_FOR_OVERDISPERSION} needed; "
+                f"binomial {limits.replace(' + tau^2', '')}")
+    test = (f"phi = {phi:.3g} from 10%-winsorised z-scores of {units} units, "
+            f"I*phi vs chi2({units - 1}), p = {p_value:.2g}")
+    if overdispersed:
+        return f"additive random-effects overdispersion, tau^2 = {tau2:.3g} ({test}); {limits}"
+    return f"no overdispersion detected ({test}): binomial {limits.replace(' + tau^2', '')}"
+
+
+# ------------------------------------------------------------------------------------------ over time
+def vlad(y: ArrayLike, p: ArrayLike) -> np.ndarray:
+    """Variable life-adjusted display: the running sum of expected minus observed events, in case order.
+
+    Going up means fewer events than the model expected. ``y`` (0/1) and ``p`` (in (0, 1)) have shape (n,);
+    the result has shape (n,). Raises ValueError on invalid or empty inputs.
+
+    References
+    ----------
+    Lovegrove J, Valencia O, Treasure T, Sherlaw-Johnson C, Gallivan S. Monitoring the results of cardiac
+    surgery by variable life-adjusted display. Lancet 1997;350:1128-1130.
+    """
+    y_num, p_num = _check_cases(y, p)
+    return np.cumsum(p_num - y_num)
+
+
+@dataclass(frozen=True)
+class CusumResult:
+    """A risk-adjusted CUSUM path: ``path[t]`` is S_t after case t (before any reset), ``signals`` 0-based cases."""
+
+    path: np.ndarray
+    weights: np.ndarray
+    signals: np.ndarray
+    odds_ratio: float
+    h: float
+    reset: bool
+    direction: str  # 'deterioration' (odds_ratio > 1) or 'improvement' (odds_ratio < 1)
+
+
+def risk_adjusted_cusum(y: ArrayLike, p: ArrayLike, *, odds_ratio: float = 2.0, h: float = 4.5,
+                        reset: bool = True) -> CusumResult:
+    """Risk-adjusted Bernoulli CUSUM (log-likelihood ratio of odds ratio ``R`` against 1), in case order.
+
+    Weights ``W_t = y_t log R - log(1 - p_t + R p_t)``; ``S_t = max(0, S_{t-1} + W_t)``, ``S_0 = 0``; a signal
+    at case t when ``S_t >= h``. With ``reset``, the chart restarts from 0 after a signal; without it, a
+    signal is each case at which the path reaches ``h`` from below. The same chart with ``R < 1`` detects
+    improvement (W is then the log-likelihood ratio for lower odds, positive after non-events); to draw it
+    below the axis in the usual two-sided display, plot ``-path``.
+
+    Parameters
+    ----------
+    y, p : arrays of shape (n,)
+        Outcomes (0/1) and expected risks (in (0, 1)) of one unit's cases, in time order.
+    odds_ratio : float, default 2.0
+        Odds ratio ``R`` to detect (positive, not 1); ``h`` is the positive decision threshold.
+    reset : bool, default True
+        Restart from 0 after each signal (Steiner et al. 2000); otherwise keep accumulating.
+
+    Returns
+    -------
+    CusumResult
+        ``path`` and ``weights`` of shape (n,), ``signals`` (0-based case indices) and the settings.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` or ``p`` is invalid or empty, ``odds_ratio`` is not positive, finite and != 1, or ``h`` is
+        not positive and finite.
+
+    References
+    ----------
+    Steiner SH, Cook RJ, Farewell VT, Treasure T. Monitoring surgical performance using risk-adjusted
+    cumulative sum charts. Biostatistics 2000;1:441-452.
+    """
+    y_num, p_num = _check_cases(y, p)
+    if not (isinstance(odds_ratio, numbers.Real) and np.isfinite(odds_ratio) and odds_ratio > 0 and odds_ratio != 1):
+        raise ValueError(f"odds_ratio must be a positive finite number other than 1; got {odds_ratio!r}")
+    if not (isinstance(h, numbers.Real) and np.isfinite(h) and h > 0):
+        raise ValueError(f"h must be a positive finite threshold; got {h!r}")
+    weights = y_num * np.log(odds_ratio) - np.log1p((odds_ratio - 1) * p_num)
+    path = np.empty_like(weights)
+    signals: list[int] = []
+    level, armed = 0.0, True  # armed: below h before this case (always, with reset)
+    for t, w in enumerate(weights):
+        level = path[t] = max(0.0, level + w)
+        if level >= h and armed:
+            signals.append(t)
+        armed = reset or level < h
+        if reset and level >= h:
+            level = 0.0
+    path.setflags(write=False)
+    weights.setflags(write=False)
+    return CusumResult(path=path, weights=weights, signals=np.array(signals, dtype=np.int64),
+                       odds_ratio=float(odds_ratio), h=float(h), reset=reset,
+                       direction="deterioration" if odds_ratio > 1 else "improvement")

@@ -1,0 +1,394 @@
+"""The registry submission package: one record-level data file with its dictionary, schema and manifest; its re-check.
+
+Files: ``data.csv`` (one row per treated level), ``schema.json`` (the source of ``data_dictionary.csv`` and ``.md``)
+and ``manifest.json`` (size and SHA-256 of the others, row counts, period, versions; no time stamp, so the same inputs
+give byte-identical files). A file of 1..10 procedures is a small cell: it is withheld (:class:`SubmissionWithheld`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
+from models.scoring import PROCEDURE_LEAKAGE_RISK
+from records import schema as s
+from reports.suppression import SMALL_CELL, is_small
+
+FORMAT_VERSION = "1"
+DATA_FILE, SCHEMA_FILE, MANIFEST_FILE = "data.csv", "schema.json", "manifest.json"
+DICTIONARY_CSV, DICTIONARY_MD = "data_dictionary.csv", "data_dictionary.md"
+PACKAGE_FILES = (DATA_FILE, DICTIONARY_CSV, DICTIONARY_MD, SCHEMA_FILE)
+RISK_DECIMALS = 6
+MEASUREMENT_DECIMALS = 3  # the contract declares no precision; 3 fixed decimals keep its 0.1 steps exactly
+RISK_PREFIX = "expected_"
+SOURCE_MODEL = "model"
+KEY = (s.PROCEDURE_ID, s.VERTEBRA)
+
+_TYPES = dict(id="string", category="string", sites="string", int="integer", float="number", bool="boolean")
+_DTYPES = {"string": s.TEXT_DTYPE, "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+_UNITS = dict(_kg_m2="kg/m2", _ml="ml", _pct="%", _deg="degrees", _years="years", _days="days", _minutes="minutes")
+_SITES_PATTERN = "(?:{0})(?:{1}(?:{0}))*".format("|".join(s.LEAKAGE_SITE_NAMES), re.escape(s.SITE_SEPARATOR))
+_TEXT_FORMAT = dict(delimiter=",", encoding="utf-8, no byte-order mark", line_terminator="\\n", missing="", true="true",
+                    false="false")
+
+
+class SubmissionError(ValueError):
+    """The inputs cannot make a valid package; the message names the rule and the column, never a value."""
+
+
+class SubmissionWithheld(Exception):
+    """The file would hold fewer than 11 procedures, itself a small cell: nothing is written (no count is told)."""
+
+
+@dataclass(frozen=True)
+class RiskColumn:
+    """One published expected-risk column (``name``), its scored column (``source``) and the model that made it."""
+
+    name: str
+    source: str
+    unit: str
+    outcome: str
+    meaning: str
+
+
+_OUTCOME_RISKS = [RiskColumn(RISK_PREFIX + o.name, o.risk_column, o.unit, o.name, o.definition) for o in OUTCOMES]
+_LEAK = OUTCOMES_BY_NAME["leakage_any"]
+_LEAK_IN_PROCEDURE = RiskColumn(RISK_PREFIX + PROCEDURE_LEAKAGE_RISK.removesuffix("_risk"), PROCEDURE_LEAKAGE_RISK,
+                                "procedure", _LEAK.name, f"{_LEAK.definition} at any treated level of the procedure "
+                                f"(1 - prod(1 - {RISK_PREFIX + _LEAK.name}) over its levels)")
+RISK_COLUMNS = (*[r for r in _OUTCOME_RISKS if r.unit == "level"], _LEAK_IN_PROCEDURE,
+                *[r for r in _OUTCOME_RISKS if r.unit != "level"])
+"""The expected-risk columns: level outcomes, then the procedure's any-leakage risk, then procedure outcomes."""
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """What :func:`write_submission` wrote: the folder, its file names, and the manifest as written."""
+
+    out_dir: Path
+    files: tuple[str, ...]
+    manifest: dict[str, Any]
+
+
+def write_submission(out_dir: Path, *, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: pd.DataFrame,
+                     procedure_risks: pd.DataFrame, model_versions: Mapping[str, str | None], code_version: str,
+                     watermark: int) -> SubmissionResult:
+    """Write the registry submission package of accepted records and their expected risks into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Created if missing; its content is replaced as a whole (written to a sibling temporary folder, renamed).
+    procedures, levels, level_risks, procedure_risks
+        Accepted registry rows in the contract (other columns are dropped); risks 0-1 named and keyed as
+        ``models.scoring`` gives them, one row per submitted level / procedure.
+    model_versions, code_version, watermark
+        Each outcome's model version (None: not published, its risks all missing); the code version; the registry
+        watermark (highest extract batch registered).
+
+    Returns
+    -------
+    SubmissionResult
+        The folder, its file names and the manifest as written.
+
+    Raises
+    ------
+    SubmissionWithheld
+        Fewer than 11 procedures: the file would be a small cell; nothing is written, ``out_dir`` is left as it was.
+    SubmissionError
+        A contract column or risk is missing, a key repeats, a risk is no probability or disagrees with its model
+        version, an extract batch is above the watermark, or the rendered file fails its own schema.
+    """
+    needed = sorted({r.outcome for r in RISK_COLUMNS})
+    if sorted(model_versions) != needed or not all(v is None or isinstance(v, str) and v
+                                                   for v in model_versions.values()):
+        raise SubmissionError(f"model_versions must give a version string or None for exactly {', '.join(needed)}")
+    if not code_version or isinstance(watermark, bool) or not isinstance(watermark, (int, np.integer)) or watermark < 0:
+        raise SubmissionError("code_version must be a non-empty string and watermark a non-negative integer")
+    versions = {name: model_versions[name] for name in needed}
+    data = _attach_risks(_join_records(procedures, levels), level_risks, procedure_risks, versions)
+    rank = {v: i for i, v in enumerate(s.VERTEBRAE)}  # anatomical order, as the contract lists the vertebrae
+    data = data.sort_values(list(KEY), key=lambda c: c.map(rank) if c.name == s.VERTEBRA else c, ignore_index=True)
+    n_procedures = int(data[s.PROCEDURE_ID].nunique())
+    if n_procedures and int(data[s.EXTRACT_BATCH].max()) > watermark:
+        raise SubmissionError(f"{s.EXTRACT_BATCH} must not exceed the registry watermark {watermark}")
+    if n_procedures < SMALL_CELL:
+        raise SubmissionWithheld(f"no submission written: a record-level file of fewer than {SMALL_CELL} procedures "
+                                 "is itself a small cell")
+    document = _schema_document(versions)
+    files = {DATA_FILE: _encode(pd.DataFrame({c["name"]: _cells(data[c["name"]], c) for c in document["columns"]}))}
+    table, problems = _read_data(files[DATA_FILE], document["columns"])
+    if problems or (problems := _schema_problems(table, document)):
+        raise SubmissionError("the submission data fail their own schema: " + "; ".join(problems))
+    files |= {SCHEMA_FILE: _encode(document), **_dictionary_files(document, code_version)}
+    manifest = {"code_version": code_version, "contract_version": s.CONTRACT_VERSION,
+                "files": [{"bytes": len(content), "name": name, "sha256": hashlib.sha256(content).hexdigest()}
+                          for name, content in sorted(files.items())],
+                "format_version": FORMAT_VERSION, "model_versions": versions,
+                "period": {**_period(data), "registry_watermark": int(watermark)},
+                "rows": {s.LEVELS.name: len(data), s.PROCEDURES.name: n_procedures}}
+    _replace_directory(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)})
+    return SubmissionResult(out_dir=Path(out_dir), files=tuple(sorted([*files, MANIFEST_FILE])), manifest=manifest)
+
+
+def validate_submission(out_dir: Path) -> list[str]:
+    """Re-check a written package from its files alone; one sentence per problem (never a value), empty = valid.
+
+    Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; ``data.csv``
+    in the fixed text format and valid against a pandera schema built from ``schema.json``; rows and period match.
+    """
+    out_dir = Path(out_dir)
+    try:
+        manifest = json.loads((out_dir / MANIFEST_FILE).read_bytes().decode("utf-8"))
+        problems, contents = _file_problems(out_dir, manifest["files"])
+        rows, period = manifest["rows"], manifest["period"]
+        problems += [f"manifest rows {name} = {n} is a small cell (1..{SMALL_CELL - 1}); it must not be published"
+                     for name, n in sorted(rows.items()) if is_small(n)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [f"{MANIFEST_FILE} is missing, or not UTF-8 JSON with the files, rows and period of a package"]
+    problems += [f"{name} is not in the package" for name in PACKAGE_FILES if name not in contents]
+    try:
+        document = json.loads(contents[SCHEMA_FILE].decode("utf-8"))
+        table, read_problems = _read_data(contents[DATA_FILE], document["columns"])
+        if table is None:
+            return problems + read_problems
+        problems += read_problems + _schema_problems(table, document)
+        found = {s.LEVELS.name: len(table), s.PROCEDURES.name: int(table[s.PROCEDURE_ID].nunique())}
+        problems += [f"manifest rows {name} = {rows.get(name)} but {DATA_FILE} holds {n}"
+                     for name, n in found.items() if rows.get(name) != n]
+        return problems + [f"manifest period {name} = {period.get(name)} but {DATA_FILE} gives {value}"
+                           for name, value in _period(table).items() if period.get(name) != value]
+    except (ValueError, KeyError, TypeError, re.error):
+        return problems + [f"{DATA_FILE} cannot be checked: it or {SCHEMA_FILE} is absent or unreadable"]
+
+
+def _join_records(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
+    """One row per level with its procedure's columns; contract columns only, in the contract's dtypes."""
+    frames = {}
+    for table, frame in ((s.PROCEDURES, procedures), (s.LEVELS, levels)):
+        missing = [name for name in table.names if name not in frame.columns]
+        if missing:
+            raise SubmissionError(f"{table.name} must carry every contract column; missing: {', '.join(missing)}")
+        frames[table.name] = frame[list(table.names)].astype({c.name: c.pandas_dtype for c in table.columns})
+        repeats = int(frames[table.name].duplicated(list(table.key), keep=False).sum())
+        if repeats:
+            raise SubmissionError(f"{'+'.join(table.key)} must be unique in {table.name}; {repeats} rows repeat a key")
+    procedures, levels = frames[s.PROCEDURES.name], frames[s.LEVELS.name]
+    orphans = int((~levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID])).sum())
+    childless = int((~procedures[s.PROCEDURE_ID].isin(levels[s.PROCEDURE_ID])).sum())
+    if orphans or childless:
+        raise SubmissionError(f"every level needs its procedure and every procedure a level; {orphans} levels "
+                              f"without procedure, {childless} procedures without levels")
+    return levels.merge(procedures, on=s.PROCEDURE_ID, how="left", validate="many_to_one")
+
+
+def _attach_risks(data: pd.DataFrame, level_risks: pd.DataFrame, procedure_risks: pd.DataFrame,
+                  versions: Mapping[str, str | None]) -> pd.DataFrame:
+    """``data`` with the expected-risk columns; rows of the risk frames that are not submitted are ignored."""
+    data = data.copy()
+    for unit, risks, key in (("level", level_risks, list(KEY)), ("procedure", procedure_risks, [s.PROCEDURE_ID])):
+        wanted = [r for r in RISK_COLUMNS if r.unit == unit]
+        missing = [n for n in [*key, *(r.source for r in wanted)] if n not in risks.columns]
+        if missing:
+            raise SubmissionError(f"{unit}_risks must have columns {', '.join(missing)}")
+        frame = risks[[*key, *(r.source for r in wanted)]].astype({k: s.TEXT_DTYPE for k in key})
+        repeats = int(frame.duplicated(key, keep=False).sum())
+        merged = data[key].merge(frame.drop_duplicates(key), on=key, how="left", indicator=True)
+        unscored = int((merged["_merge"] == "left_only").sum())
+        if repeats or unscored:
+            raise SubmissionError(f"{unit}_risks must have exactly one row per submitted {'+'.join(key)}; "
+                                  f"{unscored} submitted rows have none, {repeats} rows repeat a key")
+        for risk in wanted:
+            values = pd.to_numeric(merged[risk.source], errors="coerce").astype("Float64")
+            version, given = versions[risk.outcome], int(values.notna().sum())
+            if given != (len(values) if version else 0):
+                raise SubmissionError(f"{risk.source} must be given in every row when a {risk.outcome} model version "
+                                      f"is given, in none otherwise; version {version}, {given} of {len(values)} rows")
+            outside = int(((values < 0) | (values > 1)).sum())
+            if outside:
+                raise SubmissionError(f"{risk.source} must be a probability between 0 and 1; {outside} rows are not")
+            data[risk.name] = values.to_numpy()
+    return data
+
+
+def _period(data: pd.DataFrame) -> dict[str, int]:
+    """First and last procedure year and extract batch of a non-empty table."""
+    return {f"{name}_{end}": int(getattr(data[name], end)()) for name in (s.PROCEDURE_YEAR, s.EXTRACT_BATCH)
+            for end in ("min", "max")}
+
+
+def _schema_document(versions: Mapping[str, str | None]) -> dict[str, Any]:
+    """The schema of ``data.csv``: contract columns (key first, procedures before levels), then the risks."""
+    owned = [(spec, s.PROCEDURES.name) for spec in s.PROCEDURES.columns]
+    owned += [(spec, s.LEVELS.name) for spec in s.LEVELS.columns if spec.name not in s.PROCEDURES.names]
+    columns = sorted(({"name": spec.name, "source": table, "type": _TYPES[spec.kind], "nullable": not spec.required,
+                       "min": spec.low, "max": spec.high, "categories": list(spec.categories) or None,
+                       "pattern": {"id": s.ID_PATTERN, "sites": _SITES_PATTERN}.get(spec.kind),
+                       "decimals": MEASUREMENT_DECIMALS if spec.kind == "float" else None,
+                       "unit": next((u for end, u in _UNITS.items() if spec.name.endswith(end)), None),
+                       "description": spec.description} for spec, table in owned), key=lambda c: c["name"] not in KEY)
+    for risk in RISK_COLUMNS:
+        version = versions[risk.outcome]
+        made = f"{risk.outcome} model version {version}" if version else f"empty: no {risk.outcome} model is published"
+        per = "per level" if risk.unit == "level" else "per procedure (repeated on each of its level rows)"
+        columns.append({"name": risk.name, "source": SOURCE_MODEL, "type": "number", "nullable": version is None,
+                        "min": 0, "max": 1, "categories": None, "pattern": None, "decimals": RISK_DECIMALS,
+                        "unit": "probability",
+                        "description": f"expected risk {per}: calibrated probability (0-1) of {risk.meaning}; {made}"})
+    return {"columns": columns, "contract_version": s.CONTRACT_VERSION, "file": DATA_FILE,
+            "format_version": FORMAT_VERSION, "key": list(KEY), "text_format": _TEXT_FORMAT}
+
+
+def _cells(values: pd.Series, column: Mapping[str, Any]) -> list[str]:
+    """A column as text: true/false, plain integers, fixed decimals (never '-0.000'), missing as ''."""
+    if column["type"] == "number":
+        zero = f"{0:.{column['decimals']}f}"
+        text = [f"{v:.{column['decimals']}f}" for v in values.to_numpy(dtype=float, na_value=np.nan)]
+        return ["" if t == "nan" else zero if t == "-" + zero else t for t in text]
+    text = {"boolean": lambda v: "true" if v else "false", "integer": lambda v: str(int(v))}.get(column["type"], str)
+    return ["" if pd.isna(v) else text(v) for v in values]
+
+
+def _encode(payload: Any) -> bytes:
+    """A frame as CSV, anything else as JSON with sorted keys and indent 2; UTF-8, '\\n' line ends."""
+    if isinstance(payload, pd.DataFrame):
+        return payload.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    return (json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _dictionary_files(document: Mapping[str, Any], code_version: str) -> dict[str, bytes]:
+    """The data dictionary as CSV and Markdown: one row per column of ``data.csv``, from its schema."""
+    def allowed(c: Mapping[str, Any]) -> str:
+        parts = ["one of " + ", ".join(c["categories"])] if c["categories"] else []
+        parts += [f"pattern ^{c['pattern']}$"] if c["pattern"] else []
+        parts += ["true or false"] if c["type"] == "boolean" else []
+        low, high = c["min"], c["max"]
+        parts += [f"{low} .. {high}" if high is not None else f">= {low}"] if low is not None else []
+        return "; ".join(parts + ([f"fixed {c['decimals']} decimals"] if c["decimals"] is not None else []))
+
+    rows = pd.DataFrame([{"name": c["name"], "source": c["source"], "type": c["type"], "unit": c["unit"] or "",
+                          "allowed": allowed(c), "required": "no" if c["nullable"] else "yes",
+                          "description": c["description"]} for c in document["columns"]])
+    lines = [f"# Data dictionary of `{DATA_FILE}`", "", f"One row per treated level, key `{' + '.join(KEY)}`; "
+             f"record contract v{s.CONTRACT_VERSION}, package format v{FORMAT_VERSION}, code {code_version}.", "",
+             "| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows.itertuples(index=False)]
+    return {DICTIONARY_CSV: _encode(rows), DICTIONARY_MD: ("\n".join(lines) + "\n").encode("utf-8")}
+
+
+def _lines(mask: pd.Series | np.ndarray) -> str:
+    """'3 rows (lines 5, 9, 12)': CSV line numbers of the marked rows (line 1 is the header), at most 5 shown."""
+    lines = [str(i + 2) for i in np.flatnonzero(np.asarray(mask))]
+    shown = ", ".join(lines[:5]) + (", ..." if len(lines) > 5 else "")
+    return f"{len(lines)} row{'s' * (len(lines) != 1)} (line{'s' * (len(lines) != 1)} {shown})"
+
+
+def _read_data(raw: bytes, columns: list[dict[str, Any]]) -> tuple[pd.DataFrame | None, list[str]]:
+    """The typed table of ``data.csv`` (None when unreadable) and the problems of its text."""
+    problems = [f"{DATA_FILE} must be UTF-8 without byte-order mark, its lines ending in '\\n' only"
+                ] if raw.startswith(codecs.BOM_UTF8) or b"\r" in raw else []
+    try:
+        text = pd.read_csv(io.StringIO(raw.decode("utf-8")), dtype=str, keep_default_na=False, na_filter=False)
+    except ValueError as exc:  # UnicodeDecodeError and pandas' ParserError, EmptyDataError are ValueErrors
+        return None, problems + [f"{DATA_FILE} cannot be read as UTF-8 CSV ({type(exc).__name__})"]
+    names = [c["name"] for c in columns]
+    if list(text.columns) != names:
+        return None, problems + [f"{DATA_FILE} columns must be those of {SCHEMA_FILE}, in order; absent: "
+                                 f"{[n for n in names if n not in text.columns]}, unexpected: "
+                                 f"{[n for n in text.columns if n not in names]}"]
+    typed = {}
+    for column in columns:
+        cells, kind = text[column["name"]].fillna(""), column["type"]
+        form = {"boolean": "true|false", "integer": r"-?\d+", "number": rf"-?\d+\.\d{{{column['decimals']}}}"}
+        wrong = ~(cells.str.fullmatch(form.get(kind, ".*")) | (cells == ""))
+        problems += [f"{column['name']} must be written as {kind} in the package's fixed format: broken in "
+                     f"{_lines(wrong)}"] if wrong.any() else []
+        usable = cells.where(~wrong & (cells != ""))
+        typed[column["name"]] = (usable.map({"true": True, "false": False}).astype("boolean") if kind == "boolean"
+                                 else pd.to_numeric(usable).astype(_DTYPES[kind]) if kind in form
+                                 else usable.astype(s.TEXT_DTYPE))
+    return pd.DataFrame(typed), problems
+
+
+def _schema_problems(table: pd.DataFrame, document: Mapping[str, Any]) -> list[str]:
+    """Problems found by the pandera schema built from ``schema.json``; each check's error is its rule in words."""
+    columns = {}
+    for c in document["columns"]:
+        low, high, cats, pattern = c["min"], c["max"], c["categories"], c["pattern"]
+        unit = f" {c['unit']}" if c["unit"] else ""
+        bounds = (f"must be between {low} and {high}{unit}" if None not in (low, high) else
+                  f"must be at least {low}{unit}" if low is not None else f"must be at most {high}{unit}")
+        checks = [pa.Check.isin(cats, error="must be one of " + ", ".join(cats))] if cats else []
+        checks += [pa.Check.str_matches(f"^(?:{pattern})$", error=f"must match ^{pattern}$")] if pattern else []
+        checks += [pa.Check.ge(low, error=bounds)] if low is not None else []
+        checks += [pa.Check.le(high, error=bounds)] if high is not None else []
+        columns[c["name"]] = pa.Column(_DTYPES[c["type"]], checks=checks, nullable=c["nullable"], required=True)
+    schema = pa.DataFrameSchema(columns, unique=list(document["key"]), strict=True, ordered=True, name=DATA_FILE)
+    try:
+        schema.validate(table, lazy=True)
+        return []
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+    repeated, rows = cases["check"] == "multiple_fields_uniqueness", np.arange(len(table))
+    groups = [(f"key {'+'.join(document['key'])}", "must be unique", cases[repeated])] if repeated.any() else []
+    groups += [(name, {"not_nullable": "must not be empty"}.get(str(check), str(check)), group)
+               for (name, check), group in cases[~repeated].groupby(["column", "check"], sort=True, dropna=False)]
+    return [f"{name} {rule}: broken in {_lines(np.isin(rows, pd.to_numeric(group['index'], errors='coerce')))}"
+            for name, rule, group in groups]
+
+
+def _file_problems(out_dir: Path, listed: list[dict[str, Any]]) -> tuple[list[str], dict[str, bytes]]:
+    """Problems of the listed and unlisted files, and the content of each listed file present."""
+    problems, contents = [], {}
+    for entry in listed:
+        name, path = entry["name"], out_dir / entry["name"]
+        if Path(name).name != name or name in (MANIFEST_FILE, "..", "."):
+            problems.append(f"{MANIFEST_FILE} lists {name!r}, which is not a plain file name of the package")
+        elif not path.is_file():
+            problems.append(f"{name} is listed in {MANIFEST_FILE} but missing")
+        else:
+            contents[name] = content = path.read_bytes()
+            if len(content) != entry["bytes"]:
+                problems.append(f"{name} has {len(content)} bytes; {MANIFEST_FILE} says {entry['bytes']}")
+            if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+                problems.append(f"{name} does not match its SHA-256 in {MANIFEST_FILE}")
+    expected = {entry["name"] for entry in listed} | {MANIFEST_FILE}
+    return problems + [f"{p.name} is in the package but not listed in {MANIFEST_FILE}"
+                       for p in sorted(out_dir.iterdir()) if p.name not in expected], contents
+
+
+def _replace_directory(out_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` into a sibling temporary folder, rename it to ``out_dir``: never a mix of old and new files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SubmissionError(f"{out_dir} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".new", dir=out_dir.parent))
+    retired = staging.with_suffix(".old")
+    try:
+        os.chmod(staging, 0o755)
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+        if out_dir.exists():
+            os.replace(out_dir, retired)
+        os.replace(staging, out_dir)
+    finally:
+        if retired.exists() and not out_dir.exists():
+            os.replace(retired, out_dir)  # the new package could not be put in place: keep the old one
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)

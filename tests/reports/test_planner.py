@@ -1,0 +1,213 @@
+"""The case planner end to end on models trained on a slice of the sample: the case is checked by the
+contract, every grid point is scored, intervals come from the card's calibration band (or are absent with a
+note), and the text and HTML outputs are complete, self-contained and reproducible."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+
+from models import store
+from models.scoring import NoModelError
+from models.training import TrainingConfig, train_all
+from records import schema as s
+from records.errors import InputError
+from records.readers import RawBatch
+from records.validation import validate_batch
+from reports.planner import (
+    BAND_KEY,
+    CaseError,
+    load_case,
+    parse_case,
+    plan_case,
+    plan_text,
+    render_plan_html,
+)
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+EXAMPLE = SAMPLE / "planned_case.json"
+OUTCOMES = ("leakage_any", "leakage_canal", "leakage_venous")
+NOT_CAUSAL = ("This is a prediction from registry data, not a causal effect: it says how often leakage was seen in "
+              "similar past cases with this planned volume, viscosity and approach, not what changing them would do "
+              "for this patient.")
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    procedures = pd.read_parquet(SAMPLE / "procedures.parquet").iloc[:2_000]
+    levels = pd.read_parquet(SAMPLE / "levels.parquet")
+    levels = levels[levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID])]
+    checked = validate_batch(RawBatch(procedures=procedures, levels=levels, source="sample"))
+    folder = tmp_path_factory.mktemp("planner-ws")
+    train_all(checked.procedures.accepted, checked.levels.accepted,
+              config=TrainingConfig(n_folds=3, n_boot=20), workspace=folder)
+    return folder
+
+
+@pytest.fixture
+def case_data() -> dict:
+    return json.loads(EXAMPLE.read_text())
+
+
+def with_card_metrics(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Every model loaded gets card.metrics = change(card.metrics)."""
+    load = store.load_model
+
+    def patched(*args, **kwargs):
+        model = load(*args, **kwargs)
+        card = dataclasses.replace(model.card, metrics=change(dict(model.card.metrics)))
+        return dataclasses.replace(model, card=card)
+
+    monkeypatch.setattr(store, "load_model", patched)
+
+
+def diagonal_band(low: float = 0.001, high: float = 0.999) -> dict:
+    """A band around a perfectly calibrated curve: logit(p) -/+ 0.3."""
+    grid = expit(np.linspace(logit(low), logit(high), 50))
+    return {"predicted": grid.tolist(), "observed": grid.tolist(), "low": expit(logit(grid) - 0.3).tolist(),
+            "high": expit(logit(grid) + 0.3).tolist(), "level": 0.95, "method": "test"}
+
+
+def test_every_grid_point_is_scored_and_without_a_band_intervals_are_absent_with_a_note(workspace, monkeypatch):
+    with_card_metrics(monkeypatch, lambda m: {k: v for k, v in m.items() if k != BAND_KEY})
+    case = load_case(EXAMPLE)
+    plan = plan_case(case, workspace=workspace)
+    risks = plan.risks
+    assert list(risks.columns) == [s.VERTEBRA, s.APPROACH, s.CEMENT_VISCOSITY, s.CEMENT_VOLUME_ML, "outcome",
+                                   "risk", "low", "high"]
+    assert ((risks["risk"] > 0) & (risks["risk"] < 1)).all()
+    expected = pd.MultiIndex.from_product([case.vertebrae, s.APPROACHES, s.VISCOSITIES, plan.volumes_ml, OUTCOMES])
+    got = pd.MultiIndex.from_frame(risks[[s.VERTEBRA, s.APPROACH, s.CEMENT_VISCOSITY, s.CEMENT_VOLUME_ML, "outcome"]])
+    assert len(got) == len(expected) and set(got) == set(expected)
+    assert plan.volumes_ml[0] == 1.0 and plan.volumes_ml[-1] == 8.0 and 3.5 in plan.volumes_ml  # the planned L1 volume
+    assert case.typical_volumes_ml == {"t12": 3.0, "l1": 3.5}
+    assert risks[["low", "high"]].isna().all().all() and plan.interval_level is None
+    assert sum("holds no calibration band" in note for note in plan.notes) == 3
+    assert plan.versions == {o: store.champion(workspace, o) for o in OUTCOMES}
+
+
+def test_with_a_band_every_interval_contains_its_risk(workspace, monkeypatch):
+    with_card_metrics(monkeypatch, lambda m: m | {BAND_KEY: diagonal_band()})
+    plan = plan_case(load_case(EXAMPLE), workspace=workspace, volumes_ml=[2.0, 4.0, 6.0])
+    risks = plan.risks
+    assert risks[["low", "high"]].notna().all().all()
+    assert ((risks["low"] <= risks["risk"]) & (risks["risk"] <= risks["high"])).all()
+    assert (risks["low"] < risks["high"]).all()
+    assert plan.interval_level == 0.95 and plan.volumes_ml == (2.0, 3.0, 3.5, 4.0, 6.0)  # plus the typical volumes
+    assert not any("band" in note or "outside" in note for note in plan.notes)
+    assert "[95% interval]" in plan_text(plan)
+
+
+def test_risks_beyond_the_validated_range_are_clipped_and_said_so(workspace, monkeypatch):
+    with_card_metrics(monkeypatch, lambda m: m | {BAND_KEY: diagonal_band(0.2, 0.3)})
+    plan = plan_case(load_case(EXAMPLE), workspace=workspace, volumes_ml=[1.0, 8.0])
+    assert any("outside the validated range" in note for note in plan.notes)
+    assert (plan.risks["low"] >= expit(logit(0.2) - 0.3) - 1e-12).all()
+
+
+def test_an_unreadable_band_gives_no_interval_and_a_note(workspace, monkeypatch):
+    with_card_metrics(monkeypatch, lambda m: m | {BAND_KEY: {"predicted": [0.1]}})
+    plan = plan_case(load_case(EXAMPLE), workspace=workspace, volumes_ml=[3.0])
+    assert plan.risks["low"].isna().all()
+    assert sum("unreadable" in note for note in plan.notes) == 3
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda d: d.update(age_years=300), "age_years"),
+    (lambda d: d.update(age_years=17), "age_years"),
+    (lambda d: d["levels"][0].update(cement_viscosity="runny"), "cement_viscosity"),
+    (lambda d: d.update(patient_name="Jane Roe"), "patient_name"),
+    (lambda d: d["levels"][1].pop("vertebra"), "levels\\[1\\]: vertebra"),
+    (lambda d: d.pop("sex"), "sex is required"),
+    (lambda d: d.update(asa_class="two"), "asa_class must be a whole number"),
+    (lambda d: d.update(approach="lateral"), "approach must be one of"),
+    (lambda d: d["levels"][0].update(leakage=True), "leakage is an outcome"),
+    (lambda d: d.update(procedure_id="P1"), "procedure_id is filled by the planner"),
+    (lambda d: d.update(vertebra="t5"), "vertebra is not a procedure field: give it in each entry of levels"),
+    (lambda d: d.update(favourite_colour="blue"), "'favourite_colour' is not a field"),
+    (lambda d: d.update(n_levels=3), "n_levels must equal"),
+    (lambda d: d.update(asa_class=[2]), "asa_class must be a whole number"),
+    (lambda d: d["levels"][0].update(cement_volume_ml=20), "levels\\[0\\]: cement_volume_ml must be between 0 and 15"),
+    (lambda d: d["levels"][1].update(vertebra="t12"), "vertebra must be unique"),
+])
+def test_an_invalid_case_is_refused_naming_the_field(case_data, change, field):
+    change(case_data)
+    with pytest.raises(CaseError, match=field) as caught:
+        parse_case(case_data)
+    assert isinstance(caught.value, InputError)
+
+
+def test_an_identifier_value_is_refused_without_echoing_it(case_data):
+    case_data["levels"][0]["morphology"] = "jane.roe@example.org"
+    with pytest.raises(CaseError, match="morphology: e-mail address") as caught:
+        parse_case(case_data)
+    assert "jane" not in str(caught.value)
+
+
+def test_missing_optional_fields_are_allowed(case_data, workspace):
+    for name in (s.BMI, s.BMD_T_SCORE, s.PAIN_VAS_PRE):
+        case_data.pop(name)
+    for name in (s.VERTEBRAL_BODY_VOLUME_ML, s.FRACTURE_AGE_DAYS, s.BASIVERTEBRAL_FORAMEN, s.HEIGHT_LOSS_PCT):
+        case_data["levels"][0].pop(name)
+    case = parse_case(case_data)
+    assert s.BMI not in case.procedure_fields and case.procedures[s.BMI].isna().all()
+    plan = plan_case(case, workspace=workspace, volumes_ml=[3.0])
+    assert plan.risks["risk"].between(0, 1, inclusive="neither").all()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "cannot read the case file .* as JSON"),
+    ('{"sex": "f", "sex": "m", "levels": []}', "sex is given more than once"),
+    ('{"bmi_kg_m2": NaN, "levels": []}', "finite"),
+    ("[]", "must be a JSON object"),
+    ('{"sex": "f", "levels": []}', "non-empty list"),
+])
+def test_a_malformed_case_file_is_refused(tmp_path, text, message):
+    path = tmp_path / "case.json"
+    path.write_text(text)
+    with pytest.raises(CaseError, match=message):
+        load_case(path)
+
+
+def test_volumes_outside_the_contract_are_refused(workspace):
+    with pytest.raises(CaseError, match="cement_volume_ml must be between 0 and 15"):
+        plan_case(load_case(EXAMPLE), workspace=workspace, volumes_ml=[2.0, 20.0])
+
+
+def test_no_published_model_is_a_clear_error(tmp_path):
+    with pytest.raises(NoModelError, match="no published model for leakage_any"):
+        plan_case(load_case(EXAMPLE), workspace=tmp_path)
+
+
+def test_text_and_html_outputs(workspace, monkeypatch):
+    with_card_metrics(monkeypatch, lambda m: m | {BAND_KEY: diagonal_band()})
+    case = load_case(EXAMPLE)
+    plan = plan_case(case, workspace=workspace)
+    text = plan_text(plan)
+    assert "Level T12: risk at 3 ml" in text and "Level L1: risk at 3.5 ml" in text
+    assert all(o in text for o in OUTCOMES) and all(a in text for a in s.APPROACHES)
+    page = render_plan_html(plan)
+    assert set(re.findall(r"https?://[^\s\"'<>]*", page)) == {"http://www.w3.org/2000/svg"}
+    assert "<script" not in page.lower() and "<link" not in page.lower() and "src=" not in page
+    assert NOT_CAUSAL in page
+    assert page.count("<svg") == len(case.vertebrae)
+    assert "glucocorticoid_use" in page and "vertebral_body_volume_ml" in page  # the case's fields are echoed
+    again = plan_case(load_case(EXAMPLE), workspace=workspace)
+    assert render_plan_html(again).encode() == page.encode()
+
+
+def test_the_example_case_echoes_its_fields_and_its_input_is_not_modified(case_data):
+    given = copy.deepcopy(case_data)
+    case = parse_case(case_data)
+    assert case_data == given
+    assert case.procedure_fields == {k: v for k, v in given.items() if k != "levels"}
+    assert list(case.level_fields) == given["levels"]
+    assert case.vertebrae == ("t12", "l1")

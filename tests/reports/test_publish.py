@@ -1,0 +1,209 @@
+"""The report step end to end on generator data: every published table free of counts 1 to 10 and of
+recoverable withheld cells, a self-contained report.html checked in a real browser, the submission package
+valid and reproducible, metrics.json reproducible."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from models.training import TrainingConfig
+from pipelines.job import run_job
+from records.synth import generate_registry, write_registry
+from reports.publish import QI_UNITS_FILE, REPORT_FILE, SUBMISSION_DIR, publish_reports
+from reports.submission import validate_submission
+from reports.suppression import SUPPRESSED, is_small, recoverable
+
+FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
+SVG_NS = "http://www.w3.org/2000/svg"
+# keys of metrics.json whose values are counts of patients, levels, rows or events
+COUNT_KEYS = {"n", "events", "observed", "rows", "procedures", "levels", "rows_in", "rows_accepted",
+              "rows_quarantined", "rows_skipped_registered", "available_events", "not_eligible",
+              "pain_n", "los_n", "same_day_n", "kyphosis_n", "leakage_assessed_n", "symptomatic_leakage_n",
+              "n_missing"}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    source, workspace = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("ws")
+    write_registry(generate_registry(3_000, seed=5), source)
+    outcome = run_job(source, workspace, run_id="run-1", config=FAST)
+    return workspace, workspace / "runs" / "run-1", outcome.manifest
+
+
+def _walk_counts(node, path=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in COUNT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                yield f"{path}.{key}", value
+            yield from _walk_counts(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk_counts(value, f"{path}[{i}]")
+
+
+def test_the_run_publishes_every_file_and_times_the_report(published):
+    workspace, run_dir, manifest = published
+    for name in (REPORT_FILE, "metrics.json", QI_UNITS_FILE, "manifest.json"):
+        assert (run_dir / name).is_file(), name
+    assert manifest.status == "ok" and "report" in manifest.timings_seconds
+    assert manifest.outputs["report"].endswith(REPORT_FILE)
+
+
+def test_no_count_from_1_to_10_in_metrics_json(published):
+    _, run_dir, _ = published
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    small = [(where, value) for where, value in _walk_counts(metrics) if is_small(value)]
+    assert small == []
+    assert {"outcomes", "trends", "qi", "monitoring", "seed_outcomes", "submission", "data"} <= set(metrics)
+
+
+def test_qi_units_csv_has_the_columns_no_small_counts_and_nothing_recoverable(published):
+    _, run_dir, _ = published
+    table = pd.read_csv(run_dir / QI_UNITS_FILE, dtype=str, keep_default_na=False)
+    for column in ("unit_type", "unit_id", "outcome", "n", "observed", "expected", "oe_ratio", "oe_low",
+                   "oe_high", "risk_adjusted_rate", "flag"):
+        assert column in table.columns
+    assert set(table["unit_type"]) == {"site", "operator"}
+    assert set(table["flag"]) <= {"", "high", "low"}
+    for column in ("n", "observed"):
+        numbers = pd.to_numeric(table[column].where(table[column] != SUPPRESSED), errors="raise")
+        assert not numbers.dropna().astype(int).map(is_small).any(), column
+    withheld = table[table["observed"] == SUPPRESSED]
+    assert (withheld["oe_ratio"] == "").all() and (withheld["risk_adjusted_rate"] == "").all()
+    # the total events of each outcome are published (rates over time): no withheld cell may follow from it
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for (unit_type, outcome), part in table.groupby(["unit_type", "outcome"]):
+        total = metrics["trends"][outcome]["all_years"]["events"]
+        frame = part.assign(observed=[v if v == SUPPRESSED else int(v) for v in part["observed"]])
+        assert not recoverable(frame, count_column="observed", totals=total), (unit_type, outcome)
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[str] = []
+        self.tags: list[tuple[str, dict]] = []
+        self._in = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "td":
+            self._in, self._text = True, ""
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._in:
+            self.cells.append(self._text.strip())
+            self._in = False
+
+    def handle_data(self, data):
+        if self._in:
+            self._text += data
+
+
+def test_report_html_is_self_contained_and_has_no_small_counts(published):
+    _, run_dir, _ = published
+    text = (run_dir / REPORT_FILE).read_text(encoding="utf-8")
+    parser = _Cells()
+    parser.feed(text)
+    # every table cell that is a bare whole number must not be 1 to 10 (counts are shown as integers)
+    bare = [c for c in parser.cells if re.fullmatch(r"\d{1,3}(,\d{3})*", c)]
+    assert bare and not [c for c in bare if is_small(int(c.replace(",", "")))]
+    assert SUPPRESSED in text or "&lt;11" in text
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", text))
+    assert urls <= {SVG_NS}, urls
+    names = {tag for tag, _ in parser.tags}
+    assert not names & {"script", "link", "img", "iframe", "object", "embed"}
+    assert len(text.encode()) < 5_000_000
+    for section in ("What was loaded and quarantined", "Observed rates over time", "Sites and operators",
+                    "Monitoring over time", "The outcomes the procedure exists for", "Registry submission"):
+        assert section in text
+
+
+def test_submission_is_valid_and_the_same_night_reproduces_it(published, tmp_path):
+    workspace, run_dir, manifest = published
+    assert validate_submission(run_dir / SUBMISSION_DIR) == []
+    sub = json.loads((run_dir / SUBMISSION_DIR / "manifest.json").read_text())
+    assert not [v for _, v in _walk_counts(sub) if is_small(v)]
+    assert sub["model_versions"]["leakage_any"] == "v0001"
+    again = publish_reports(workspace, run_id="run-2", manifest=_as_dict(manifest))
+    second = Path(again.report).parent
+    for path in sorted((run_dir / SUBMISSION_DIR).iterdir()):
+        assert path.read_bytes() == (second / SUBMISSION_DIR / path.name).read_bytes(), path.name
+    assert (run_dir / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
+    assert (run_dir / QI_UNITS_FILE).read_bytes() == (second / QI_UNITS_FILE).read_bytes()
+    shutil.rmtree(second)
+
+
+def test_a_workspace_without_models_publishes_a_report_that_says_why(tmp_path):
+    source, workspace = tmp_path / "src", tmp_path / "ws"
+    write_registry(generate_registry(300, seed=3), source)
+    outcome = run_job(source, workspace, run_id="r", train=False)
+    run_dir = workspace / "runs" / "r"
+    text = (run_dir / REPORT_FILE).read_text()
+    assert "no published model" in text and "no submission" in text
+    assert not (run_dir / SUBMISSION_DIR).exists()
+    with open(run_dir / QI_UNITS_FILE, newline="") as handle:
+        assert list(csv.reader(handle))[1:] == []
+    assert outcome.manifest.outputs["submission"] is None
+
+
+def _as_dict(manifest):
+    from dataclasses import asdict
+
+    return asdict(manifest)
+
+
+# ------------------------------------------------------------------------------------ the real browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _browser_or_skip():
+    if CHROMIUM is None:
+        if os.environ.get("CEMENTRISK_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (CEMENTRISK_REQUIRE_CHROMIUM) but not installed")
+        pytest.skip("no Chromium on this machine: install Debian's chromium to run the browser check")
+    return pytest.importorskip("playwright.sync_api")
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_without_errors_or_requests(published, tmp_path):
+    sync_api = _browser_or_skip()
+    _, run_dir, _ = published
+    page_url = (run_dir / REPORT_FILE).resolve().as_uri()
+    console_errors, requests = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS[1:], headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_url, wait_until="load")
+            svgs = page.locator("figure svg").count()
+            labels = page.eval_on_selector_all("figure svg", "els => els.map(e => e.getAttribute('aria-label'))")
+            visible = page.eval_on_selector_all(
+                "figure svg", "els => els.filter(e => e.getBoundingClientRect().height > 50).length")
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    assert console_errors == []
+    assert requests == [page_url]  # the page itself and nothing else
+    figures = (run_dir / REPORT_FILE).read_text().count("<figure>")
+    assert svgs == figures and figures >= 10 and visible == svgs and all(labels)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    low, high = image.getextrema()
+    assert high - low > 100 and len(set(image.getdata())) > 20  # not blank
