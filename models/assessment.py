@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from models import metrics as m
+from records.suppression import SUPPRESSED, suppress_table
 
 SMALL_CELL = 11
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
@@ -40,24 +41,48 @@ def is_small(count: int) -> bool:
 
 
 def subgroup_table(y: np.ndarray, p: np.ndarray, labels: np.ndarray) -> list[dict[str, object]]:
-    """Observed, expected, O/E, AUROC and calibration-in-the-large per subgroup; small cells suppressed."""
+    """Observed, expected, O/E, AUROC and calibration-in-the-large per subgroup; small cells withheld.
+
+    A group whose rows, events or non-events number 1 to 10 is withheld, and so is a second group where
+    the first could be recovered from the published totals (:func:`records.suppression.suppress_table`).
+    """
     rows: list[dict[str, object]] = []
     frame = pd.DataFrame({"g": pd.Series(labels).astype(str).to_numpy(), "y": y, "p": p})
     for group, part in frame.groupby("g", sort=True):
         n, events = len(part), int(part["y"].sum())
-        if is_small(n) or is_small(events) or is_small(n - events):
-            rows.append({"group": group, "suppressed": True,
-                         "reason": "fewer than 11 rows, events or non-events"})
-            continue
         observed, expected = events / n, float(part["p"].mean())
         row: dict[str, object] = {"group": group, "n": n, "events": events, "observed_rate": _r(observed),
-                                  "expected_rate": _r(expected), "oe_ratio": _r(observed / expected)}
+                                  "expected_rate": _r(expected), "oe_ratio": _r(observed / expected),
+                                  "auroc": None, "calibration_intercept": None}
         if events and n - events:
             intercept, _ = m.calibration_intercept_slope(part["y"].to_numpy(), part["p"].to_numpy())
             row.update(auroc=_r(m.auroc(part["y"].to_numpy(), part["p"].to_numpy())),
                        calibration_intercept=_r(intercept))
         rows.append(row)
-    return rows
+    withheld = _withhold(pd.DataFrame(rows), ["n", "events"])
+    out = []
+    for row in rows:
+        if withheld.get(row["group"]):
+            out.append({"group": row["group"], "suppressed": True,
+                        "reason": "fewer than 11 rows, events or non-events, or withheld so that such a "
+                                  "group cannot be recovered from the totals"})
+        else:
+            out.append({k: v for k, v in row.items() if v is not None or k in ("auroc", "calibration_intercept")})
+    return out
+
+
+def _withhold(table: pd.DataFrame, counts: list[str], *, key: str = "group") -> dict[object, bool]:
+    """Which rows of a table with a total (``counts[0]``) and events (``counts[1]``) must be withheld."""
+    if table.empty:
+        return {}
+    total, events = counts
+    try:
+        done = suppress_table(table[[key, total, events]], count_columns=[total, events],
+                              complements={events: total}, row_total=total)
+    except ValueError:  # the totals cannot be protected: withhold the whole table
+        return {k: True for k in table[key]}
+    hidden = (done[total] == SUPPRESSED) | (done[events] == SUPPRESSED)
+    return dict(zip(done[key], hidden.to_numpy(dtype=bool), strict=True))
 
 
 def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, groups: np.ndarray,
@@ -93,7 +118,7 @@ def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, gr
         "calibration_curve": {"method": "logistic regression of the outcome on a restricted cubic spline of "
                                         "logit(validated risk), 4 knots",
                               "predicted": [_r(x) for x in curve.grid], "observed": [_r(x) for x in curve.observed]},
-        "calibration_bins": [_suppress_bin(row) for row in _records(binned)],
+        "calibration_bins": _suppress_bins(_records(binned)),
         "decision_curve": _records(decision),
         "roc_curve": roc_points(y, p_validated),
         "risk_histogram": risk_histogram(p_validated),
@@ -117,17 +142,21 @@ def risk_histogram(p: np.ndarray, *, bins: int = HISTOGRAM_BINS) -> dict[str, li
     """Counts of validated risk in equal-width bins from 0 to the largest risk; counts 1 to 10 withheld."""
     top = float(np.max(p)) if len(p) else 1.0
     counts, edges = np.histogram(p, bins=bins, range=(0.0, max(top, 1e-6)))
+    table = pd.DataFrame({"bin": np.arange(len(counts)), "count": counts})
+    try:
+        shown = suppress_table(table, count_columns=["count"])["count"].tolist()
+    except ValueError:
+        shown = [SUPPRESSED] * len(counts)
     return {"edges": [_r(x) for x in edges],
-            "counts": [None if is_small(int(c)) else int(c) for c in counts]}
+            "counts": [None if c == SUPPRESSED else int(c) for c in shown]}
 
 
-def _suppress_bin(row: dict[str, object]) -> dict[str, object]:
-    """A calibration bin whose events or non-events number 1 to 10 loses its counts and observed rate."""
-    n, events = int(row["n"]), int(row["events"])
-    if is_small(events) or is_small(n - events):
-        return {**row, "events": None, "observed": None, "observed_low": None, "observed_high": None,
-                "suppressed": True}
-    return row
+def _suppress_bins(bins: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Calibration bins whose events or non-events number 1 to 10 (or that would reveal one) lose their counts."""
+    table = pd.DataFrame([{"group": row["bin"], "n": int(row["n"]), "events": int(row["events"])} for row in bins])
+    withheld = _withhold(table, ["n", "events"])
+    return [{**row, "events": None, "observed": None, "observed_low": None, "observed_high": None,
+             "suppressed": True} if withheld.get(row["bin"]) else row for row in bins]
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, object]]:

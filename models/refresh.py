@@ -91,8 +91,9 @@ def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:
     for spec in OUTCOMES:
         folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / spec.name
         version = store.champion(workspace, spec.name)
-        path = folder / f"{version}.json" if version else folder / f"{LATEST}.json"
-        if path.exists():
+        paths = [folder / f"{version}.json"] if version else []
+        path = next((p for p in [*paths, folder / f"{LATEST}.json"] if p.exists()), None)
+        if path is not None:
             out[spec.name] = json.loads(path.read_text(encoding="utf-8"))
         else:
             out[spec.name] = {"outcome": spec.name, "status": "not_trained",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -129,6 +131,19 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+@contextmanager
+def _exit_codes(*, refused: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Bad input -> a message and exit 2; anything else -> a message and exit 1; never a traceback."""
+    try:
+        yield
+    except refused as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
 @app.command()
 def score(
     input: Annotated[str, typer.Option("--input", "-i", help="Records to score (contract format; outcome "
@@ -142,15 +157,8 @@ def score(
     from models.store import ModelStoreError
 
     workspace = workspace or _default_workspace()
-    try:
-        with console.status(f"scoring {input} ..."):
-            result = score_source(input, output, workspace=workspace, fmt=fmt.value)
-    except (InputError, ModelStoreError) as error:
-        errors.print(f"[bold red]refused:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Exception as error:  # noqa: BLE001
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
-        raise typer.Exit(EXIT_INTERNAL) from None
+    with _exit_codes(refused=(InputError, ModelStoreError)), console.status(f"scoring {input} ..."):
+        result = score_source(input, output, workspace=workspace, fmt=fmt.value)
     _print_counts(f"score {input}", result.counts)
     for note in result.notes:
         console.print(f"note: {note}")
@@ -173,17 +181,10 @@ def plan(
 
     workspace = workspace or _default_workspace()
     target = out or case.with_suffix(".plan.html")
-    try:
-        planned = load_case(case)
-        result = plan_case(planned, workspace=workspace)
+    with _exit_codes(refused=(InputError, ModelStoreError)):
+        result = plan_case(load_case(case), workspace=workspace)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render_plan_html(result), encoding="utf-8")
-    except (InputError, ModelStoreError) as error:
-        errors.print(f"[bold red]refused:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Exception as error:  # noqa: BLE001
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
-        raise typer.Exit(EXIT_INTERNAL) from None
     console.print(plan_text(result), markup=False, highlight=False)
     console.print(f"page: {target}")
 

@@ -14,7 +14,7 @@ import jinja2
 import numpy as np
 
 from reports import plots
-from reports.suppression import SUPPRESSED
+from records.suppression import SUPPRESSED
 
 TEMPLATES = Path(__file__).parent / "templates"
 METRIC_ROWS = (("auroc", "AUROC (C statistic)"), ("brier", "Brier score"), ("scaled_brier", "scaled Brier score"),

@@ -28,7 +28,7 @@ from pandera.errors import SchemaErrors
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.scoring import PROCEDURE_LEAKAGE_RISK
 from records import schema as s
-from reports.suppression import SMALL_CELL, is_small
+from records.suppression import SMALL_CELL, is_small
 
 FORMAT_VERSION = "1"
 DATA_FILE, SCHEMA_FILE, MANIFEST_FILE = "data.csv", "schema.json", "manifest.json"

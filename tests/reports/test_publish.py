@@ -20,7 +20,7 @@ from pipelines.job import run_job
 from records.synth import generate_registry, write_registry
 from reports.publish import QI_UNITS_FILE, REPORT_FILE, SUBMISSION_DIR, publish_reports
 from reports.submission import validate_submission
-from reports.suppression import SUPPRESSED, is_small, recoverable
+from records.suppression import SUPPRESSED, is_small, recoverable
 
 FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -64,6 +64,19 @@ def test_no_count_from_1_to_10_in_metrics_json(published):
     small = [(where, value) for where, value in _walk_counts(metrics) if is_small(value)]
     assert small == []
     assert {"outcomes", "trends", "qi", "monitoring", "seed_outcomes", "submission", "data"} <= set(metrics)
+    # a withheld subgroup, calibration bin or histogram bar cannot be recovered from the published total
+    for outcome in metrics["outcomes"].values():
+        if outcome["status"] != "fitted":
+            continue
+        validation, total = outcome["validation"], outcome["data"]["rows"]
+        for rows in validation["subgroups"].values():
+            frame = pd.DataFrame({"n": [SUPPRESSED if r.get("suppressed") else r["n"] for r in rows]})
+            assert not recoverable(frame, count_column="n", totals=total)
+        bars = pd.DataFrame({"n": [SUPPRESSED if c is None else c for c in validation["risk_histogram"]["counts"]]})
+        assert not recoverable(bars, count_column="n", totals=total)
+        bins = validation["calibration_bins"]
+        events = pd.DataFrame({"e": [SUPPRESSED if b.get("suppressed") else b["events"] for b in bins]})
+        assert not recoverable(events, count_column="e", totals=outcome["data"]["events"])
 
 
 def test_qi_units_csv_has_the_columns_no_small_counts_and_nothing_recoverable(published):
