@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from records.errors import InputError
+from records.lock import WorkspaceBusy
 from models.training import TrainingConfig
 from records.manifest import TableCounts, new_run_id
 
@@ -58,14 +59,19 @@ def run(
     = True,
     seed: Annotated[int, typer.Option(help="Seed of model development (folds, bootstrap, learners).")]
     = TrainingConfig.seed,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for another run on this workspace to "
+                                                    "finish before refusing.")] = 60.0,
 ) -> None:
     """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
     workspace = workspace or _default_workspace()
     run_id = new_run_id()
     try:
         with console.status(f"run {run_id}: reading, checking and registering {source} ...") as status:
-            outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed,
+            outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
                            on_step=lambda step: status.update(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."))
+    except WorkspaceBusy as error:
+        errors.print(f"[bold red]busy:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except InputError as error:
         errors.print(f"[bold red]refused:[/] {error}")
         errors.print(f"manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
@@ -80,6 +86,7 @@ def run(
     console.print(f"registry:   {Path(workspace) / 'registry'} (watermark {manifest.watermark_after})")
     console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
     console.print(f"manifest:   {outcome.manifest_path}")
+    console.print(f"published:  {manifest.run_id} ({Path(workspace) / 'published.json'})")
     outputs = manifest.outputs or {}
     for label, key in (("report", "report"), ("metrics", "metrics"), ("qi units", "qi_units"),
                        ("submission", "submission")):
@@ -96,12 +103,12 @@ _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers
 
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
-         on_step):
+         wait: float, on_step):
     if engine is Engine.local:
         from pipelines.job import run_job
 
         return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
-                       train=train, on_step=on_step)
+                       train=train, lock_wait_seconds=wait, on_step=on_step)
     from pipelines.prefect_env import PrefectConfigError, configure_prefect
 
     try:
@@ -111,7 +118,8 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
     from pipelines.flows import run_flow
 
     on_step("run as the Prefect flow cementrisk-run")
-    return run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed)
+    return run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
+                    lock_wait_seconds=wait)
 
 
 def _print_models(models: dict) -> None:

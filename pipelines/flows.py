@@ -41,7 +41,7 @@ PREFECT_STEPS = JobSteps(
 
 @flow(name="cementrisk-run", validate_parameters=False)
 def run_flow(source: str, workspace: Path, run_id: str, retrain: bool = False, train: bool = True,
-             seed: int = TrainingConfig.seed) -> ingest.IngestOutcome:
+             seed: int = TrainingConfig.seed, lock_wait_seconds: float = 0.0) -> ingest.IngestOutcome:
     """Load, screen, check and register one source; refresh the models; write the manifest."""
     return run_job(source, workspace, run_id=run_id, steps=PREFECT_STEPS, config=TrainingConfig(seed=seed),
-                   retrain=retrain, train=train)
+                   retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds)

@@ -15,7 +15,8 @@ from models.refresh import ModelsSummary, refresh_models
 from models.training import TrainingConfig
 from records import ingest
 from records.manifest import STATUS_FAILED, RunManifest, utc_now, write_manifest
-from reports.publish import ReportSummary, publish_reports
+from records.lock import workspace_lock
+from reports.publish import ReportSummary, publish_reports, publish_run
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,28 @@ PLAIN = JobSteps()
 
 def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps = PLAIN,
             config: TrainingConfig = TrainingConfig(), retrain: bool = False, train: bool = True,
-            as_of_year: int | None = None,
+            as_of_year: int | None = None, lock_wait_seconds: float = 0.0,
             on_step: Callable[[str], None] | None = None) -> ingest.IngestOutcome:
     """Ingest a source, refresh the models, publish the reports; the manifest records every step.
+
+    The whole run holds the workspace's lock; ``published.json`` switches to this run only after every
+    file of the run is written and checked, so a run that fails leaves the previous one published.
 
     Raises
     ------
     InputError
         The input was refused (manifest written, nothing registered, no model trained).
+    WorkspaceBusy
+        Another run holds the workspace (nothing written).
     """
+    with workspace_lock(workspace, run_id=run_id, wait_seconds=lock_wait_seconds):
+        return _run_locked(source, workspace, run_id=run_id, steps=steps, config=config, retrain=retrain,
+                           train=train, as_of_year=as_of_year, on_step=on_step)
+
+
+def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps, config: TrainingConfig,
+                retrain: bool, train: bool, as_of_year: int | None,
+                on_step: Callable[[str], None] | None) -> ingest.IngestOutcome:
     outcome = ingest.run_ingest(source, workspace, run_id=run_id, as_of_year=as_of_year, steps=steps.ingest,
                                 on_step=on_step)
     manifest = outcome.manifest
@@ -51,7 +65,9 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
                                                                         manifest))
     _step(manifest, workspace, "report", on_step, lambda: _reports(steps, workspace, run_id, manifest))
     manifest.finished_at = utc_now()
-    return ingest.IngestOutcome(manifest=manifest, manifest_path=write_manifest(workspace, manifest))
+    path = write_manifest(workspace, manifest)
+    publish_run(workspace, run_id=run_id)
+    return ingest.IngestOutcome(manifest=manifest, manifest_path=path)
 
 
 def _models(steps: JobSteps, workspace: Path, run_id: str, config: TrainingConfig, retrain: bool,

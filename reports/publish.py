@@ -6,6 +6,7 @@ metrics.json holds no run id and no time stamp, so the same registry, models and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from reports.figures import build_figures
 from reports.html import render_report
 from reports.submission import SubmissionWithheld, validate_submission, write_submission
 
+PUBLISHED_FILE = "published.json"
 REPORT_FILE = "report.html"
 QI_UNITS_FILE = "qi_units.csv"
 SUBMISSION_DIR = "submission"
@@ -69,6 +71,36 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
     report_path = _write_text(run_dir / REPORT_FILE, render_report(built.figures, run_id=run_id))
     return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path),
                          submission=str(run_dir / SUBMISSION_DIR) if submission.get("files") else None, notes=notes)
+
+
+def publish_run(workspace: Path, *, run_id: str) -> Path:
+    """Point ``<workspace>/published.json`` at a finished run, after checking that its files are all there.
+
+    The pointer is replaced atomically (write, then rename), so a reader sees the previous run or this one,
+    never a mixture; a run that failed before this call is never published.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file the run must have published is missing.
+    """
+    run_dir = Path(workspace) / RUNS_DIR / run_id
+    needed = [run_dir / name for name in ("manifest.json", METRICS_FILE, QI_UNITS_FILE, REPORT_FILE)]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"run {run_id} cannot be published: missing {', '.join(missing)}")
+    submission = run_dir / SUBMISSION_DIR
+    if submission.exists() and validate_submission(submission):
+        raise FileNotFoundError(f"run {run_id} cannot be published: its submission package fails its checks")
+    payload = {"run_id": run_id, "run_dir": str(run_dir), "report": str(run_dir / REPORT_FILE),
+               "submission": str(submission) if submission.exists() else None}
+    return _write_text(Path(workspace) / PUBLISHED_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def published_run(workspace: Path) -> str | None:
+    """The run id that ``published.json`` points at, or None before the first published run."""
+    path = Path(workspace) / PUBLISHED_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["run_id"] if path.exists() else None
 
 
 def _scores(procedures: pd.DataFrame, levels: pd.DataFrame, workspace: Path, notes: list[str]) -> Scores | None:

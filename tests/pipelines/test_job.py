@@ -1,0 +1,111 @@
+"""The run as a whole: one run per workspace (a lock a killed run does not leave behind), and publishing
+that switches to a run only when all of it is written."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipelines.job import PLAIN, run_job
+from records.lock import LOCK_FILE, WorkspaceBusy, workspace_lock
+from records.manifest import STATUS_FAILED
+from records.synth import generate_registry, write_registry
+from reports.publish import PUBLISHED_FILE, published_run
+
+REPO = Path(__file__).resolve().parents[2]
+HOLDER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from records.lock import workspace_lock
+with workspace_lock(Path({workspace!r}), run_id="holder-run"):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("src")
+    write_registry(generate_registry(300, seed=3), folder)
+    return folder
+
+
+def _hold(workspace: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), workspace=str(workspace)),
+                               str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_workspace_and_a_killed_holder_frees_it(
+        source, tmp_path):
+    workspace = tmp_path / "ws"
+    holder = _hold(workspace, 60)
+    try:
+        with pytest.raises(WorkspaceBusy, match="holder-run"):
+            run_job(source, workspace, run_id="second", train=False)
+        assert not (workspace / "registry").exists() and not (workspace / "runs").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    outcome = run_job(source, workspace, run_id="after-kill", train=False)
+    assert outcome.manifest.status == "ok" and published_run(workspace) == "after-kill"
+
+
+def test_a_run_waits_for_the_one_in_progress(source, tmp_path):
+    workspace = tmp_path / "ws"
+    holder = _hold(workspace, 1.0)
+    start = time.monotonic()
+    outcome = run_job(source, workspace, run_id="patient", train=False, lock_wait_seconds=30)
+    holder.wait()
+    assert outcome.manifest.status == "ok" and time.monotonic() - start >= 0.5
+
+
+def test_the_lock_is_reentrant_across_sequential_runs_and_rejects_bad_waits(tmp_path):
+    for run_id in ("a", "b"):
+        with workspace_lock(tmp_path, run_id=run_id):
+            assert json.loads((tmp_path / LOCK_FILE).read_text())["run_id"] == run_id
+    with pytest.raises(ValueError, match="wait_seconds"):
+        with workspace_lock(tmp_path, run_id="c", wait_seconds=-1):
+            pass
+
+
+def test_a_run_that_fails_while_reporting_leaves_the_previous_run_published(source, tmp_path):
+    workspace = tmp_path / "ws"
+    run_job(source, workspace, run_id="good", train=False)
+    assert published_run(workspace) == "good"
+    before = (workspace / PUBLISHED_FILE).read_bytes()
+
+    def broken_reports(*args, **kwargs):
+        raise OSError("disk full while writing report.html")
+
+    with pytest.raises(OSError, match="disk full"):
+        run_job(source, workspace, run_id="broken", train=False, steps=replace(PLAIN, reports=broken_reports))
+    assert (workspace / PUBLISHED_FILE).read_bytes() == before
+    manifest = json.loads((workspace / "runs" / "broken" / "manifest.json").read_text())
+    assert manifest["status"] == STATUS_FAILED and manifest["reason"].startswith("report: OSError")
+
+    run_job(source, workspace, run_id="next", train=False)
+    assert published_run(workspace) == "next"
+
+
+def test_the_cli_says_the_workspace_is_busy_with_exit_2(source, tmp_path):
+    workspace = tmp_path / "ws"
+    holder = _hold(workspace, 60)
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--source", str(source),
+                                 "--workspace", str(workspace), "--engine", "local", "--wait", "0"],
+                                capture_output=True, text=True, cwd=REPO, timeout=120)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert result.returncode == 2 and "busy" in result.stderr and "holder-run" in result.stderr
+    assert "Traceback" not in result.stderr
