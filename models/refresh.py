@@ -1,28 +1,40 @@
 """Refresh the models of a workspace from its registry and write ``runs/<run_id>/metrics.json``.
 
-Models are retrained when the registry has changed since they were last trained (its watermark moved),
-when no model was ever trained, or when asked (``retrain``). metrics.json holds no time stamp and no run
+Models are retrained as the retraining policy (:mod:`models.policy`) says: when asked (``retrain``), when
+no model was ever trained, when enough new outcomes arrived, when the new batches drift, or when the
+models are too old. metrics.json holds no time stamp and no run
 id, so the same registry, code and seed give the same bytes.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from features.matrices import build_level_frame
 from models import store
-from models.outcomes import OUTCOMES
-from models.training import TrainingConfig, train_all
+from models.drift import batch_calibration, drift_summary, feature_drift
+from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
+from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
+from models.training import TRUSTED_OURS, TrainingConfig, train_all
+from records import schema as s
 from records.manifest import RUNS_DIR, code_version
-from records.registry import load_state, read_registry_table
+from records.registry import RegistryState, load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
 
 METRICS_FILE = "metrics.json"
 TRAINED_FILE = "trained.json"
 METRICS_DIR = "metrics"  # workspace/models/metrics/<outcome>/<version>.json and latest.json
 LATEST = "latest"
+REFERENCE_FILE = "reference_levels.parquet"  # workspace/models/: the drift reference sample
+REFERENCE_ROWS = 100_000
+MONITORED_OUTCOME = "leakage_any"
+MIN_DRIFT_ROWS = 500  # PSI of fewer new level rows is mostly sampling noise (empty bins)
 
 
 @dataclass(frozen=True)
@@ -33,32 +45,102 @@ class ModelsSummary:
     reason: str
     metrics_path: str | None = None
     outcomes: dict[str, dict[str, object]] = field(default_factory=dict)
+    drift: dict[str, object] | None = None
+    policy: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def should_retrain(workspace: Path, *, retrain: bool) -> tuple[bool, str]:
-    """Whether to train now, and the reason in words."""
-    watermark = load_state(workspace).watermark
-    if watermark == 0:
-        return False, "the registry is empty: nothing to train on"
-    if retrain:
-        return True, "retraining was asked for (--retrain)"
-    trained = Path(workspace) / "models" / TRAINED_FILE
-    if not trained.exists():
-        return True, "no model has been trained in this workspace yet"
-    last = json.loads(trained.read_text(encoding="utf-8"))["watermark"]
-    if last != watermark:
-        return True, f"the registry grew since the models were trained (watermark {last} -> {watermark})"
-    return False, f"the registry is unchanged since the models were trained (watermark {watermark})"
+@dataclass(frozen=True)
+class RetrainDecision:
+    """Whether the models are retrained this run, why, and the drift of the new batches (when measured)."""
+
+    retrain: bool
+    reason: str
+    drift: dict[str, object] | None = None
+    policy: dict[str, object] = field(default_factory=dict)
 
 
-def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retrain: bool = False) -> ModelsSummary:
-    """Train every outcome when :func:`should_retrain` says so; write metrics.json into the run folder."""
-    go, reason = should_retrain(workspace, retrain=retrain)
-    if not go:
-        return ModelsSummary(trained=False, reason=reason)
+def should_retrain(workspace: Path, *, retrain: bool, policy: RetrainPolicy = RetrainPolicy(),
+                   today: _dt.date | None = None) -> tuple[bool, str]:
+    """Whether to train now, and the reason in words (see :func:`retrain_decision`)."""
+    decision = retrain_decision(workspace, retrain=retrain, policy=policy, today=today)
+    return decision.retrain, decision.reason
+
+
+def retrain_decision(workspace: Path, *, retrain: bool, policy: RetrainPolicy = RetrainPolicy(),
+                     today: _dt.date | None = None) -> RetrainDecision:
+    """Apply the retraining policy (:mod:`models.policy`) to the workspace as it stands.
+
+    Reads only the batches registered since the last training: new leakage events, and the drift of
+    their features against the training reference sample and of the champion's calibration on them.
+    """
+    state = load_state(workspace)
+    trained = _read_trained(workspace)
+    last = trained.get("watermark")
+    new_batches = sorted(b for b in state.batches if last is None or b > last)
+    drift, new_events = None, 0
+    if last is not None and new_batches and state.watermark != last:
+        new_state = RegistryState(watermark=state.watermark, batches={b: state.batches[b] for b in new_batches})
+        procedures = read_registry_table(workspace, PROCEDURES, state=new_state)
+        levels = read_registry_table(workspace, LEVELS, state=new_state)
+        new_events = int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())
+        drift = measure_drift(workspace, procedures, levels, psi_threshold=policy.psi_threshold)
+    inputs = RetrainInputs(asked=retrain, watermark=state.watermark, last_watermark=last,
+                           trained_on=_dt.date.fromisoformat(trained["trained_on"]) if trained.get("trained_on")
+                           else None, today=today or _dt.date.today(), new_events=new_events, drift=drift)
+    go, reason = decide_retraining(inputs, policy=policy)
+    return RetrainDecision(retrain=go, reason=reason, drift=drift, policy=asdict(policy))
+
+
+def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *,
+                  psi_threshold: float) -> dict[str, object] | None:
+    """Feature PSI of new level rows against the training reference, and the any-leakage champion's calibration
+    on the new rows with outcomes; None when no reference sample was stored or the new batches hold fewer
+    than :data:`MIN_DRIFT_ROWS` level rows (too few to tell drift from chance)."""
+    path = Path(workspace) / store.MODELS_DIR / REFERENCE_FILE
+    if not path.exists() or len(levels) < MIN_DRIFT_ROWS:
+        return None
+    spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
+    reference = pd.read_parquet(path)
+    frame = build_level_frame(procedures, levels)
+    features = feature_drift(reference, frame, features=spec.features)
+    calibration = None
+    if store.champion(workspace, spec.name) is not None:
+        eligible, y = spec.labels(frame)
+        if eligible.any():
+            model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+            p = model.estimator.predict_proba(frame.loc[eligible, spec.feature_names])[:, 1]
+            calibration = batch_calibration(y, p)
+    return {"features": features, "calibration": calibration,
+            **drift_summary(features, calibration, psi_threshold=psi_threshold)}
+
+
+def _read_trained(workspace: Path) -> dict[str, object]:
+    path = Path(workspace) / store.MODELS_DIR / TRAINED_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _save_reference(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *, seed: int) -> None:
+    """A seeded sample of the training level rows' features: the reference of the drift checks."""
+    spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
+    frame = build_level_frame(procedures, levels)[spec.feature_names]
+    if len(frame) > REFERENCE_ROWS:
+        frame = frame.sample(n=REFERENCE_ROWS, random_state=seed)
+    path = Path(workspace) / store.MODELS_DIR / REFERENCE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.reset_index(drop=True).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retrain: bool = False,
+                   policy: RetrainPolicy = RetrainPolicy()) -> ModelsSummary:
+    """Train every outcome when the retraining policy says so; write metrics.json into the run folder."""
+    decision = retrain_decision(workspace, retrain=retrain, policy=policy)
+    if not decision.retrain:
+        return ModelsSummary(trained=False, reason=decision.reason, drift=decision.drift, policy=decision.policy)
     state = load_state(workspace)
     procedures = read_registry_table(workspace, PROCEDURES, state=state)
     levels = read_registry_table(workspace, LEVELS, state=state)
@@ -76,10 +158,13 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
         if result.version is not None:
             _write_json(folder / f"{result.version}.json", result.metrics)
         _write_json(folder / f"{LATEST}.json", result.metrics)
-    _write_json(Path(workspace) / "models" / TRAINED_FILE, {"watermark": state.watermark})
+    _save_reference(workspace, procedures, levels, seed=config.seed)
+    _write_json(Path(workspace) / store.MODELS_DIR / TRAINED_FILE,
+                {"watermark": state.watermark, "trained_on": _dt.date.today().isoformat()})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
-    return ModelsSummary(trained=True, reason=reason, metrics_path=str(path), outcomes=outcomes)
+    return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,
+                         drift=decision.drift, policy=decision.policy)
 
 
 def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:

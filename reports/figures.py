@@ -177,7 +177,13 @@ def data_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
                          columns=["table", "rule", "rows"])
     if len(rules):
         rules = suppress_table(rules, count_columns=["rows"], group_by=["table"])
+    models = manifest.get("models") or {}
+    drift = models.get("drift") or {}
+    retraining = {"trained": bool(models.get("trained")), "reason": models.get("reason", ""),
+                  "drifted": drift.get("drifted"), "drift_reasons": list(drift.get("reasons", [])),
+                  "features": list(drift.get("features", []))[:5]}
     return {"source": manifest["source"], "status": manifest["status"], "reason": manifest.get("reason"),
+            "retraining": retraining,
             "tables": tables, "rules": [_jsonable(r) for r in rules.to_dict(orient="records")],
             "batches_loaded": list(manifest.get("batches_loaded", [])),
             "batches_skipped": list(manifest.get("batches_skipped", []))}

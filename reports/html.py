@@ -81,7 +81,13 @@ def _data(data: Mapping[str, Any]) -> dict[str, Any]:
                "columns_dropped": ", ".join(counts.get("columns_dropped") or []) or "none"}
               for name, counts in data["tables"].items()]
     rules = [{"table": row["table"], "rule": row["rule"], "rows": fmt(row["rows"])} for row in data["rules"]]
+    retraining = data.get("retraining") or {}
+    drift = ("; ".join(f"{f['feature']} PSI {f['psi']:.3f} ({f['band']})" for f in retraining.get("features", []))
+             or "not measured (no new batch, no reference yet, or too few new rows)")
     return {"source": data["source"], "status": data["status"], "reason": data.get("reason"), "tables": tables,
+            "retraining": {"text": ("Models retrained: " if retraining.get("trained") else "Models not retrained: ")
+                           + (retraining.get("reason") or "model training was not run"),
+                           "drift": drift},
             "rules": rules, "batches_loaded": _batches(data["batches_loaded"]),
             "batches_skipped": _batches(data["batches_skipped"])}
 

@@ -147,3 +147,36 @@ def test_tampered_model_is_refused(trained_workspace, registry, tmp_path):
         score_records(registry.procedures.iloc[:5],
                       registry.levels[registry.levels["procedure_id"].isin(registry.procedures["procedure_id"][:5])],
                       workspace=copy)
+
+
+@pytest.mark.parametrize(("volume_factor", "retrains"), [(1.0, False), (2.0, True)])
+def test_policy_keeps_champions_on_a_quiet_batch_and_retrains_when_it_drifts(trained_workspace, tmp_path,
+                                                                             volume_factor, retrains):
+    import shutil
+
+    from models.refresh import retrain_decision
+    from records.registry import load_state
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(trained_workspace[0], workspace)
+    batch = load_state(workspace).watermark + 1
+    new = generate_registry(600, seed=99)
+    source = tmp_path / "night"
+    source.mkdir()
+    new.procedures.assign(procedure_id="N" + new.procedures["procedure_id"], extract_batch=batch).to_parquet(
+        source / "procedures.parquet")
+    volume = (new.levels["cement_volume_ml"] * volume_factor).clip(upper=15.0)
+    new.levels.assign(procedure_id="N" + new.levels["procedure_id"], cement_volume_ml=volume).to_parquet(
+        source / "levels.parquet")
+    run_ingest(source, workspace)
+    from models.policy import RetrainPolicy
+
+    decision = retrain_decision(workspace, retrain=False, policy=RetrainPolicy(min_new_events=10_000))
+    assert decision.drift is not None and len(decision.drift["features"]) == len(OUTCOMES[0].features)
+    assert decision.retrain is retrains
+    if retrains:
+        assert "drifted" in decision.reason and "cement_volume_ml" in decision.reason
+        assert "cement_volume_ml" in decision.drift["features_major"]
+    else:
+        assert "fewer than 10000 new leakage events" in decision.reason
+        assert decision.drift["features_major"] == []

@@ -1,0 +1,299 @@
+"""Drift of a new batch from the training data: feature stability (PSI), the champion's calibration, the decision."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from numpy.typing import ArrayLike
+from scipy import stats
+from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
+
+from features.dictionary import FeatureSpec
+from models.metrics import _check_inputs, _check_level, _risk_table
+from records.suppression import SUPPRESSED, is_small
+
+Band = Literal["stable", "moderate", "major"]
+KINDS = ("numeric", "binary", "categorical")
+PSI_MODERATE, PSI_MAJOR = 0.1, 0.25  # Siddiqi 2006: < 0.1 stable, 0.1 to < 0.25 moderate, >= 0.25 major shift
+MISSING = "missing"
+TOO_FEW_EVENTS = "too few events to judge calibration"
+DECIMALS = 6
+_NOT_ESTIMABLE = (np.nan, np.nan, np.nan)
+
+
+@dataclass(frozen=True)
+class PsiResult:
+    """PSI, band, and per bin (``missing`` last) label, reference/current shares (before the floor), contribution."""
+
+    psi: float
+    band: Band
+    bins: list[dict[str, object]]
+
+
+def population_stability(reference: ArrayLike, current: ArrayLike, *, kind: str, bins: int = 10,
+                         floor: float = 1e-4) -> PsiResult:
+    """Population stability index (PSI) of one feature between a reference sample and a current one.
+
+    ``PSI = sum over bins of (a - e) * ln(a / e)``, ``e`` the reference and ``a`` the current share of a
+    bin, each floored at ``floor`` (a bin empty in one sample adds a finite amount; floored shares are
+    not renormalised). Numeric: bins bounded by the distinct ``bins``-quantiles of the reference's
+    non-missing values (deciles for 10, linear interpolation), right-closed ``(lo, hi]``, ends at -inf
+    and +inf. Binary (0/1 or bool, labelled ``"0"``/``"1"``) and categorical: one bin per value seen in
+    either sample, labelled by its text. Every kind adds a ``"missing"`` bin (NaN, None, pd.NA); shares
+    are of all rows. Band as :func:`psi_band`. O(n) after one quantile selection.
+
+    Parameters
+    ----------
+    reference, current : array-like of shape (n,)
+        The feature in the reference (training) data and in the new batch.
+    kind
+        ``"numeric"``, ``"binary"`` or ``"categorical"``, as ``FeatureSpec.kind``.
+    bins
+        Number of quantile bins of a numeric feature, at least 2 (fewer when quantiles coincide).
+    floor
+        Smallest share used in the formula, in (0, 1).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, ``bins`` or ``floor`` out of range, an empty or 2-D sample, or values not of ``kind``.
+
+    References
+    ----------
+    Siddiqi N. Credit Risk Scorecards: Developing and Implementing Intelligent Credit Scoring. Wiley
+    2006, ch. 8 (system stability report; bands 0.1 and 0.25).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or bins < 2:
+        raise ValueError(f"bins must be an integer of at least 2; got {bins!r}")
+    if not 0 < floor < 1:
+        raise ValueError(f"floor must be within (0, 1); got {floor!r}")
+    ref, cur = _as_series(reference, "reference"), _as_series(current, "current")
+    labels, ref_counts, cur_counts = (_numeric_counts(ref, cur, bins) if kind == "numeric" else
+                                      _binary_counts(ref, cur) if kind == "binary" else _category_counts(ref, cur))
+    expected, actual = ref_counts / len(ref), cur_counts / len(cur)
+    e, a = np.maximum(expected, floor), np.maximum(actual, floor)
+    contribution = (a - e) * np.log(a / e)
+    psi = float(contribution.sum())
+    return PsiResult(psi=psi, band=psi_band(psi), bins=[
+        {"label": label, "reference_share": float(es), "current_share": float(cs), "contribution": float(c)}
+        for label, es, cs, c in zip(labels, expected, actual, contribution)])
+
+
+def psi_band(psi: float) -> Band:
+    """``"stable"`` (< 0.1), ``"moderate"`` (0.1 to < 0.25) or ``"major"`` (>= 0.25) (Siddiqi 2006)."""
+    return "major" if psi >= PSI_MAJOR else "moderate" if psi >= PSI_MODERATE else "stable"
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, *, features: Sequence[FeatureSpec],
+                  bins: int = 10) -> list[dict[str, object]]:
+    """PSI of every feature between the reference (training) frame and a new batch, JSON-ready.
+
+    ``reference`` and ``current`` hold a column per feature of ``features`` (others are ignored);
+    ``bins`` as :func:`population_stability`. Returns one dict per feature, ``feature``, ``kind``,
+    ``psi`` (rounded to 6 decimals), ``band``, sorted by PSI descending (ties by name).
+
+    Raises
+    ------
+    ValueError
+        A feature's column is absent from either frame, or as :func:`population_stability`.
+    """
+    for name, frame in (("reference", reference), ("current", current)):
+        absent = [f.name for f in features if f.name not in frame.columns]
+        if absent:
+            raise ValueError(f"{name} must hold a column per feature; {len(absent)} missing: {', '.join(absent)}")
+    results = [(f, population_stability(reference[f.name], current[f.name], kind=f.kind, bins=bins)) for f in features]
+    rows = [{"feature": f.name, "kind": f.kind, "psi": round(r.psi, DECIMALS), "band": r.band} for f, r in results]
+    return sorted(rows, key=lambda row: (-row["psi"], row["feature"]))
+
+
+def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dict[str, object]:
+    """Calibration of a champion's risks on one new batch with outcomes, and whether it has drifted, JSON-ready.
+
+    ``oe_ratio``: observed / expected events (expected = sum of ``p``) with the exact Poisson (Garwood)
+    interval of the observed count divided by the expected (conservative when risks are large).
+    ``intercept``: calibration-in-the-large, ``a`` in ``logit P(y=1) = a + logit(p)`` (offset, slope
+    fixed at 1; 0 is ideal). ``slope``: ``b`` in ``logit P(y=1) = a + b logit(p)`` (1 is ideal; below 1,
+    risks too extreme). Both by maximum likelihood (statsmodels GLM Binomial on rows grouped by distinct
+    risk, ``p`` clipped to [1e-15, 1 - 1e-15]) with Wald intervals; None when the fit does not exist (no
+    events or non-events, separation, or one distinct risk for the slope).
+    ``drifted``: the O/E or the slope interval excludes 1 (two tests: about 5-10% false alarms on a
+    calibrated batch at 95%); ``reason`` says why in words. Small counts are not published: when events
+    or non-events number 1 to 10, ``events`` (and ``n`` if 1 to 10) is ``"<11"``, ratios, intervals and
+    coefficients None, ``drifted`` False, ``reason`` :data:`TOO_FEW_EVENTS`. Values rounded to 6 decimals.
+
+    Parameters
+    ----------
+    y, p : arrays of shape (n,)
+        Outcomes of the batch (0/1 or bool) and the champion's predicted risks (in [0, 1]).
+    level
+        Coverage of the intervals, in (0, 1).
+
+    Returns
+    -------
+    dict
+        ``n``, ``events``, ``expected``, ``oe_ratio``/``intercept``/``slope`` (each ``{"estimate",
+        "low", "high"}``), ``level``, ``drifted``, ``reason``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`models.metrics.brier_score` (e.g. ``y`` not 0/1), or ``level`` outside (0, 1).
+
+    References
+    ----------
+    Garwood F. Fiducial limits for the Poisson distribution. Biometrika 1936;28:437-442.
+    Cox DR. Two further applications of a model for binary regression. Biometrika 1958;45:562-565.
+    Van Calster B, Nieboer D, Vergouwe Y, et al. A calibration hierarchy for risk models was defined:
+    from utopia to empirical data. J Clin Epidemiol 2016;74:167-176.
+    """
+    y01, risk = _check_inputs(y, p)
+    _check_level(level)
+    n, events, expected = len(y01), int(y01.sum()), float(risk.sum())
+    withheld = is_small(events) or is_small(n - events)  # n - events would give small non-events away
+    oe = _NOT_ESTIMABLE if withheld else _garwood_ratio(events, expected, level)
+    intercept, slope = (_NOT_ESTIMABLE, _NOT_ESTIMABLE) if withheld else _calibration_fits(y01, risk, level)
+    drifted, reason = (False, TOO_FEW_EVENTS) if withheld else _judge(oe, slope, level)
+    return {"n": SUPPRESSED if is_small(n) else n, "events": SUPPRESSED if withheld else events,
+            "expected": round(expected, DECIMALS), "oe_ratio": _rounded(oe), "intercept": _rounded(intercept),
+            "slope": _rounded(slope), "level": level, "drifted": drifted, "reason": reason}
+
+
+def drift_summary(features: list[dict[str, object]], calibration: dict[str, object] | None, *,
+                  psi_threshold: float = PSI_MAJOR) -> dict[str, object]:
+    """One drift decision from :func:`feature_drift` and :func:`batch_calibration` (None: no outcomes yet).
+
+    Drifted when any feature's PSI is at least ``psi_threshold`` or the calibration has drifted. Returns
+    ``drifted``, ``reasons`` (the triggers in words; empty when not drifted), ``features_major`` and
+    ``features_moderate`` (names by band, in the order given).
+
+    Raises
+    ------
+    ValueError
+        ``psi_threshold`` not positive, or a feature or ``calibration`` dict lacks a key it needs.
+    """
+    if not psi_threshold > 0:
+        raise ValueError(f"psi_threshold must be positive; got {psi_threshold!r}")
+    checks = [("each feature", row, {"feature", "psi", "band"}) for row in features] + (
+        [("calibration", calibration, {"drifted", "reason"})] if calibration is not None else [])
+    for what, row, keys in checks:
+        if not keys <= row.keys():
+            raise ValueError(f"{what} must have keys {', '.join(sorted(keys))}; got {', '.join(sorted(row))}")
+    reasons = [f"PSI of {row['feature']} is {row['psi']:.3f} (>= {psi_threshold:g}; {row['band']} shift)"
+               for row in features if float(row["psi"]) >= psi_threshold]
+    if calibration is not None and calibration["drifted"]:
+        reasons.append(f"calibration drifted: {calibration['reason']}")
+    return {"drifted": bool(reasons), "reasons": reasons,
+            "features_major": [row["feature"] for row in features if row["band"] == "major"],
+            "features_moderate": [row["feature"] for row in features if row["band"] == "moderate"]}
+
+
+# ----------------------------------------------------------------------------------- private steps
+def _as_series(values: ArrayLike, name: str) -> pd.Series:
+    series = values if isinstance(values, pd.Series) else pd.Series(values) if np.ndim(values) == 1 else None
+    if series is None or len(series) == 0:
+        raise ValueError(f"{name} must be a non-empty one-dimensional sample; got shape {np.shape(values)}")
+    return series
+
+
+def _as_float(series: pd.Series, name: str, rule: str) -> np.ndarray:
+    try:
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must hold {rule}; got non-numeric values (dtype {series.dtype})") from None
+
+
+def _numeric_counts(ref: pd.Series, cur: pd.Series, bins: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Bin labels and counts per bin (``missing`` last) of both samples, bins from the reference's quantiles."""
+    ref_x, cur_x = (_as_float(s, f"{name} of a numeric feature", "numbers") for s, name in ((ref, "reference"),
+                                                                                           (cur, "current")))
+    present = ref_x[~np.isnan(ref_x)]
+    edges = np.unique(np.quantile(present, np.arange(1, bins) / bins)) if len(present) else np.empty(0)
+    bounds = ["-inf", *(f"{e:.6g}" for e in edges), "inf"]
+    labels = [f"({lo}, {hi}]" for lo, hi in zip(bounds[:-2], bounds[1:-1])] + [f"({bounds[-2]}, inf)", MISSING]
+    codes = (np.where(np.isnan(x), len(edges) + 1, np.searchsorted(edges, x, side="left")) for x in (ref_x, cur_x))
+    ref_counts, cur_counts = (np.bincount(c, minlength=len(edges) + 2).astype(np.float64) for c in codes)
+    return labels, ref_counts, cur_counts
+
+
+def _binary_counts(ref: pd.Series, cur: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Counts of 0, 1 and missing in both samples."""
+    def counts(series: pd.Series, name: str) -> np.ndarray:
+        values = _as_float(series, f"{name} of a binary feature", "0/1 or bool values")
+        bad = ~np.isnan(values) & (values != 0) & (values != 1)
+        if bad.any():
+            raise ValueError(f"{name} of a binary feature must hold 0/1 or bool values; {int(bad.sum())} values "
+                             f"are not (e.g. {values[bad][0]:g})")
+        return np.bincount(np.where(np.isnan(values), 2, values).astype(np.intp), minlength=3).astype(np.float64)
+    return ["0", "1", MISSING], counts(ref, "reference"), counts(cur, "current")
+
+
+def _category_counts(ref: pd.Series, cur: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One bin per value seen in either sample (labelled by its text, sorted), then ``missing``; counts of both."""
+    tallies = [counts.groupby(counts.index.astype(str)).sum() for counts in (ref.value_counts(), cur.value_counts())]
+    table = pd.concat(tallies, axis=1).fillna(0).astype(np.float64)
+    table = table[table.sum(axis=1) > 0].sort_index()
+    ref_counts, cur_counts = np.hstack([table.to_numpy().T, [[ref.isna().sum()], [cur.isna().sum()]]])
+    return [*table.index, MISSING], ref_counts, cur_counts
+
+
+def _garwood_ratio(observed: int, expected: float, level: float) -> tuple[float, float, float]:
+    """O/E with the interval ``chi2(alpha/2, 2 O) / 2E`` to ``chi2(1 - alpha/2, 2 O + 2) / 2E``; NaN when E = 0."""
+    if expected <= 0:
+        return _NOT_ESTIMABLE
+    low = stats.chi2.ppf((1 - level) / 2, 2 * observed) / 2 if observed > 0 else 0.0
+    high = stats.chi2.ppf((1 + level) / 2, 2 * observed + 2) / 2
+    return observed / expected, low / expected, high / expected
+
+
+def _calibration_fits(y01: np.ndarray, risk: np.ndarray, level: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(estimate, low, high) of the calibration intercept (offset logit(p)) and slope; NaN where not estimable."""
+    table, _ = _risk_table(y01, risk)
+    if table.n_events in (0, table.n):
+        return _NOT_ESTIMABLE, _NOT_ESTIMABLE
+    endog, ones = np.column_stack([table.events, table.rows - table.events]), np.ones((len(table.risk), 1))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    slope = _wald(endog, np.column_stack([ones, table.logit]), None, z, 1) if len(table.risk) > 1 else _NOT_ESTIMABLE
+    return _wald(endog, ones, table.logit, z, 0), slope
+
+
+def _wald(endog: np.ndarray, design: np.ndarray, offset: np.ndarray | None, z: float,
+          coefficient: int) -> tuple[float, float, float]:
+    """One coefficient of a grouped binomial GLM with its Wald interval; NaN when the fit does not exist."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a separated fit: checked below
+        try:
+            fit = sm.GLM(endog, design, family=sm.families.Binomial(), offset=offset).fit(tol=1e-10, maxiter=100)
+        except (PerfectSeparationWarning, PerfectSeparationError, np.linalg.LinAlgError, ValueError):
+            return _NOT_ESTIMABLE
+    estimate, se = float(fit.params[coefficient]), float(fit.bse[coefficient])
+    return (estimate, estimate - z * se, estimate + z * se) if np.isfinite(estimate + se) else _NOT_ESTIMABLE
+
+
+def _judge(oe: tuple[float, ...], slope: tuple[float, ...], level: float) -> tuple[bool, str]:
+    """Drifted when the O/E or slope interval excludes 1, and why in words."""
+    findings, consistent = [], []
+    for name, (estimate, low, high), above, below in (
+            ("observed/expected ratio", oe, "more events than predicted", "fewer events than predicted"),
+            ("calibration slope", slope, "risks too moderate", "risks too extreme")):
+        text = f"{name} {estimate:.3f} ({level:.0%} CI {low:.3f} to {high:.3f})"
+        if not np.isfinite(low):
+            consistent.append(f"{name} not estimable")
+        elif low > 1 or high < 1:
+            findings.append(f"{text} excludes 1: {above if low > 1 else below}")
+        else:
+            consistent.append(f"{text} includes 1")
+    return bool(findings), "; ".join(findings or consistent)
+
+
+def _rounded(values: tuple[float, ...]) -> dict[str, float | None]:
+    return {key: round(float(v), DECIMALS) if np.isfinite(v) else None
+            for key, v in zip(("estimate", "low", "high"), values)}

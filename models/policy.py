@@ -1,0 +1,68 @@
+"""The retraining policy: when a night's run retrains the models, and the reason in words.
+
+Retrain when asked (``--retrain``), when no model was ever trained, when enough new outcomes have arrived
+since the last training, when the new batches drift beyond the threshold (feature PSI or the champion's
+calibration on them), or when the models are older than their maximum age. Otherwise keep the champions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """Thresholds of the retraining policy (recorded in the manifest with each decision)."""
+
+    min_new_events: int = 100  # new leakage events (any, per level) since the last training
+    max_age_days: int = 365
+    psi_threshold: float = 0.25  # the usual "major shift" band of the population stability index
+
+
+@dataclass(frozen=True)
+class RetrainInputs:
+    """What the decision looks at; gathered from the workspace by :mod:`models.refresh`."""
+
+    asked: bool
+    watermark: int
+    last_watermark: int | None  # registry watermark at the last training; None: never trained
+    trained_on: _dt.date | None
+    today: _dt.date
+    new_events: int  # leakage events in the batches registered since the last training
+    drift: dict[str, Any] | None = None  # models.drift.drift_summary of the new batches, if computed
+
+
+def decide_retraining(inputs: RetrainInputs, *, policy: RetrainPolicy = RetrainPolicy()) -> tuple[bool, str]:
+    """Whether to retrain now, and why (one sentence; no count from 1 to 10 in it).
+
+    Raises
+    ------
+    ValueError
+        A threshold or count is negative.
+    """
+    if min(policy.min_new_events, policy.max_age_days, inputs.new_events) < 0 or policy.psi_threshold <= 0:
+        raise ValueError("policy thresholds and the count of new events must be non-negative "
+                         f"(psi_threshold positive); got {policy} and {inputs.new_events} new events")
+    if inputs.watermark == 0:
+        return False, "the registry is empty: nothing to train on"
+    if inputs.asked:
+        return True, "retraining was asked for (--retrain)"
+    if inputs.last_watermark is None:
+        return True, "no model has been trained in this workspace yet"
+    age = None if inputs.trained_on is None else (inputs.today - inputs.trained_on).days
+    if age is not None and age > policy.max_age_days:
+        return True, f"the models are {age} days old, beyond the maximum of {policy.max_age_days}"
+    if inputs.last_watermark == inputs.watermark:
+        return False, f"the registry is unchanged since the models were trained (watermark {inputs.watermark})"
+    if inputs.new_events >= policy.min_new_events:
+        return True, (f"{inputs.new_events:,} new leakage events since the last training (watermark "
+                      f"{inputs.last_watermark} -> {inputs.watermark}; the policy retrains from "
+                      f"{policy.min_new_events})")
+    if inputs.drift and inputs.drift.get("drifted"):
+        return True, "the new batches drifted: " + "; ".join(inputs.drift.get("reasons", []))
+    age_text = "" if age is None else f", and the models are {age} days old (maximum {policy.max_age_days})"
+    return False, (f"the registry grew (watermark {inputs.last_watermark} -> {inputs.watermark}) with fewer than "
+                   f"{policy.min_new_events} new leakage events and no drift beyond the thresholds{age_text}: "
+                   "the champions stay")
