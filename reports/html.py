@@ -14,7 +14,9 @@ import jinja2
 import numpy as np
 
 from reports import plots
+from records import schema as s
 from records.suppression import SUPPRESSED
+from reports import seed_outcomes as so
 
 TEMPLATES = Path(__file__).parent / "templates"
 METRIC_ROWS = (("auroc", "AUROC (C statistic)"), ("brier", "Brier score"), ("scaled_brier", "scaled Brier score"),
@@ -230,8 +232,32 @@ def _monitoring(monitoring: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _benefit(table: Mapping[str, Any]) -> dict[str, Any]:
-    header = table["header"]
-    return {"header": header, "rows": [[fmt(row.get(h), 2) for h in header] for row in table["rows"]]}
+    """The outcomes-by-site table with readable headers: counts, then each estimate with its 95% CI."""
+    header = ["site", "procedures", "levels", "with pain scores", "VAS before -> after", "VAS change (95% CI)",
+              "with length of stay", "same-day discharges", "same-day % (95% CI)", "stay, days: median (IQR)",
+              "levels with angles", "kyphosis correction, degrees (95% CI)", "levels assessed for leakage",
+              "symptomatic leaks", "symptomatic % (95% CI)"]
+    rows = []
+    for r in table["rows"]:
+        rows.append([
+            str(r[s.SITE_ID]), fmt(r[so.PROCEDURES]), fmt(r[so.LEVELS]), fmt(r[so.PAIN_N]),
+            f"{fmt(r[so.VAS_PRE_MEAN], 1)} -> {fmt(r[so.VAS_POST_MEAN], 1)}",
+            _with_ci(r[so.VAS_CHANGE_MEAN], r[so.VAS_CHANGE_LOW], r[so.VAS_CHANGE_HIGH], 2),
+            fmt(r[so.LOS_N]), fmt(r[so.SAME_DAY_N]),
+            _with_ci(r[so.SAME_DAY_RATE], r[so.SAME_DAY_LOW], r[so.SAME_DAY_HIGH], 1, percent=True),
+            f"{fmt(r[so.LOS_MEDIAN], 0)} ({fmt(r[so.LOS_Q1], 0)} to {fmt(r[so.LOS_Q3], 0)})",
+            fmt(r[so.KYPHOSIS_N]), _with_ci(r[so.KYPHOSIS_MEAN], r[so.KYPHOSIS_LOW], r[so.KYPHOSIS_HIGH], 1),
+            fmt(r[so.LEAKAGE_ASSESSED_N]), fmt(r[so.SYMPTOMATIC_N]),
+            _with_ci(r[so.SYMPTOMATIC_RATE], r[so.SYMPTOMATIC_LOW], r[so.SYMPTOMATIC_HIGH], 2, percent=True)])
+    return {"header": header, "rows": rows}
+
+
+def _with_ci(estimate: Any, low: Any, high: Any, digits: int, *, percent: bool = False) -> str:
+    if estimate is None or isinstance(estimate, str):
+        return "-"
+    scale = 100.0 if percent else 1.0
+    values = [None if v is None else float(v) * scale for v in (estimate, low, high)]
+    return f"{fmt(values[0], digits)} ({ci(values[1], values[2], digits)})"
 
 
 def _submission(sub: Mapping[str, Any]) -> dict[str, Any]:
