@@ -5,9 +5,11 @@ Call ``pipelines.prefect_env.configure_prefect`` before importing this module.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.refresh import refresh_models
@@ -16,6 +18,7 @@ from pipelines.job import JobSteps, run_job
 from records import ingest
 from records.errors import SourceUnavailable
 from reports.publish import publish_reports
+from reports.summary import run_summary_markdown
 
 
 def _retry_when_unavailable(task_obj: object, task_run: object, state: object) -> bool:
@@ -39,9 +42,18 @@ PREFECT_STEPS = JobSteps(
     models=models_task, reports=reports_task)
 
 
+@task(name="summarise the run", cache_policy=NO_CACHE)
+def summarise_task(manifest: dict) -> None:
+    """The night's story as a markdown artifact in the Prefect UI."""
+    create_markdown_artifact(key="cementrisk-run-summary", markdown=run_summary_markdown(manifest),
+                             description=f"cementrisk run {manifest['run_id']}")
+
+
 @flow(name="cementrisk-run", validate_parameters=False)
 def run_flow(source: str, workspace: Path, run_id: str, retrain: bool = False, train: bool = True,
              seed: int = TrainingConfig.seed, lock_wait_seconds: float = 0.0) -> ingest.IngestOutcome:
-    """Load, screen, check and register one source; refresh the models; write the manifest."""
-    return run_job(source, workspace, run_id=run_id, steps=PREFECT_STEPS, config=TrainingConfig(seed=seed),
-                   retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds)
+    """Load, screen, check and register one source; refresh the models; publish; summarise for the UI."""
+    outcome = run_job(source, workspace, run_id=run_id, steps=PREFECT_STEPS, config=TrainingConfig(seed=seed),
+                      retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds)
+    summarise_task(asdict(outcome.manifest))
+    return outcome

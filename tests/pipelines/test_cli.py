@@ -119,6 +119,13 @@ def test_run_as_a_prefect_flow_on_the_embedded_api(tmp_path):
     assert (workspace / "registry" / "state.json").exists()
     # the flow ran on the embedded API whose home is where we said, with analytics off
     assert (tmp_path / "prefect-home").exists()
+    # and left the night's summary as a markdown artifact, so the Prefect UI alone tells the story
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
+        artifacts = db.execute("SELECT key, type, data FROM artifact").fetchall()
+    assert [(key, kind) for key, kind, _ in artifacts] == [("cementrisk-run-summary", "markdown")]
+    assert manifest["run_id"] in artifacts[0][2] and "<11" in artifacts[0][2]
 
 
 def test_prefect_settings_keep_the_api_on_this_machine(tmp_path, monkeypatch):

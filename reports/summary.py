@@ -1,0 +1,52 @@
+"""The night's story in a few lines of markdown: counts, quarantine, model decisions, drift, where the report is.
+
+Shown as a Prefect artifact of each run (so the Prefect UI alone tells what happened) and usable anywhere
+else; counts from 1 to 10 are shown as ``<11`` like every other published count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from records.suppression import SUPPRESSED, is_small
+from reports.figures import data_figures
+
+
+def run_summary_markdown(manifest: Mapping[str, Any]) -> str:
+    """Markdown of one run from its manifest (as a dict)."""
+    lines = [f"# cementrisk run {manifest['run_id']}: {manifest['status']}", ""]
+    if manifest.get("reason"):
+        lines += [f"**Reason:** {manifest['reason']}", ""]
+    lines += ["| table | rows in | accepted | quarantined | already registered |", "|---|---:|---:|---:|---:|"]
+    for name, counts in data_figures(manifest)["tables"].items():  # counts withheld as in the report
+        lines.append(f"| {name} | {_count(counts['rows_in'])} | {_count(counts['rows_accepted'])} | "
+                     f"{_count(counts['rows_quarantined'])} | {_count(counts['rows_skipped_registered'])} |")
+    batches = ", ".join(str(b) for b in manifest.get("batches_loaded", [])) or "none (nothing new)"
+    lines += ["", f"**Batches loaded:** {batches}; watermark {manifest.get('watermark_before')} -> "
+                  f"{manifest.get('watermark_after')}."]
+    models = manifest.get("models") or {}
+    if models:
+        verb = "retrained" if models.get("trained") else "not retrained"
+        lines += ["", f"**Models {verb}:** {models.get('reason', '')}"]
+        for name, info in (models.get("outcomes") or {}).items():
+            state = ("no model" if not info.get("fitted") else
+                     f"{info.get('version')} ({'champion' if info.get('champion') else 'not promoted by the gate'})")
+            lines.append(f"- {name}: {state}")
+        drift = models.get("drift") or {}
+        if drift:
+            flag = "**DRIFT**: " + "; ".join(drift.get("reasons", [])) if drift.get("drifted") else "no drift"
+            lines += ["", f"**Drift of the new batches:** {flag}"]
+    outputs = manifest.get("outputs") or {}
+    if outputs.get("report"):
+        lines += ["", f"**Report:** `{outputs['report']}`", f"**QI table:** `{outputs.get('qi_units')}`",
+                  f"**Submission:** `{outputs.get('submission') or 'none'}`"]
+    timings = manifest.get("timings_seconds") or {}
+    if timings:
+        lines += ["", "Seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _count(value: Any) -> str:
+    return SUPPRESSED if isinstance(value, int) and is_small(value) else f"{value:,}" if isinstance(value, int) \
+        else str(value)

@@ -1,0 +1,44 @@
+"""The run summary shown as a Prefect artifact: the night's counts, decisions and drift, small counts withheld."""
+
+from __future__ import annotations
+
+import re
+
+from reports.summary import run_summary_markdown
+
+MANIFEST = {
+    "run_id": "20261125T020000Z-abc123", "status": "ok", "reason": None, "source": "warehouse",
+    "tables": {"procedures": {"rows_in": 1200, "rows_accepted": 1195, "rows_quarantined": 5,
+                              "rows_skipped_registered": 0, "columns_dropped": [], "quarantine_rules": {"range": 5}},
+               "levels": {"rows_in": 1900, "rows_accepted": 1880, "rows_quarantined": 20,
+                          "rows_skipped_registered": 0, "columns_dropped": [], "quarantine_rules": {"range": 20}}},
+    "batches_loaded": [45], "batches_skipped": [], "watermark_before": 44, "watermark_after": 45,
+    "models": {"trained": True, "reason": "the new batches drifted: PSI of cement_volume_ml is 0.31",
+               "outcomes": {"leakage_any": {"fitted": True, "version": "v0002", "champion": True},
+                            "infection_90d": {"fitted": False, "version": None, "champion": False}},
+               "drift": {"drifted": True, "reasons": ["PSI of cement_volume_ml is 0.31"]}},
+    "outputs": {"report": "/ws/runs/x/report.html", "qi_units": "/ws/runs/x/qi_units.csv", "submission": None},
+    "timings_seconds": {"read": 1.25, "report": 10.0},
+}
+
+
+def test_summary_tells_the_night_and_withholds_small_counts():
+    text = run_summary_markdown(MANIFEST)
+    assert text.startswith("# cementrisk run 20261125T020000Z-abc123: ok")
+    assert "| procedures | 1,200 | <11 | <11 | 0 |" in text  # 5 quarantined; 1,195 would give it away
+    # the second table's cells are withheld as the complement (one table of counts, one suppression pass)
+    assert "| levels | 1,900 | <11 | <11 | 0 |" in text
+    assert "**Models retrained:** the new batches drifted" in text
+    assert "- leakage_any: v0002 (champion)" in text and "- infection_90d: no model" in text
+    assert "**DRIFT**: PSI of cement_volume_ml is 0.31" in text
+    assert "`/ws/runs/x/report.html`" in text and "read 1.2" in text
+    table_counts = re.findall(r"\| (\d[\d,]*) ", text)
+    assert not [c for c in table_counts if 0 < int(c.replace(",", "")) < 11]
+
+
+def test_a_refused_run_says_why():
+    refused = {**MANIFEST, "status": "refused", "reason": "identifier column found: patient_name (name)",
+               "models": {}, "outputs": {}}
+    text = run_summary_markdown(refused)
+    assert "refused" in text.splitlines()[0] and "**Reason:** identifier column found" in text
+    assert "Report" not in text
