@@ -17,7 +17,6 @@ from sklearn.metrics import roc_curve
 from models import metrics as m
 from records.suppression import SUPPRESSED, suppress_table
 
-SMALL_CELL = 11
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
 ROC_POINTS = 201
 HISTOGRAM_BINS = 40
@@ -33,11 +32,6 @@ def apparent_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     return {"auroc": _r(m.auroc(y, p)), "brier": _r(m.brier_score(y, p)),
             "scaled_brier": _r(m.scaled_brier_score(y, p)), "log_loss": _r(m.log_loss(y, p)),
             "calibration_intercept": _r(intercept), "calibration_slope": _r(slope)}
-
-
-def is_small(count: int) -> bool:
-    """A count that may not be published (1 to 10)."""
-    return 0 < count < SMALL_CELL
 
 
 def subgroup_table(y: np.ndarray, p: np.ndarray, labels: np.ndarray) -> list[dict[str, object]]:
@@ -76,11 +70,8 @@ def _withhold(table: pd.DataFrame, counts: list[str], *, key: str = "group") -> 
     if table.empty:
         return {}
     total, events = counts
-    try:
-        done = suppress_table(table[[key, total, events]], count_columns=[total, events],
-                              complements={events: total}, row_total=total)
-    except ValueError:  # the totals cannot be protected: withhold the whole table
-        return {k: True for k in table[key]}
+    done = suppress_table(table[[key, total, events]], count_columns=[total, events], complements={events: total},
+                          row_total=total, unprotectable="withhold")
     hidden = (done[total] == SUPPRESSED) | (done[events] == SUPPRESSED)
     return dict(zip(done[key], hidden.to_numpy(dtype=bool), strict=True))
 
@@ -143,10 +134,7 @@ def risk_histogram(p: np.ndarray, *, bins: int = HISTOGRAM_BINS) -> dict[str, li
     top = float(np.max(p)) if len(p) else 1.0
     counts, edges = np.histogram(p, bins=bins, range=(0.0, max(top, 1e-6)))
     table = pd.DataFrame({"bin": np.arange(len(counts)), "count": counts})
-    try:
-        shown = suppress_table(table, count_columns=["count"])["count"].tolist()
-    except ValueError:
-        shown = [SUPPRESSED] * len(counts)
+    shown = suppress_table(table, count_columns=["count"], unprotectable="withhold")["count"].tolist()
     return {"edges": [_r(x) for x in edges],
             "counts": [None if c == SUPPRESSED else int(c) for c in shown]}
 

@@ -15,6 +15,7 @@ from scipy import stats
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
 from features.dictionary import FeatureSpec
+from models.intervals import poisson_ratio_interval
 from models.metrics import _check_inputs, _check_level, _risk_table
 from records.suppression import SUPPRESSED, is_small
 
@@ -245,12 +246,11 @@ def _category_counts(ref: pd.Series, cur: pd.Series) -> tuple[list[str], np.ndar
 
 
 def _garwood_ratio(observed: int, expected: float, level: float) -> tuple[float, float, float]:
-    """O/E with the interval ``chi2(alpha/2, 2 O) / 2E`` to ``chi2(1 - alpha/2, 2 O + 2) / 2E``; NaN when E = 0."""
+    """O/E with its exact Poisson (Garwood) interval; NaN when E = 0."""
     if expected <= 0:
         return _NOT_ESTIMABLE
-    low = stats.chi2.ppf((1 - level) / 2, 2 * observed) / 2 if observed > 0 else 0.0
-    high = stats.chi2.ppf((1 + level) / 2, 2 * observed + 2) / 2
-    return observed / expected, low / expected, high / expected
+    low, high = poisson_ratio_interval(observed, expected, level=level)
+    return observed / expected, float(low), float(high)
 
 
 def _calibration_fits(y01: np.ndarray, risk: np.ndarray, level: float) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -17,7 +17,8 @@ import pandas as pd
 from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
 from models import store
-from models.assessment import assess, is_small
+from models.assessment import assess
+from records.suppression import is_small
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.development import Development, develop
 from models.explain import strongest_predictors

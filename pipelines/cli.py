@@ -208,18 +208,11 @@ def validate(
     from records.ingest import check_batch, load_batch, screen_batch
     from records.validation import REASON
 
-    try:
-        with console.status(f"checking {source} ..."):
-            raw = load_batch(source)
-            screen_batch(raw)
-            result = check_batch(raw, workspace=workspace if workspace and workspace.exists() else None)
-            rules = result.reason_counts()
-    except InputError as error:
-        errors.print(f"[bold red]refused:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Exception as error:  # noqa: BLE001
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
-        raise typer.Exit(EXIT_INTERNAL) from None
+    with _exit_codes(refused=(InputError,)), console.status(f"checking {source} ..."):
+        raw = load_batch(source)
+        screen_batch(raw)
+        result = check_batch(raw, workspace=workspace if workspace and workspace.exists() else None)
+        rules = result.reason_counts()
     _print_counts(f"validate {source} (dry run, nothing written)", {
         name: TableCounts(rows_in=outcome.rows_in, rows_accepted=len(outcome.accepted),
                           rows_quarantined=len(outcome.quarantined), rows_skipped_registered=outcome.skipped,
@@ -240,13 +233,9 @@ def synth(
     """Write a synthetic, de-identified registry in the contract, with literature-based risks."""
     from records.synth import generate_registry, write_registry
 
-    try:
-        with console.status(f"generating {procedures:,} procedures (seed {seed}) ..."):
-            registry = generate_registry(procedures, seed=seed)
-            paths = write_registry(registry, out)
-    except Exception as error:  # noqa: BLE001
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
-        raise typer.Exit(EXIT_INTERNAL) from None
+    with _exit_codes(refused=()), console.status(f"generating {procedures:,} procedures (seed {seed}) ..."):
+        registry = generate_registry(procedures, seed=seed)
+        paths = write_registry(registry, out)
     console.print(f"{len(registry.procedures):,} procedures, {len(registry.levels):,} levels written:")
     for path in paths.values():
         console.print(f"  {path}")

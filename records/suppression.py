@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from numbers import Real
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,10 @@ from numpy.typing import ArrayLike
 SMALL_CELL = 11
 """Counts ``0 < count < SMALL_CELL`` are never published."""
 SUPPRESSED = "<11"
+
+
+class Unprotectable(ValueError):
+    """A published total would reveal a group's withheld cells whatever else is withheld."""
 """Shown for a withheld count: a small count, or a count withheld so that a small one cannot be derived."""
 _LARGEST_SMALL = SMALL_CELL - 1
 _SHOWN = 5
@@ -118,7 +122,8 @@ def recoverable(frame: pd.DataFrame, *, count_column: str, group_by: Sequence[st
 
 def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_by: Sequence[str] | None = None,
                    derived: Mapping[str, Sequence[str]] | None = None, complements: Mapping[str, str] | None = None,
-                   row_total: str | None = None, total_rows: ArrayLike | None = None) -> pd.DataFrame:
+                   row_total: str | None = None, total_rows: ArrayLike | None = None,
+                   unprotectable: Literal["raise", "withhold"] = "raise") -> pd.DataFrame:
     """Withhold small counts, the statistics that would reveal them, and enough other cells that totals cannot.
 
     Steps: (1) primary: a count 1..10 is withheld; for a declared pair ``events -> n``, ``events`` is also
@@ -147,6 +152,10 @@ def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_b
         Boolean mask marking, in each group, the one row holding the group's totals (e.g. "all sites").
         It gets primary suppression and is withheld when nothing else can protect the group. Without
         it, totals are assumed published elsewhere and must not be withheld.
+    unprotectable
+        What to do when a group's published total would reveal its withheld cells whatever else is
+        withheld: ``"raise"`` :class:`Unprotectable`, or ``"withhold"`` every count and statistic of the
+        table (for tables whose total is published elsewhere and that may be empty rather than fail).
 
     Returns
     -------
@@ -158,8 +167,9 @@ def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_b
     ------
     ValueError
         A column is missing or listed in two roles, a count is not a whole number >= 0, ``events``
-        exceeds ``n``, total rows do not sum their groups, or (without ``total_rows``) a group's published
-        total would reveal its withheld cells whatever else is withheld.
+        exceeds ``n``, total rows do not sum their groups, or (:class:`Unprotectable`, without
+        ``total_rows`` and with ``unprotectable="raise"``) a group's published total would reveal its
+        withheld cells whatever else is withheld.
 
     References
     ----------
@@ -175,8 +185,15 @@ def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_b
         _check_positions(values[events] > values[n], f"{events} must not exceed {n}")
     groups = _group_codes(frame, _check_columns(frame, group_by or (), "group_by"))
     totals = _check_total_rows(total_rows, groups, values, len(frame))
+    if unprotectable not in ("raise", "withhold"):
+        raise ValueError(f"unprotectable must be 'raise' or 'withhold'; got {unprotectable!r}")
     hidden = _primary(values, complements, row_total)
-    hidden = _protect_margins(values, hidden, groups, totals, complements)
+    try:
+        hidden = _protect_margins(values, hidden, groups, totals, complements)
+    except Unprotectable:
+        if unprotectable == "raise":
+            raise
+        hidden = {c: np.ones(len(frame), dtype=bool) for c in values}
     return _publish(frame, values, hidden, derived, row_total)
 
 
@@ -226,7 +243,7 @@ def _protect_group(line: _Line, hidden: dict[str, np.ndarray], in_group: np.ndar
     elif total_row is not None:
         row = total_row
     else:
-        raise ValueError(f"{line.name} cannot be protected: every cell of a group is withheld and its total, "
+        raise Unprotectable(f"{line.name} cannot be protected: every cell of a group is withheld and its total, "
                          f"published elsewhere, would still reveal them; pass the totals as rows (total_rows=) "
                          f"so they can be withheld")
     hidden[line.target][row] = True

@@ -105,7 +105,8 @@ def _unit_block(frame: pd.DataFrame, *, unit_type: str, column: str, outcome: st
                         "risk_adjusted_rate": t[qi.RISK_ADJUSTED_RATE].round(5), "flag": t[qi.FLAG],
                         "lower_998": t["lower_998"].round(4), "upper_998": t["upper_998"].round(4),
                         "precision": t[qi.PRECISION]})
-    withheld = _suppress(out, count_columns=["n", "observed"], complements={"observed": "n"}, row_total="n",
+    withheld = suppress_table(out, count_columns=["n", "observed"], complements={"observed": "n"}, row_total="n",
+                              unprotectable="withhold",
                               derived={"oe_ratio": ["observed"], "oe_low": ["observed"], "oe_high": ["observed"],
                                        "risk_adjusted_rate": ["observed"], "precision": ["observed"]})
     shown = withheld[withheld["observed"] != SUPPRESSED]
@@ -168,8 +169,9 @@ def data_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
     frame = pd.DataFrame({"table": list(tables), **{k: [t[k] for t in tables.values()]
                                                     for k in ("rows_in", "rows_accepted", "rows_quarantined")}})
     # accepted = in - quarantined: withheld with quarantined (the pair protects both), shown as withheld too
-    frame = _suppress(frame, count_columns=["rows_in", "rows_quarantined"], complements={"rows_quarantined": "rows_in"},
-                      derived={"rows_accepted": ["rows_quarantined"]}, row_total="rows_in")
+    frame = suppress_table(frame, count_columns=["rows_in", "rows_quarantined"],
+                           complements={"rows_quarantined": "rows_in"}, derived={"rows_accepted": ["rows_quarantined"]},
+                           row_total="rows_in", unprotectable="withhold")
     for row in frame.to_dict(orient="records"):
         accepted = SUPPRESSED if row["rows_quarantined"] == SUPPRESSED else int(row["rows_accepted"])
         tables[row["table"]].update(rows_in=row["rows_in"], rows_accepted=accepted,
@@ -179,7 +181,7 @@ def data_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
                           for rule, n in sorted(counts.get("quarantine_rules", {}).items())],
                          columns=["table", "rule", "rows"])
     if len(rules):
-        rules = _suppress(rules, count_columns=["rows"], group_by=["table"])
+        rules = suppress_table(rules, count_columns=["rows"], group_by=["table"], unprotectable="withhold")
     models = manifest.get("models") or {}
     drift = models.get("drift") or {}
     retraining = {"trained": bool(models.get("trained")), "reason": models.get("reason", ""),
@@ -216,22 +218,6 @@ def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], proced
         "submission": dict(submission),
     }
     return ReportFigures(figures=figures, qi_units=qi_units)
-
-
-def _suppress(frame: pd.DataFrame, *, count_columns: list[str], derived: dict[str, list[str]] | None = None,
-              **options: Any) -> pd.DataFrame:
-    """:func:`records.suppression.suppress_table`; where a published total would still reveal the withheld
-    cells whatever else is withheld (a group of one small cell), every count and statistic is withheld."""
-    try:
-        return suppress_table(frame, count_columns=count_columns, derived=derived, **options)
-    except ValueError as error:
-        if "cannot be protected" not in str(error):
-            raise
-        out = frame.copy()
-        for column in [*count_columns, *(derived or {})]:
-            out[column] = SUPPRESSED if column in count_columns else None
-            out[column] = out[column].astype(object)
-        return out
 
 
 def _num(value: Any) -> float | None:

@@ -100,7 +100,7 @@ def _batches(batches: Sequence[int]) -> str:
 
 def _rates(trends: Mapping[str, Any]) -> dict[str, Any]:
     series, tables = {}, []
-    for name, block in trends.items():
+    for block in trends.values():
         rows = block["rows"]
         series[block["title"]] = {"years": [r["year"] for r in rows], "rate": [r["rate"] for r in rows],
                                   "low": [r["low"] for r in rows], "high": [r["high"] for r in rows]}

