@@ -18,6 +18,7 @@ from sklearn.base import clone
 
 from features.dictionary import FeatureSpec
 from models.calibration import RecalibratedClassifier, cross_fitted_recalibration, fit_recalibration
+from models.fanout import Mapper, sequential
 from models.learners import Candidate
 from models.metrics import log_loss
 
@@ -58,20 +59,31 @@ def assign_folds(groups: np.ndarray, *, n_folds: int, seed: int) -> np.ndarray:
 
 
 def out_of_fold(candidate: Candidate, features: Sequence[FeatureSpec], X: pd.DataFrame, y: np.ndarray,  # noqa: N803
-                folds: np.ndarray, *, seed: int) -> np.ndarray:
+                folds: np.ndarray, *, seed: int, mapper: Mapper = sequential) -> np.ndarray:
     """Each row's predicted risk from the candidate fitted on the other folds."""
     p = np.empty(len(y), dtype=float)
-    template = candidate.build(features, seed)
-    for fold in np.unique(folds):
-        test = folds == fold
-        model = clone(template).fit(X.loc[~test], y[~test])
-        p[test] = model.predict_proba(X.loc[test])[:, 1]
+    fold_ids = [int(f) for f in np.unique(folds)]
+    fitted = mapper(_fold_fit, [(0, 0, f) for f in fold_ids], shared=((candidate,), features, X, y, (folds,), seed))
+    for fold, p_fold in zip(fold_ids, fitted):
+        p[folds == fold] = p_fold
     return p
 
 
+def _fold_fit(job: tuple[int, int, int], candidates: Sequence[Candidate], features: Sequence[FeatureSpec],
+              X: pd.DataFrame, y: np.ndarray, fold_sets: Sequence[np.ndarray], seed: int) -> np.ndarray:  # noqa: N803
+    """One cross-validation fit: candidate ``c`` on repeat ``r`` without fold ``f``; its risks on fold ``f``."""
+    c, r, f = job
+    test = fold_sets[r] == f
+    model = clone(candidates[c].build(features, seed)).fit(X.loc[~test], y[~test])
+    return model.predict_proba(X.loc[test])[:, 1]
+
+
 def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X: pd.DataFrame,  # noqa: N803
-            y: np.ndarray, groups: np.ndarray, *, n_folds: int, repeats: int, seed: int) -> Development:
+            y: np.ndarray, groups: np.ndarray, *, n_folds: int, repeats: int, seed: int,
+            mapper: Mapper = sequential) -> Development:
     """Cross-validate every candidate, select by validated log loss, refit the winner on all rows.
+
+    Every fit of every candidate, repeat and fold is one piece of work for ``mapper`` (:mod:`models.fanout`).
 
     Raises
     ------
@@ -81,11 +93,16 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     if len(np.unique(y)) < 2:
         raise ValueError("the outcome has a single class among eligible rows; no model can be fitted")
     fold_sets = [assign_folds(groups, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
+    candidates = tuple(candidates)
+    jobs = [(c, r, int(f)) for c in range(len(candidates)) for r in range(repeats) for f in np.unique(fold_sets[r])]
+    fitted = dict(zip(jobs, mapper(_fold_fit, jobs, shared=(candidates, features, X, y, fold_sets, seed))))
     results = []
-    for candidate in candidates:
+    for c, candidate in enumerate(candidates):
         validated_by_repeat = []
-        for folds in fold_sets:
-            raw = out_of_fold(candidate, features, X, y, folds, seed=seed)
+        for r, folds in enumerate(fold_sets):
+            raw = np.empty(len(y), dtype=float)
+            for f in np.unique(folds):
+                raw[folds == f] = fitted[(c, r, int(f))]
             validated_by_repeat.append((raw, cross_fitted_recalibration(y, raw, folds)))
         results.append((candidate, validated_by_repeat))
     summaries = tuple(CandidateResult(

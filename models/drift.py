@@ -125,8 +125,9 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     risks too extreme). Both by maximum likelihood (statsmodels GLM Binomial on rows grouped by distinct
     risk, ``p`` clipped to [1e-15, 1 - 1e-15]) with Wald intervals; None when the fit does not exist (no
     events or non-events, separation, or one distinct risk for the slope).
-    ``drifted``: the O/E or the slope interval excludes 1 (two tests: about 5-10% false alarms on a
-    calibrated batch at 95%); ``reason`` says why in words. Small counts are not published: when events
+    ``drifted``: the O/E or the slope interval excludes 1 and its estimate is beyond 1 +- :data:`OE_MARGIN`
+    (O/E) or :data:`SLOPE_MARGIN` (slope): significant and material (at most the 5-10% false alarms of two 95%
+    tests on a calibrated batch, fewer as the margin removes small ones); ``reason`` says why in words. Small counts are not published: when events
     or non-events number 1 to 10, ``events`` (and ``n`` if 1 to 10) is ``"<11"``, ratios, intervals and
     coefficients None, ``drifted`` False, ``reason`` :data:`TOO_FEW_EVENTS`. Values rounded to 6 decimals.
 
@@ -278,17 +279,30 @@ def _wald(endog: np.ndarray, design: np.ndarray, offset: np.ndarray | None, z: f
     return (estimate, estimate - z * se, estimate + z * se) if np.isfinite(estimate + se) else _NOT_ESTIMABLE
 
 
+OE_MARGIN = 0.1
+"""O/E within 1 +- this is not material drift, however significant (10% more or fewer events than predicted)."""
+SLOPE_MARGIN = 0.2
+"""A calibration slope within 1 +- this is not material drift (0.8 to 1.2, the usual band of acceptable slopes)."""
+
+
 def _judge(oe: tuple[float, ...], slope: tuple[float, ...], level: float) -> tuple[bool, str]:
-    """Drifted when the O/E or slope interval excludes 1, and why in words."""
+    """Drifted when the O/E or slope interval excludes 1 *and* its estimate is outside the margin, and why.
+
+    Significance alone is not enough: a batch of tens of thousands of levels detects a slope of 1.04, which
+    changes no decision; a margin alone would alarm on the noise of a small batch.
+    """
     findings, consistent = [], []
-    for name, (estimate, low, high), above, below in (
-            ("observed/expected ratio", oe, "more events than predicted", "fewer events than predicted"),
-            ("calibration slope", slope, "risks too moderate", "risks too extreme")):
+    for name, (estimate, low, high), above, below, margin in (
+            ("observed/expected ratio", oe, "more events than predicted", "fewer events than predicted",
+             OE_MARGIN),
+            ("calibration slope", slope, "risks too moderate", "risks too extreme", SLOPE_MARGIN)):
         text = f"{name} {estimate:.3f} ({level:.0%} CI {low:.3f} to {high:.3f})"
         if not np.isfinite(low):
             consistent.append(f"{name} not estimable")
+        elif (low > 1 or high < 1) and abs(estimate - 1) > margin:
+            findings.append(f"{text} excludes 1 and is beyond 1 +- {margin:g}: {above if low > 1 else below}")
         elif low > 1 or high < 1:
-            findings.append(f"{text} excludes 1: {above if low > 1 else below}")
+            consistent.append(f"{text} excludes 1 but is within 1 +- {margin:g} (not material)")
         else:
             consistent.append(f"{text} includes 1")
     return bool(findings), "; ".join(findings or consistent)

@@ -1,13 +1,14 @@
 """The retraining policy: when a night's run retrains the models, and the reason in words.
 
 Retrain when asked (``--retrain``), when no model was ever trained, when enough new outcomes have arrived
-since the last training, when the new batches drift beyond the threshold (feature PSI or the champion's
+since the last training (at least 100 new leakage events and at least 20% of those the models were trained on), when the new batches drift beyond the threshold (feature PSI or the champion's
 calibration on them), or when the models are older than their maximum age. Otherwise keep the champions.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ from typing import Any
 class RetrainPolicy:
     """Thresholds of the retraining policy (recorded in the manifest with each decision)."""
 
-    min_new_events: int = 100  # new leakage events (any, per level) since the last training
+    min_new_events: int = 100  # new leakage events (any, per level) since the last training, at least
+    new_events_fraction: float = 0.2  # ... and at least this fraction of the events the models were trained on
     max_age_days: int = 365
     psi_threshold: float = 0.25  # the usual "major shift" band of the population stability index
 
@@ -32,6 +34,18 @@ class RetrainInputs:
     today: _dt.date
     new_events: int  # leakage events in the batches registered since the last training
     drift: dict[str, Any] | None = None  # models.drift.drift_summary of the new batches, if computed
+    trained_events: int | None = None  # leakage events the champions were trained on; None: not recorded
+
+
+def events_needed(inputs: RetrainInputs, policy: RetrainPolicy) -> int:
+    """New leakage events that call for retraining: the floor, or a fraction of the training events if larger.
+
+    A fixed count alone would retrain a large registry every night (a 1% batch of 1,000,000 procedures brings
+    thousands of events) although so few new outcomes barely move a model fitted on hundreds of thousands.
+    """
+    if inputs.trained_events is None:
+        return policy.min_new_events
+    return max(policy.min_new_events, math.ceil(policy.new_events_fraction * inputs.trained_events))
 
 
 def decide_retraining(inputs: RetrainInputs, *, policy: RetrainPolicy = RetrainPolicy()) -> tuple[bool, str]:
@@ -42,7 +56,8 @@ def decide_retraining(inputs: RetrainInputs, *, policy: RetrainPolicy = RetrainP
     ValueError
         A threshold or count is negative.
     """
-    if min(policy.min_new_events, policy.max_age_days, inputs.new_events) < 0 or policy.psi_threshold <= 0:
+    if (min(policy.min_new_events, policy.max_age_days, inputs.new_events, inputs.trained_events or 0) < 0
+            or policy.psi_threshold <= 0 or policy.new_events_fraction < 0):
         raise ValueError("policy thresholds and the count of new events must be non-negative "
                          f"(psi_threshold positive); got {policy} and {inputs.new_events} new events")
     if inputs.watermark == 0:
@@ -56,13 +71,14 @@ def decide_retraining(inputs: RetrainInputs, *, policy: RetrainPolicy = RetrainP
         return True, f"the models are {age} days old, beyond the maximum of {policy.max_age_days}"
     if inputs.last_watermark == inputs.watermark:
         return False, f"the registry is unchanged since the models were trained (watermark {inputs.watermark})"
-    if inputs.new_events >= policy.min_new_events:
+    needed = events_needed(inputs, policy)
+    if inputs.new_events >= needed:
         return True, (f"{inputs.new_events:,} new leakage events since the last training (watermark "
                       f"{inputs.last_watermark} -> {inputs.watermark}; the policy retrains from "
-                      f"{policy.min_new_events})")
+                      f"{needed:,})")
     if inputs.drift and inputs.drift.get("drifted"):
         return True, "the new batches drifted: " + "; ".join(inputs.drift.get("reasons", []))
     age_text = "" if age is None else f", and the models are {age} days old (maximum {policy.max_age_days})"
     return False, (f"the registry grew (watermark {inputs.last_watermark} -> {inputs.watermark}) with fewer than "
-                   f"{policy.min_new_events} new leakage events and no drift beyond the thresholds{age_text}: "
+                   f"{needed:,} new leakage events and no drift beyond the thresholds{age_text}: "
                    "the champions stay")

@@ -8,9 +8,13 @@ id, so the same registry, code and seed give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import io
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,14 +25,17 @@ from models import store
 from models.drift import batch_calibration, drift_summary, feature_drift
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
-from models.training import TRUSTED_OURS, TrainingConfig, train_all
+from models.training import (TRUSTED_OURS, OutcomeResult, TrainingConfig, train_outcome_from,
+                             write_model_frames)
 from records import schema as s
+from records import lock
 from records.manifest import RUNS_DIR, code_version
 from records.registry import RegistryState, load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
 
 METRICS_FILE = "metrics.json"
 TRAINED_FILE = "trained.json"
+SCRATCH_DIR = "scratch"  # workspace/scratch/<run_id>/: model frames handed to the fits, removed after
 METRICS_DIR = "metrics"  # workspace/models/metrics/<outcome>/<version>.json and latest.json
 LATEST = "latest"
 REFERENCE_FILE = "reference_levels.parquet"  # workspace/models/: the drift reference sample
@@ -89,7 +96,8 @@ def retrain_decision(workspace: Path, *, retrain: bool, policy: RetrainPolicy = 
         drift = measure_drift(workspace, procedures, levels, psi_threshold=policy.psi_threshold)
     inputs = RetrainInputs(asked=retrain, watermark=state.watermark, last_watermark=last,
                            trained_on=_dt.date.fromisoformat(trained["trained_on"]) if trained.get("trained_on")
-                           else None, today=today or _dt.date.today(), new_events=new_events, drift=drift)
+                           else None, today=today or _dt.date.today(), new_events=new_events, drift=drift,
+                           trained_events=int(trained["events"]) if trained.get("events") is not None else None)
     go, reason = decide_retraining(inputs, policy=policy)
     return RetrainDecision(retrain=go, reason=reason, drift=drift, policy=asdict(policy))
 
@@ -99,7 +107,7 @@ def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFram
     """Feature PSI of new level rows against the training reference, and the any-leakage champion's calibration
     on the new rows with outcomes; None when no reference sample was stored or the new batches hold fewer
     than :data:`MIN_DRIFT_ROWS` level rows (too few to tell drift from chance)."""
-    path = Path(workspace) / store.MODELS_DIR / REFERENCE_FILE
+    path = lock.visible_path(workspace, Path(workspace) / store.MODELS_DIR / REFERENCE_FILE)
     if not path.exists() or len(levels) < MIN_DRIFT_ROWS:
         return None
     spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
@@ -118,8 +126,8 @@ def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFram
 
 
 def _read_trained(workspace: Path) -> dict[str, object]:
-    path = Path(workspace) / store.MODELS_DIR / TRAINED_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    content = lock.read_bytes(workspace, Path(workspace) / store.MODELS_DIR / TRAINED_FILE)
+    return json.loads(content.decode("utf-8")) if content is not None else {}
 
 
 def _save_reference(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *, seed: int) -> None:
@@ -128,23 +136,41 @@ def _save_reference(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFr
     frame = build_level_frame(procedures, levels)[spec.feature_names]
     if len(frame) > REFERENCE_ROWS:
         frame = frame.sample(n=REFERENCE_ROWS, random_state=seed)
-    path = Path(workspace) / store.MODELS_DIR / REFERENCE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(buffer, index=False)
+    lock.write_file(workspace, Path(workspace) / store.MODELS_DIR / REFERENCE_FILE, buffer.getvalue())
+
+
+FitOutcomes = Callable[[Path, Path, TrainingConfig], dict[str, OutcomeResult]]
+"""``fit(workspace, frames_dir, config)`` -> each outcome's result, in :data:`OUTCOMES` order."""
+
+
+def fit_here(workspace: Path, frames_dir: Path, config: TrainingConfig) -> dict[str, OutcomeResult]:
+    """Fit the outcomes one after the other in this process (the default; the Prefect flow fans them out)."""
+    return {spec.name: train_outcome_from(spec.name, frames_dir, config=config, workspace=workspace)
+            for spec in OUTCOMES}
 
 
 def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retrain: bool = False,
-                   policy: RetrainPolicy = RetrainPolicy()) -> ModelsSummary:
-    """Train every outcome when the retraining policy says so; write metrics.json into the run folder."""
+                   policy: RetrainPolicy = RetrainPolicy(), fit: FitOutcomes = fit_here) -> ModelsSummary:
+    """Train every outcome when the retraining policy says so; write metrics.json into the run folder.
+
+    The model frames are written once to ``<workspace>/scratch/<run_id>/`` and ``fit`` trains each outcome from
+    them (here, or as separate tasks on a cluster); the folder is removed afterwards.
+    """
     decision = retrain_decision(workspace, retrain=retrain, policy=policy)
     if not decision.retrain:
         return ModelsSummary(trained=False, reason=decision.reason, drift=decision.drift, policy=decision.policy)
     state = load_state(workspace)
     procedures = read_registry_table(workspace, PROCEDURES, state=state)
     levels = read_registry_table(workspace, LEVELS, state=state)
-    results = train_all(procedures, levels, config=config, workspace=workspace)
+    scratch = Path(workspace) / SCRATCH_DIR / run_id
+    try:
+        results = fit(Path(workspace), write_model_frames(procedures, levels, scratch), config)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            scratch.parent.rmdir()  # only when no other run's frames are there
     metrics = {
         "code_version": code_version(),
         "config": asdict(config),
@@ -153,14 +179,15 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     }
     path = Path(workspace) / RUNS_DIR / run_id / METRICS_FILE
     _write_json(path, metrics)
-    for name, result in results.items():
+    for name, result in results.items():  # the workspace's state: staged with the run, kept only if it commits
         folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / name
         if result.version is not None:
-            _write_json(folder / f"{result.version}.json", result.metrics)
-        _write_json(folder / f"{LATEST}.json", result.metrics)
+            _write_state_json(workspace, folder / f"{result.version}.json", result.metrics)
+        _write_state_json(workspace, folder / f"{LATEST}.json", result.metrics)
     _save_reference(workspace, procedures, levels, seed=config.seed)
-    _write_json(Path(workspace) / store.MODELS_DIR / TRAINED_FILE,
-                {"watermark": state.watermark, "trained_on": _dt.date.today().isoformat()})
+    _write_state_json(workspace, Path(workspace) / store.MODELS_DIR / TRAINED_FILE,
+                {"watermark": state.watermark, "trained_on": _dt.date.today().isoformat(),
+                 "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
     return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,
@@ -177,7 +204,8 @@ def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:
         folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / spec.name
         version = store.champion(workspace, spec.name)
         paths = [folder / f"{version}.json"] if version else []
-        path = next((p for p in [*paths, folder / f"{LATEST}.json"] if p.exists()), None)
+        visible = [lock.visible_path(workspace, p) for p in [*paths, folder / f"{LATEST}.json"]]
+        path = next((p for p in visible if p.exists()), None)
         if path is not None:
             out[spec.name] = json.loads(path.read_text(encoding="utf-8"))
         else:
@@ -189,6 +217,11 @@ def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:
 def metrics_json(metrics: dict[str, object]) -> str:
     """Stable JSON text: fixed key order as built, two-space indent, no NaN."""
     return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+
+
+def _write_state_json(workspace: Path, path: Path, payload: dict[str, object]) -> None:
+    """A file of the workspace's model state: staged with the run that holds the lock (records.lock)."""
+    lock.write_file(workspace, path, metrics_json(payload).encode("utf-8"))
 
 
 def _write_json(path: Path, payload: dict[str, object]) -> None:

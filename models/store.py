@@ -10,7 +10,12 @@ Layout, one folder per outcome and version, never rewritten once in place::
     <workspace>/models/<outcome>/champion.json          {"version", "since", "decision", "history"}
 
 A version is written into a hidden temporary folder, loaded back, and only then renamed into place, so a
-killed run leaves no half-written version. The SHA-256 is checked before a byte is deserialised, and
+killed run leaves no half-written version (the next run that saves a version of the outcome while holding the
+workspace lock removes such leftovers). A stored version that is not the champion is never loaded unless asked
+for by name: a version saved by a run that was then killed is harmless. ``champion.json`` is replaced whole
+(write, fsync, rename); within a run (the workspace lock held, :mod:`records.lock`) it is staged and takes
+effect when the run commits, all outcomes together: a run killed or failed after promoting leaves every
+champion as it was. The SHA-256 is checked before a byte is deserialised, and
 skops rebuilds only the types of :func:`trusted_types`. The checksum guards against corruption and
 accidental edits, not against someone who can rewrite both files.
 """
@@ -34,6 +39,7 @@ import numpy as np
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from records import lock
 from records.manifest import code_version, utc_now
 
 MODELS_DIR = "models"
@@ -49,6 +55,7 @@ _OUTCOME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RENAME_ATTEMPTS = 5
+_STAGING_PREFIX = ".incomplete-"
 
 # Every type our pipelines contain beyond what skops always trusts (builtins, containers, numpy arrays,
 # numpy scalars, bit generators). Listed explicitly even where skops also trusts it by default, so this
@@ -293,7 +300,8 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     card = replace(card, outcome=outcome, created_at=card.created_at or utc_now(),
                    code_version=card.code_version or code_version())
     outcome_dir.mkdir(parents=True, exist_ok=True)
-    staging = outcome_dir / f".incomplete-{secrets.token_hex(4)}"
+    _remove_leftovers(workspace, outcome_dir)
+    staging = outcome_dir / f"{_STAGING_PREFIX}{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         _write_bytes(staging / MODEL_FILE, data)
@@ -366,12 +374,15 @@ def champion(workspace: Path, outcome: str) -> str | None:
     ModelStoreError
         ``champion.json`` exists but cannot be read.
     """
-    pointer = _read_champion(_outcome_dir(workspace, outcome))
+    pointer = _read_champion(workspace, outcome)
     return None if pointer is None else str(pointer["version"])
 
 
 def set_champion(workspace: Path, *, outcome: str, version: str, decision: Mapping[str, object]) -> None:
     """Point ``champion.json`` at a stored version, atomically, keeping the earlier pointers in ``history``.
+
+    Within a run (this process holds the workspace lock) the new pointer is staged: the run sees it at once,
+    everyone else when the run commits (:mod:`records.lock`).
 
     Parameters
     ----------
@@ -388,17 +399,12 @@ def set_champion(workspace: Path, *, outcome: str, version: str, decision: Mappi
     if version not in list_versions(workspace, outcome):
         raise ModelStoreError(f"cannot make {version} the champion of {outcome}: not stored in {outcome_dir}; "
                               f"stored versions: {', '.join(list_versions(workspace, outcome)) or 'none'}")
-    previous = _read_champion(outcome_dir)
+    previous = _read_champion(workspace, outcome)
     history = [] if previous is None else [*previous.get("history", []),
                                            {k: v for k, v in previous.items() if k != "history"}]
     pointer = {"version": version, "since": utc_now(), "decision": dict(decision), "history": history}
     text = _to_json(pointer, "the champion decision")
-    tmp = outcome_dir / f".{CHAMPION_FILE}.{secrets.token_hex(4)}.tmp"
-    try:
-        _write_bytes(tmp, text.encode())
-        os.replace(tmp, outcome_dir / CHAMPION_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    lock.write_file(workspace, outcome_dir / CHAMPION_FILE, text.encode())
 
 
 def check_features(stored: StoredModel, columns: Iterable[str]) -> None:
@@ -503,14 +509,34 @@ def _read_version(folder: Path, *, outcome: str, version: str, trusted: list[str
                        path=folder)
 
 
-def _read_champion(outcome_dir: Path) -> dict | None:
-    path = outcome_dir / CHAMPION_FILE
-    if not path.is_file():
+def _read_champion(workspace: Path, outcome: str) -> dict | None:
+    """The champion pointer as this process sees it (a run's own staged pointer; else the committed one)."""
+    path = _outcome_dir(workspace, outcome) / CHAMPION_FILE
+    try:
+        data = lock.read_bytes(workspace, path)
+    except OSError as error:
+        raise ModelIntegrityError(f"{path} of the champion pointer cannot be read: {error}") from error
+    if data is None:
         return None
-    pointer = _read_json(path, "the champion pointer")
+    try:
+        pointer = json.loads(data.decode("utf-8"))
+    except ValueError as error:
+        raise ModelIntegrityError(f"{path} of the champion pointer cannot be read: {error}") from error
     if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
         raise ModelStoreError(f"{path} names no champion version")
     return pointer
+
+
+def _remove_leftovers(workspace: Path, outcome_dir: Path) -> None:
+    """Half-written versions of killed runs: removed only while this process holds the workspace lock (no other
+    run can be writing one then)."""
+    if lock.held_run(workspace) is None:
+        return
+    for path in outcome_dir.iterdir():
+        if path.name.startswith(_STAGING_PREFIX) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(f".{CHAMPION_FILE}.") and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
 
 
 def _read_json(path: Path, what: str) -> object:

@@ -21,10 +21,11 @@ from models.assessment import assess
 from records.suppression import is_small
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.development import Development, develop
+from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
 from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, n_parameters
-from models.outcomes import OUTCOMES, OutcomeSpec
+from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
 from models.rare import assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
@@ -71,16 +72,34 @@ def model_frames(procedures: pd.DataFrame, levels: pd.DataFrame) -> dict[str, pd
 
 
 def train_all(procedures: pd.DataFrame, levels: pd.DataFrame, *, config: TrainingConfig,
-              workspace: Path | None) -> dict[str, OutcomeResult]:
+              workspace: Path | None, mapper: Mapper = sequential) -> dict[str, OutcomeResult]:
     """Every outcome of :data:`models.outcomes.OUTCOMES`, in order; stored when ``workspace`` is given."""
     frames = model_frames(procedures, levels)
-    return {spec.name: train_outcome(spec, frames[spec.unit], config=config, workspace=workspace)
+    return {spec.name: train_outcome(spec, frames[spec.unit], config=config, workspace=workspace, mapper=mapper)
             for spec in OUTCOMES}
 
 
+def write_model_frames(procedures: pd.DataFrame, levels: pd.DataFrame, folder: Path) -> Path:
+    """The level and procedure model frames as Parquet files in ``folder`` (what per-outcome fits read)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for unit, frame in model_frames(procedures, levels).items():
+        frame.to_parquet(folder / f"{unit}.parquet", index=False)
+    return folder
+
+
+def train_outcome_from(outcome: str, frames_dir: Path, *, config: TrainingConfig, workspace: Path | None,
+                       mapper: Mapper = sequential) -> OutcomeResult:
+    """One outcome's fit from the model frames written by :func:`write_model_frames` (a path, not a frame, is
+    what crosses to another process)."""
+    spec = OUTCOMES_BY_NAME[outcome]
+    frame = pd.read_parquet(Path(frames_dir) / f"{spec.unit}.parquet")
+    return train_outcome(spec, frame, config=config, workspace=workspace, mapper=mapper)
+
+
 def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingConfig,
-                  workspace: Path | None) -> OutcomeResult:
-    """Develop, validate, gate and store the model of one outcome."""
+                  workspace: Path | None, mapper: Mapper = sequential) -> OutcomeResult:
+    """Develop, validate, gate and store the model of one outcome; ``mapper`` runs its cross-validation fits."""
     eligible, y = spec.labels(frame)
     rows = frame.loc[eligible].reset_index(drop=True)
     X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806
@@ -106,7 +125,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
         return OutcomeResult(spec.name, fitted=False, metrics=base)
     candidates = CANDIDATES_RARE if spec.rare else CANDIDATES_COMMON
     dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
-                  seed=config.seed)
+                  seed=config.seed, mapper=mapper)
     apparent = dev.model.predict_proba(X)[:, 1]
     subgroups = {"site": rows[s.SITE_ID].to_numpy(), "etiology": rows[s.ETIOLOGY].to_numpy(),
                  "year": rows[s.PROCEDURE_YEAR].to_numpy()}

@@ -1,4 +1,7 @@
-"""The ``cementrisk`` command line: run, validate, synth. Exit codes: 0 ok, 2 bad input, 1 internal error."""
+"""The ``cementrisk`` command line: run, serve, score, plan, validate, synth.
+
+Exit codes: 0 ok, 2 bad input or a busy workspace, 3 source unreachable after retries, 1 internal error.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from records.errors import InputError
+from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
+from records.errors import InputError, SourceUnavailable
 from records.lock import WorkspaceBusy
 from models.training import TrainingConfig
 from records.manifest import TableCounts, new_run_id
@@ -21,6 +25,7 @@ from records.manifest import TableCounts, new_run_id
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3  # the source could not be reached after its retries: nothing registered, try again
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = REPO_ROOT / "data" / "sample"
 WORKSPACE_ENV = "CEMENTRISK_WORKSPACE"
@@ -34,6 +39,11 @@ errors = Console(stderr=True)
 class Engine(str, Enum):
     prefect = "prefect"
     local = "local"
+
+
+class TaskRunner(str, Enum):
+    default = "default"
+    dask = "dask"
 
 
 def _default_workspace() -> Path:
@@ -61,17 +71,32 @@ def run(
     = TrainingConfig.seed,
     wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for another run on this workspace to "
                                                     "finish before refusing.")] = 60.0,
+    task_runner: Annotated[TaskRunner, typer.Option(help="default: the fits run one after the other; dask: each "
+                                                         "outcome's fit and its cross-validation fits run on a Dask "
+                                                         "cluster through prefect-dask (with --engine prefect).")]
+    = TaskRunner.default,
+    dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler "
+                                                          "(tcp://host:8786); default: a local cluster for the run.")]
+    = None,
 ) -> None:
     """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
     workspace = workspace or _default_workspace()
     run_id = new_run_id()
+    if task_runner is TaskRunner.dask and engine is Engine.local:
+        errors.print("[bold red]refused:[/] --task-runner dask needs --engine prefect (the runner is Prefect's)")
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         with console.status(f"run {run_id}: reading, checking and registering {source} ...") as status:
             outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
-                           on_step=lambda step: status.update(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."))
+                           on_step=lambda step: status.update(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."),
+                           task_runner=task_runner.value, dask_address=dask_address)
     except WorkspaceBusy as error:
         errors.print(f"[bold red]busy:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except SourceUnavailable as error:
+        errors.print(f"[bold red]source unavailable:[/] {error}")
+        errors.print(f"nothing was registered; manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     except InputError as error:
         errors.print(f"[bold red]refused:[/] {error}")
         errors.print(f"manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
@@ -86,8 +111,8 @@ def run(
     console.print(f"registry:   {Path(workspace) / 'registry'} (watermark {manifest.watermark_after})")
     console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
     console.print(f"manifest:   {outcome.manifest_path}")
-    console.print(f"published:  {manifest.run_id} ({Path(workspace) / 'published.json'})")
     outputs = manifest.outputs or {}
+    console.print(f"published:  {outputs.get('published') or manifest.run_id} ({Path(workspace) / 'published.json'})")
     for label, key in (("report", "report"), ("metrics", "metrics"), ("qi units", "qi_units"),
                        ("submission", "submission")):
         if outputs.get(key):
@@ -103,7 +128,7 @@ _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers
 
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
-         wait: float, on_step):
+         wait: float, on_step, task_runner: str = "default", dask_address: str | None = None):
     if engine is Engine.local:
         from pipelines.job import run_job
 
@@ -115,9 +140,10 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
         configure_prefect(workspace)
     except PrefectConfigError as error:
         raise InputError(str(error)) from None
-    from pipelines.flows import run_flow
+    from pipelines.flows import flow_with_runner
 
-    on_step("run as the Prefect flow cementrisk-run")
+    on_step(f"run as the Prefect flow cementrisk-run ({task_runner} task runner)")
+    run_flow = flow_with_runner(task_runner, dask_address=dask_address)
     return run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
                     lock_wait_seconds=wait)
 
@@ -134,6 +160,118 @@ def _print_models(models: dict) -> None:
             console.print(f"  {name}: {info.get('version')} ({state})")
 
 
+def _checked_cron(value: str) -> str:
+    from pipelines.serve import ScheduleError, check_cron
+
+    try:
+        return check_cron(value)
+    except ScheduleError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _checked_timezone(value: str) -> str:
+    from pipelines.serve import ScheduleError, check_timezone
+
+    try:
+        return check_timezone(value)
+    except ScheduleError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command()
+def serve(
+    source: SourceOption = str(DEFAULT_SOURCE),
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    cron: Annotated[str, typer.Option(callback=_checked_cron, help="When the nightly run starts: a cron expression "
+                                                                   "(minute hour day-of-month month day-of-week).")]
+    = DEFAULT_CRON,
+    timezone: Annotated[str, typer.Option(callback=_checked_timezone, help="IANA time zone of the schedule, e.g. "
+                                                                           "Europe/Zurich.")] = DEFAULT_TIMEZONE,
+    models: Annotated[bool, typer.Option("--models/--no-models", help="Refresh the risk models in each run.")]
+    = True,
+    seed: Annotated[int, typer.Option(help="Seed of model development (folds, bootstrap, learners).")]
+    = TrainingConfig.seed,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds a run waits for another run on this workspace to "
+                                                    "finish before refusing.")] = DEFAULT_LOCK_WAIT_SECONDS,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the loopback Prefect server started when "
+                                                             "PREFECT_API_URL is not set (0: a free port).")] = 0,
+    server_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the Prefect API to answer.")]
+    = SERVER_START_TIMEOUT_SECONDS,
+) -> None:
+    """Register the nightly deployment cementrisk-run/nightly on a cron schedule and serve it until stopped.
+
+    Uses the Prefect server at PREFECT_API_URL (loopback only), else starts and stops a loopback one of its own.
+    """
+    from contextlib import ExitStack
+
+    from rich.markup import escape
+
+    from pipelines import serve as nightly
+    from records.readers import describe_source
+
+    workspace = workspace or _default_workspace()
+    parameters = nightly.deployment_parameters(source, workspace, train=models, seed=seed, lock_wait_seconds=wait)
+    if nightly.source_has_password(source):
+        errors.print("[bold yellow]warning:[/] the source URL holds a password, which Prefect stores with the "
+                     "deployment's parameters; prefer ~/.pgpass or PGPASSWORD in serve's environment")
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    registered: list[str] = []
+    try:
+        with nightly.sigterm_as_interrupt(), ExitStack() as stack:
+            api = os.environ.get("PREFECT_API_URL", "")
+            if api:
+                _configure_prefect(workspace)
+                nightly.wait_for_api(api, timeout=server_timeout)
+                say(f"Prefect API: {escape(api)} (from PREFECT_API_URL)")
+            else:
+                with console.status("starting a loopback Prefect server (the first start can take a minute) ..."):
+                    server = stack.enter_context(nightly.local_server(workspace, port=port, timeout=server_timeout))
+                api = os.environ["PREFECT_API_URL"] = server.api_url
+                _configure_prefect(workspace)
+                say(f"Prefect server started: pid {server.pid}, home {escape(str(server.home))}, "
+                    f"log {escape(str(server.log))}; it stops when serve stops")
+                say(f"Prefect API: {api}")
+            ui = nightly.ui_url(api)
+            say(f"Prefect UI: {ui}")
+
+            def announce(deployment_id: str) -> None:
+                registered.append(deployment_id)
+                upcoming = nightly.next_run(cron, timezone)
+                when = f"; next run {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else ""
+                say(f"deployment {nightly.FULL_NAME} registered (id {deployment_id}): cron '{cron}' "
+                    f"({timezone}){when}")
+                say(f"  each run: source {escape(describe_source(parameters['source']))}, workspace "
+                    f"{escape(parameters['workspace'])}, models {'on' if models else 'off'}, waits up to {wait:g} s "
+                    "for a busy workspace")
+                say(f"  in the UI: {ui}/deployments/deployment/{deployment_id}")
+                say(f"  run it now: PREFECT_API_URL={api} prefect deployment run '{nightly.FULL_NAME}'")
+                say("serving until stopped (Ctrl-C or SIGTERM) ...")
+
+            nightly.serve_nightly(parameters, cron=cron, timezone=timezone, on_registered=announce)
+    except KeyboardInterrupt:
+        pass
+    except InputError as error:
+        errors.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except nightly.ServerError as error:
+        errors.print(f"[bold red]Prefect server:[/] {escape(str(error))}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
+        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    console.print("stopped" + (": the schedule is paused until serve runs again" if registered else ""))
+
+
+def _configure_prefect(workspace: Path) -> None:
+    """Prefect's settings for this workspace, before Prefect is imported; a non-loopback API is bad input."""
+    from pipelines.prefect_env import PrefectConfigError, configure_prefect
+
+    try:
+        configure_prefect(workspace)
+    except PrefectConfigError as error:
+        raise InputError(str(error)) from None
+
+
 class OutputFormat(str, Enum):
     parquet = "parquet"
     csv = "csv"
@@ -141,12 +279,15 @@ class OutputFormat(str, Enum):
 
 @contextmanager
 def _exit_codes(*, refused: tuple[type[Exception], ...]) -> Iterator[None]:
-    """Bad input -> a message and exit 2; anything else -> a message and exit 1; never a traceback."""
+    """Bad input -> exit 2; an unreachable source -> exit 3; anything else -> exit 1; a message, never a traceback."""
     try:
         yield
     except refused as error:
         errors.print(f"[bold red]refused:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except SourceUnavailable as error:
+        errors.print(f"[bold red]source unavailable:[/] {error}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
         errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
         raise typer.Exit(EXIT_INTERNAL) from None

@@ -1,24 +1,36 @@
-"""The run flow: Prefect tasks that call the plain functions of ``records`` and ``models``; nothing else.
+"""The run flow: Prefect tasks that call the plain functions of ``records``, ``models`` and ``reports``; nothing else.
 
-Call ``pipelines.prefect_env.configure_prefect`` before importing this module.
+Each outcome's fit is its own task; with ``task_runner="dask"`` the fits run instead on the Dask cluster of the flow's
+prefect-dask task runner (a local one by default, or the scheduler at ``dask_address``), and each fit's
+cross-validation fits are spread over the same cluster (:mod:`pipelines.dask_fanout`). Tasks that write files retry on transient I/O errors; the
+read retries when the source cannot be reached. Call ``pipelines.prefect_env.configure_prefect`` before importing.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
-from models.refresh import refresh_models
-from models.training import TrainingConfig
+from models.outcomes import OUTCOMES
+from models.refresh import ModelsSummary, refresh_models
+from models.training import OutcomeResult, TrainingConfig, train_outcome_from
 from pipelines.job import JobSteps, run_job
 from records import ingest
-from records.errors import SourceUnavailable
+from records.errors import SourceUnavailable, is_transient_write_error
+from records.manifest import new_run_id
 from reports.publish import publish_reports
-from reports.summary import run_summary_markdown
+from reports.summary import run_summary_markdown, run_summary_tables
+
+TASK_RUNNERS = ("default", "dask")
 
 
 def _retry_when_unavailable(task_obj: object, task_run: object, state: object) -> bool:
@@ -30,30 +42,131 @@ def _retry_when_unavailable(task_obj: object, task_run: object, state: object) -
     return isinstance(error, SourceUnavailable)
 
 
+def _retry_on_transient_io(task_obj: object, task_run: object, state: object) -> bool:
+    """Retry a file-writing task on an I/O error that may pass (records.errors.TRANSIENT_WRITE_ERRNOS).
+
+    Safe because the writing steps are idempotent: the registry and the scored store record their work last,
+    atomically, and a run's files are replaced whole.
+    """
+    try:
+        error = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an unreadable state is not retried
+        return False
+    return is_transient_write_error(error)
+
+
+_WRITES = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_transient_io)
 read_task = task(ingest.load_batch, name="read source", retries=2, retry_delay_seconds=[2, 8],
                  retry_condition_fn=_retry_when_unavailable, cache_policy=NO_CACHE)
 guard_task = task(ingest.screen_batch, name="refuse identifiers", cache_policy=NO_CACHE)
 validate_task = task(ingest.check_batch, name="check contract", cache_policy=NO_CACHE)
-register_task = task(ingest.register, name="register", cache_policy=NO_CACHE)
-models_task = task(refresh_models, name="refresh models", cache_policy=NO_CACHE)
-reports_task = task(publish_reports, name="publish reports", cache_policy=NO_CACHE)
-PREFECT_STEPS = JobSteps(
-    ingest=ingest.IngestSteps(read=read_task, guard=guard_task, validate=validate_task, register=register_task),
-    models=models_task, reports=reports_task)
+register_task = task(ingest.register, name="register", cache_policy=NO_CACHE, **_WRITES)
+reports_task = task(publish_reports, name="publish reports", cache_policy=NO_CACHE, **_WRITES)
+
+
+@task(name="fit outcome", cache_policy=NO_CACHE)
+def fit_outcome_task(outcome: str, frames_dir: str, config: TrainingConfig, workspace: str) -> OutcomeResult:
+    """One outcome's development, validation, gate and store; reads the model frame from its Parquet file."""
+    return train_outcome_from(outcome, Path(frames_dir), config=config, workspace=Path(workspace))
+
+
+def _models_step(on_dask: bool) -> Callable[..., ModelsSummary]:
+    """The models step: the retraining decision here; each outcome's fit a task here, or a piece of work on the
+    flow's Dask cluster (whose workers need no Prefect API)."""
+    def fit(workspace: Path, frames_dir: Path, config: TrainingConfig) -> dict[str, OutcomeResult]:
+        if on_dask:
+            from prefect.context import FlowRunContext
+
+            from pipelines.dask_fanout import fit_outcomes
+
+            context = FlowRunContext.get()
+            if context is None or not hasattr(context.task_runner, "client"):
+                raise RuntimeError("the Dask fan-out runs inside the flow on a DaskTaskRunner (flow_with_runner)")
+            return fit_outcomes(context.task_runner.client, workspace, frames_dir, config)
+        return {spec.name: fit_outcome_task(spec.name, str(frames_dir), config, str(workspace)) for spec in OUTCOMES}
+
+    def step(workspace: Path, *, run_id: str, config: TrainingConfig, retrain: bool) -> ModelsSummary:
+        return refresh_models(workspace, run_id=run_id, config=config, retrain=retrain, fit=fit)
+
+    return step
+
+
+def prefect_steps(*, on_dask: bool = False) -> JobSteps:
+    """The run's steps as Prefect tasks."""
+    return JobSteps(
+        ingest=ingest.IngestSteps(read=read_task, guard=guard_task, validate=validate_task, register=register_task),
+        models=_models_step(on_dask), reports=reports_task)
+
+
+PREFECT_STEPS = prefect_steps()
 
 
 @task(name="summarise the run", cache_policy=NO_CACHE)
 def summarise_task(manifest: dict) -> None:
-    """The night's story as a markdown artifact in the Prefect UI."""
+    """The night's story in the Prefect UI: a markdown summary, the key tables, and a drift event when drifted."""
+    run_id = manifest["run_id"]
     create_markdown_artifact(key="cementrisk-run-summary", markdown=run_summary_markdown(manifest),
-                             description=f"cementrisk run {manifest['run_id']}")
+                             description=f"cementrisk run {run_id}")
+    qi_path = (manifest.get("outputs") or {}).get("qi_units")
+    qi_units = pd.read_csv(qi_path, dtype={"unit_id": str}) if qi_path and Path(qi_path).is_file() else None
+    for key, rows in run_summary_tables(manifest, qi_units).items():
+        if rows:
+            create_table_artifact(key=f"cementrisk-{key.replace('_', '-')}", table=rows,
+                                  description=f"cementrisk run {run_id}: {key.replace('_', ' ')}")
+    drift = ((manifest.get("models") or {}).get("drift") or {})
+    if drift.get("drifted"):
+        emit_event(event="cementrisk.drift.detected", resource={"prefect.resource.id": f"cementrisk.run.{run_id}"},
+                   payload={"reasons": list(drift.get("reasons", []))})
+        create_markdown_artifact(key="cementrisk-drift-flag", markdown="## DRIFT DETECTED\n\n" + "\n".join(
+            f"- {reason}" for reason in drift.get("reasons", [])), description=f"cementrisk run {run_id}: drift")
 
 
 @flow(name="cementrisk-run", validate_parameters=False)
-def run_flow(source: str, workspace: Path, run_id: str, retrain: bool = False, train: bool = True,
-             seed: int = TrainingConfig.seed, lock_wait_seconds: float = 0.0) -> ingest.IngestOutcome:
-    """Load, screen, check and register one source; refresh the models; publish; summarise for the UI."""
-    outcome = run_job(source, workspace, run_id=run_id, steps=PREFECT_STEPS, config=TrainingConfig(seed=seed),
+def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retrain: bool = False,
+             train: bool = True, seed: int = TrainingConfig.seed, lock_wait_seconds: float = 0.0,
+             n_folds: int = TrainingConfig.n_folds, repeats: int = TrainingConfig.repeats,
+             n_boot: int = TrainingConfig.n_boot, on_dask: bool = False) -> ingest.IngestOutcome:
+    """Load, screen, check and register one source; refresh the models; publish; summarise for the UI.
+
+    A scheduled (deployed) run passes no ``run_id``: each run gets a fresh one. Use :func:`flow_with_runner` to run
+    the fits on Dask (``on_dask`` is then set for you).
+    """
+    outcome = run_job(source, Path(workspace), run_id=run_id or new_run_id(), steps=prefect_steps(on_dask=on_dask),
+                      config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot),
                       retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds)
     summarise_task(asdict(outcome.manifest))
     return outcome
+
+
+def flow_with_runner(task_runner: str = "default", dask_address: str | None = None,
+                     dask_workers: int | None = None) -> Callable[..., ingest.IngestOutcome]:
+    """``run_flow`` on the chosen task runner: Prefect's default (threads, here) or Dask.
+
+    Dask: a local cluster of ``dask_workers`` processes (default: one per core) for the length of the run, or the
+    existing scheduler at ``dask_address`` (``tcp://host:8786``), whose workers must have cementrisk installed and
+    see the workspace at the same path.
+
+    Raises
+    ------
+    ValueError
+        An unknown task runner.
+    """
+    if task_runner not in TASK_RUNNERS:
+        raise ValueError(f"task runner must be one of {', '.join(TASK_RUNNERS)}; got {task_runner!r}")
+    if task_runner == "default":
+        return run_flow
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        runner = DaskTaskRunner(address=dask_address)
+    else:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1,
+                                                "processes": True, "host": "127.0.0.1",
+                                                "dashboard_address": "127.0.0.1:0"})
+    configured = run_flow.with_options(task_runner=runner)
+
+    def run_on_dask(*args: Any, **kwargs: Any) -> ingest.IngestOutcome:
+        return configured(*args, on_dask=True, **kwargs)
+
+    return run_on_dask

@@ -16,7 +16,7 @@ from models.training import TrainingConfig
 from records import ingest
 from records.manifest import STATUS_FAILED, RunManifest, utc_now, write_manifest
 from records.lock import workspace_lock
-from reports.publish import ReportSummary, publish_reports, publish_run
+from reports.publish import ReportSummary, current_published_run, publish_reports, publish_run
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,13 @@ def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobS
     else:
         _step(manifest, workspace, "models", on_step, lambda: _models(steps, workspace, run_id, config, retrain,
                                                                         manifest))
+    standing = current_published_run(workspace)
+    if standing is not None and not manifest.batches_loaded:
+        manifest.outputs = {"published": standing,
+                            "notes": [f"nothing new: no batch loaded, no model changed; the report of run {standing} "
+                                      "still stands and stays published"]}
+        manifest.finished_at = utc_now()
+        return ingest.IngestOutcome(manifest=manifest, manifest_path=write_manifest(workspace, manifest))
     _step(manifest, workspace, "report", on_step, lambda: _reports(steps, workspace, run_id, manifest))
     manifest.finished_at = utc_now()
     path = write_manifest(workspace, manifest)

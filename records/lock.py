@@ -1,8 +1,22 @@
-"""One run at a time per workspace: an exclusive ``flock`` on ``<workspace>/.lock``.
+"""One run at a time per workspace, and a run that takes effect whole or not at all.
 
-The kernel releases the lock when its process ends, however it ends (SIGKILL included), so a killed run
-never leaves the workspace locked. The file also holds who holds the lock (pid, run id, start time) so
-that a refused run can say so.
+The lock is an exclusive ``flock`` on ``<workspace>/.lock``. The kernel releases it when its process ends,
+however it ends (SIGKILL included), so a killed run never leaves the workspace locked. The file also holds
+who holds the lock (pid, run id, start time) so that a refused run can say so.
+
+While a process holds the lock for run R, the files that make the workspace's state (the registry's
+``state.json``, the quarantine files, the champion pointers; :func:`write_file`) are not replaced in place
+but staged in ``<workspace>/.staging/R/`` under their workspace paths. Run R sees them at once
+(:func:`read_bytes`, :func:`visible_path`); every other reader keeps seeing the state before R. When R's
+``with workspace_lock(...)`` block ends normally, R commits: a ``.commit`` mark is written into its staging
+folder (the commit point), then each staged file is renamed into place. When the block ends with an
+exception, the staging folder is discarded: a failed run changes nothing. When R is killed, its staging
+folder stays behind, invisible; the next run to take the lock discards it (or finishes applying it, when it
+carries the ``.commit`` mark, or when ``published.json`` names R: R was killed after it published) and marks
+R's manifest ``failed``.
+
+Without the lock (a test or a benchmark calling the steps directly), :func:`write_file` replaces the file at
+once, atomically (write a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -11,13 +25,24 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from records.errors import retry_write
+from records.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
+
 LOCK_FILE = ".lock"
+STAGING_DIR = ".staging"
+COMMIT_MARK = ".commit"
+PUBLISHED_FILE = "published.json"  # reports.publish.PUBLISHED_FILE: the pointer to the last finished run
 POLL_SECONDS = 0.2
+
+_held: dict[str, str] = {}  # resolved workspace -> run id, for the locks this process holds
+_held_guard = threading.Lock()
 
 
 class WorkspaceBusy(Exception):
@@ -26,14 +51,15 @@ class WorkspaceBusy(Exception):
 
 @contextmanager
 def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the workspace's lock for the duration of the ``with`` block.
+    """Hold the workspace's lock for the duration of the ``with`` block; commit the run's staged files when
+    the block ends normally, discard them when it raises.
 
     Parameters
     ----------
     workspace
         The workspace folder (created if missing).
     run_id
-        Written into the lock file for the message another run gets.
+        Written into the lock file for the message another run gets; names the staging folder.
     wait_seconds
         How long to wait for a run in progress to finish before refusing (0: refuse at once).
 
@@ -44,7 +70,8 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
     """
     if wait_seconds < 0:
         raise ValueError(f"wait_seconds must be >= 0; got {wait_seconds}")
-    path = Path(workspace) / LOCK_FILE
+    workspace = Path(workspace)
+    path = workspace / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
     try:
@@ -57,13 +84,25 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
                 if time.monotonic() >= deadline:
                     raise WorkspaceBusy(_busy_message(path, wait_seconds)) from None
                 time.sleep(POLL_SECONDS)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "run_id": run_id,
-                                 "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}))
-        handle.flush()
         try:
-            yield
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "run_id": run_id,
+                                     "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}))
+            handle.flush()
+            recover(workspace, by_run=run_id)
+            (_staging_root(workspace) / run_id).mkdir(parents=True, exist_ok=True)
+            key = _key(workspace)
+            with _held_guard:
+                _held[key] = run_id
+            try:
+                yield
+            except BaseException:
+                _release(key)
+                _discard(workspace, run_id)
+                raise
+            _release(key)
+            _commit(workspace, run_id)
         finally:
             handle.seek(0)
             handle.truncate()
@@ -71,6 +110,246 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+def held_run(workspace: Path) -> str | None:
+    """The run id for which this process holds the workspace's lock, or None."""
+    with _held_guard:
+        return _held.get(_key(workspace))
+
+
+def write_file(workspace: Path, target: Path, data: bytes) -> Path:
+    """Write ``target`` (a file inside ``workspace``) whole: staged for the run that holds the workspace's lock,
+    else replaced at once (temporary file, fsync, rename). Transient write errors are retried.
+
+    The run is the one this process holds the lock for or, in a process that does not hold it (a worker the run
+    handed a piece of its work, e.g. an outcome's fit on a Dask cluster), the run that holds it elsewhere: one run
+    at a time writes to a workspace, so whatever is written while it is locked belongs to that run.
+
+    Returns
+    -------
+    Path
+        Where the bytes were written (the staged copy or ``target``).
+    """
+    rel = _relative(workspace, target)
+    run_id = held_run(workspace) or _locking_run(workspace)
+    dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
+    retry_write(lambda: _write_durable(dest, data))
+    return dest
+
+
+def visible_path(workspace: Path, target: Path) -> Path:
+    """Where ``target`` is to be read: this process's run's staged copy, a committed run's copy not yet renamed
+    into place, or ``target`` itself."""
+    root = _staging_root(workspace)
+    if not root.is_dir():
+        return Path(target)
+    rel = _relative(workspace, target)
+    run_id = held_run(workspace)
+    if run_id is not None:
+        staged = root / run_id / rel
+        return staged if staged.is_file() else Path(target)
+    for folder in _committed_folders(workspace):
+        staged = folder / rel
+        if staged.is_file():
+            return staged
+    return Path(target)
+
+
+def read_bytes(workspace: Path, target: Path) -> bytes | None:
+    """The visible content of ``target`` (see :func:`visible_path`), or None when there is none."""
+    for _ in range(5):
+        path = visible_path(workspace, target)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if path == Path(target):
+                return None
+            continue  # renamed into place meanwhile by the committing run: look again
+    return None
+
+
+def recover(workspace: Path, *, by_run: str) -> list[str]:
+    """Deal with what runs that ended without committing left in ``.staging`` (call with the lock held).
+
+    A folder with a commit mark, or of the run ``published.json`` names, is applied (its run had finished);
+    any other is discarded and its run's manifest, if it says ``ok``, is marked ``failed``.
+
+    Returns
+    -------
+    list[str]
+        The run ids whose staged files were discarded.
+    """
+    root = _staging_root(workspace)
+    if not root.is_dir():
+        return []
+    discarded = []
+    committed = {f.name for f in _committed_folders(workspace)}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name in committed:
+            _apply(workspace, folder)
+        else:
+            _mark_abandoned(workspace, folder.name, by_run=by_run)
+            discarded.append(folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+    _remove_if_empty(root)
+    return discarded
+
+
+# --- private steps -------------------------------------------------------------------------------------
+
+def _locking_run(workspace: Path) -> str | None:
+    """The run id of the lock another process holds on the workspace (None when it is free)."""
+    path = Path(workspace) / LOCK_FILE
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                return None
+            run_id = holder.get("run_id") if isinstance(holder, dict) else None
+            if isinstance(run_id, str) and (_staging_root(workspace) / run_id).is_dir():
+                return run_id
+            return None
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return None
+
+
+def _key(workspace: Path) -> str:
+    return str(Path(workspace).resolve())
+
+
+def _release(key: str) -> None:
+    with _held_guard:
+        _held.pop(key, None)
+
+
+def _staging_root(workspace: Path) -> Path:
+    return Path(workspace) / STAGING_DIR
+
+
+def _relative(workspace: Path, target: Path) -> Path:
+    try:
+        rel = Path(target).relative_to(Path(workspace))
+    except ValueError:
+        try:
+            rel = Path(target).resolve().relative_to(Path(workspace).resolve())
+        except ValueError:
+            rel = Path("..")
+    if not rel.parts or rel.parts[0] in (STAGING_DIR, LOCK_FILE) or ".." in rel.parts:
+        raise ValueError(f"{target} is not a file of the workspace {workspace}")
+    return rel
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _staged_files(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")
+                  if p.is_file() and p.name != COMMIT_MARK and not p.name.endswith(".tmp"))
+
+
+def _commit(workspace: Path, run_id: str) -> None:
+    folder = _staging_root(workspace) / run_id
+    if folder.is_dir():
+        files = _staged_files(folder)
+        if files:
+            mark = {"run_id": run_id, "files": [str(f) for f in files],
+                    "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            retry_write(lambda: _write_durable(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode()))
+            _apply(workspace, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    _remove_if_empty(_staging_root(workspace))
+
+
+def _discard(workspace: Path, run_id: str) -> None:
+    shutil.rmtree(_staging_root(workspace) / run_id, ignore_errors=True)
+    _remove_if_empty(_staging_root(workspace))
+
+
+def _apply(workspace: Path, folder: Path) -> None:
+    """Rename every staged file of a committed run into place (idempotent: a file already moved is skipped)."""
+    mark = folder / COMMIT_MARK
+    try:
+        listed = [Path(f) for f in json.loads(mark.read_text(encoding="utf-8"))["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = _staged_files(folder)
+    for rel in listed:
+        source, target = folder / rel, Path(workspace) / rel
+        if not source.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+
+def _committed_folders(workspace: Path) -> list[Path]:
+    root = _staging_root(workspace)
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    published = _published_run(workspace)
+    return [f for f in folders if (f / COMMIT_MARK).is_file() or f.name == published]
+
+
+def _published_run(workspace: Path) -> str | None:
+    try:
+        return json.loads((Path(workspace) / PUBLISHED_FILE).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _mark_abandoned(workspace: Path, run_id: str, *, by_run: str) -> None:
+    """A run that ended without committing: its manifest (written by its ingest, status ``ok``) says failed."""
+    path = Path(workspace) / RUNS_DIR / run_id / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(manifest, dict) or manifest.get("status") != STATUS_OK:
+        return
+    manifest["status"] = STATUS_FAILED
+    manifest["reason"] = (f"the run stopped before it finished (killed or crashed): nothing it registered, "
+                          f"quarantined or promoted was kept; found by run {by_run}")
+    _write_durable(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _busy_message(path: Path, waited: float) -> str:

@@ -3,6 +3,12 @@
 Readers return the tables as found (no typing beyond what the source carries); typing and checking are
 the job of :mod:`records.coerce` and :mod:`records.validation`. Whole-input problems raise
 :class:`records.errors.SourceError` with one clear message.
+
+A database is read whole or not at all: both tables in one connection (on PostgreSQL one repeatable-read
+snapshot), nothing returned until both are in memory. A database that cannot be reached, or whose connection
+is lost in the middle of the read, is tried again from the start (:data:`SOURCE_RETRY`: 3 attempts, waiting
+1 s then 4 s); after the last attempt :class:`records.errors.SourceUnavailable` names the host and port and
+what failed, never the password.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from records.errors import SourceError, SourceUnavailable
+from records.errors import Retry, SourceError, SourceUnavailable, retry_call
 from records.schema import LEVELS, PROCEDURES, TEXT_DTYPE
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+SOURCE_RETRY = Retry(attempts=3, delays=(1.0, 4.0))
+"""Attempts at reading a database source, and the waits between them (read at call time: tests shorten it)."""
+CONNECT_TIMEOUT_SECONDS = 10
+"""PostgreSQL: give up connecting after this long (unless the URL sets ``connect_timeout``)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ def is_url(source: str | Path) -> bool:
     return "://" in str(source)
 
 
-def read_source(source: str | Path) -> RawBatch:
+def read_source(source: str | Path, *, retry: Retry | None = None) -> RawBatch:
     """Read the `procedures` and `levels` tables of a source.
 
     Parameters
@@ -56,20 +66,24 @@ def read_source(source: str | Path) -> RawBatch:
     source
         A folder holding ``procedures`` and ``levels`` (``.parquet`` or ``.csv`` files, or folders of
         part files), a SQLite file, or a SQLAlchemy URL (``postgresql+psycopg://...``, ``sqlite:///...``).
+    retry
+        Attempts at a database and the waits between them; default :data:`SOURCE_RETRY`.
 
     Raises
     ------
     SourceError
         The source is missing, empty, unreadable, truncated, not UTF-8, or lacks a table.
+    SourceUnavailable
+        A database could not be reached, or the connection was lost mid-read, at every attempt.
     """
     if is_url(source):
-        return _read_sql(str(source))
+        return _read_sql(str(source), retry=retry)
     path = Path(source)
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_file():
         if path.suffix.lower() in _SQLITE_SUFFIXES or _has_sqlite_magic(path):
-            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path))
+            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry)
         raise SourceError(f"source {path} is a file but not a SQLite database; give a folder or a database URL")
     frames: dict[str, pd.DataFrame] = {}
     formats: dict[str, str] = {}
@@ -160,37 +174,110 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
     return frame.astype(TEXT_DTYPE)
 
 
-def _read_sql(url: str, *, shown: str | None = None) -> RawBatch:
+def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None) -> RawBatch:
+    """Both tables of a database, whole, retried from the start while the database cannot be reached."""
     import sqlalchemy as sa
 
     shown = shown or describe_source(url)
+    policy = retry or SOURCE_RETRY
     try:
-        engine = sa.create_engine(url)
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
+    failures: list[str] = []
+
+    def unavailable(error: BaseException) -> bool:
+        if isinstance(error, SourceUnavailable):
+            failures.append(error.detail)
+            return True
+        return False
+
+    try:
+        return retry_call(lambda: _read_sql_once(url, parsed, shown), policy=policy, retry_if=unavailable)
+    except SourceUnavailable as error:
+        if policy.attempts == 1:
+            raise
+        if len(failures) < policy.attempts:
+            failures.append(error.detail)
+        raise SourceUnavailable(f"cannot reach database {shown}{_host_port(parsed)}: gave up after "
+                                f"{policy.describe()}: {_attempts(failures)}") from None
+
+
+def _attempts(failures: list[str]) -> str:
+    """Each distinct failure with the attempts it ended: 'attempt 1: ...; attempts 2, 3: ...'."""
+    seen: dict[str, list[int]] = {}
+    for number, text in enumerate(failures, start=1):
+        seen.setdefault(text, []).append(number)
+    return "; ".join(f"attempt{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {text}"
+                     for text, n in seen.items())
+
+
+def _read_sql_once(url: str, parsed: object, shown: str) -> RawBatch:
+    import sqlalchemy as sa
+
+    where = _host_port(parsed)
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
     frames: dict[str, pd.DataFrame] = {}
+    step = None
     try:
         with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            step = "listing its tables"
             present = set(sa.inspect(connection).get_table_names())
             for table in TABLE_NAMES:
                 if table not in present:
                     raise SourceError(f"table {table} not found in database {shown}")
+                step = f"reading table {table}"
                 result = connection.execute(sa.text(f'SELECT * FROM "{table}"'))
                 frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
                 if frame.empty:
                     raise SourceError(f"table {table} in database {shown} is empty (no rows)")
                 frame.columns = [str(c).strip().lower() for c in frame.columns]
                 frames[table] = frame
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise SourceUnavailable(f"cannot reach database {shown}: {type(exc).__name__}: "
-                                f"{describe_source(_first_line(exc))}") from None
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
+            what = ("could not connect" if step is None
+                    else f"the connection was lost while {step} (nothing read was kept)")
+            detail = f"{what}: {type(exc).__name__}: {_driver_message(exc, url)}"
+            raise SourceUnavailable(f"cannot reach database {shown}{where}: {detail}", detail=detail) from None
+        raise SourceError(f"cannot read database {shown}: {type(exc).__name__}: "
+                          f"{_driver_message(exc, url)}") from None
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cannot read database {shown}: {type(exc).__name__}: "
-                          f"{describe_source(_first_line(exc))}") from None
+                          f"{_driver_message(exc, url)}") from None
     finally:
         engine.dispose()
     return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=shown,
                     formats={t: engine.dialect.name for t in TABLE_NAMES})
+
+
+def _host_port(parsed: object) -> str:
+    host = getattr(parsed, "host", None)
+    if not host:
+        return ""
+    port = getattr(parsed, "port", None)
+    return f" (host {host}, port {port})" if port else f" (host {host})"
+
+
+def _driver_message(exc: BaseException, url: str) -> str:
+    """The driver's first line, any URL in it masked, and the password of ``url`` never shown."""
+    text = describe_source(_first_line(getattr(exc, "orig", None) or exc))
+    try:
+        import sqlalchemy as sa
+
+        password = sa.engine.make_url(url).password
+    except Exception:  # noqa: BLE001 - a URL that cannot be parsed has no password to hide here
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,11 +3,18 @@ a watermark in ``state.json``, and the quarantine store that the pipeline never 
 
 Only batches listed in ``state.json`` are part of the registry: a partition written by a run that was
 stopped before it recorded the batch is invisible and is overwritten by the next run, so registering is
-idempotent and a killed run leaves the registry as it was.
+idempotent and a killed run leaves the registry as it was. Likewise only the quarantine files listed in
+``state.json`` are part of the quarantine store, so the rows a killed run quarantined are not counted twice
+when the next run quarantines them again.
+
+Within a run (the workspace lock held, :mod:`records.lock`) ``state.json`` and the quarantine files are
+staged and take effect when the run commits, at its end: a run killed or failed after registering leaves
+the registry as it was before the run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +25,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from records import lock
+from records.errors import retry_write
 from records.readers import arrow_to_frame
 from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TableSpec
 from records.validation import ValidationResult
@@ -31,14 +40,19 @@ _PARTITIONING = ds.partitioning(pa.schema([(EXTRACT_BATCH, pa.int64())]), flavor
 
 @dataclass(frozen=True)
 class RegistryState:
-    """The watermark (highest extract batch registered) and what each registered batch holds."""
+    """The watermark (highest extract batch registered), what each registered batch holds, and the quarantine
+    files that belong to the registry (workspace-relative paths; None for a state written before they were
+    recorded, whose quarantine is every file in the folder)."""
 
     watermark: int = 0
     batches: dict[int, dict[str, object]] = field(default_factory=dict)
+    quarantine: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
-        payload = {"watermark": self.watermark,
-                   "batches": {str(b): info for b, info in sorted(self.batches.items())}}
+        payload: dict[str, object] = {"watermark": self.watermark,
+                                      "batches": {str(b): info for b, info in sorted(self.batches.items())}}
+        if self.quarantine is not None:
+            payload["quarantine"] = sorted(self.quarantine)
         return json.dumps(payload, indent=2, sort_keys=True) + "\n"
 
 
@@ -58,13 +72,18 @@ def registry_root(workspace: Path) -> Path:
 
 
 def load_state(workspace: Path) -> RegistryState:
-    """The registry state of a workspace; an empty state when nothing was registered yet."""
-    path = registry_root(workspace) / STATE_FILE
-    if not path.exists():
+    """The registry state of a workspace; an empty state when nothing was registered yet.
+
+    Inside a run, the run's own staged state (see :mod:`records.lock`); elsewhere the committed one.
+    """
+    data = lock.read_bytes(workspace, registry_root(workspace) / STATE_FILE)
+    if data is None:
         return RegistryState()
-    payload = json.loads(path.read_text(encoding="utf-8"))
+    payload = json.loads(data.decode("utf-8"))
+    quarantine = payload.get("quarantine")
     return RegistryState(watermark=int(payload["watermark"]),
-                         batches={int(b): dict(info) for b, info in payload["batches"].items()})
+                         batches={int(b): dict(info) for b, info in payload["batches"].items()},
+                         quarantine=None if quarantine is None else tuple(str(q) for q in quarantine))
 
 
 def read_registry_table(workspace: Path, table: TableSpec, *, columns: list[str] | None = None,
@@ -91,7 +110,8 @@ def registered_procedure_ids(workspace: Path, *, state: RegistryState | None = N
 def register_batches(workspace: Path, result: ValidationResult, *, run_id: str) -> Registration:
     """Append the accepted rows of a validated input, one partition per extract batch, then the quarantine.
 
-    The state (watermark) is written last and atomically: until then no new batch is visible.
+    The state (watermark, and the quarantine files) is written last and atomically: until then no new batch
+    and no new quarantine file is visible. Inside a run the state is staged until the run commits.
     Batches whose rows were all quarantined still advance the watermark (they were loaded).
     """
     workspace = Path(workspace)
@@ -117,14 +137,20 @@ def register_batches(workspace: Path, result: ValidationResult, *, run_id: str) 
         written[LEVELS.name] += len(lev_part)
         new_batches[batch] = {"procedures": len(proc_part), "levels": len(lev_part), "run_id": run_id}
     watermark_after = max([state.watermark, *batches])
-    _write_atomic(registry_root(workspace) / STATE_FILE,
-                  RegistryState(watermark=watermark_after, batches=new_batches).to_json())
+    recorded = set(state.quarantine) if state.quarantine is not None else set(_quarantine_on_disk(workspace))
+    _write_atomic(workspace, registry_root(workspace) / STATE_FILE,
+                  RegistryState(watermark=watermark_after, batches=new_batches,
+                                quarantine=tuple(sorted(recorded | set(quarantine_files)))).to_json())
     return Registration(batches_loaded=batches, rows_written=written, watermark_before=state.watermark,
                         watermark_after=watermark_after, quarantine_files=quarantine_files)
 
 
 def write_quarantine(workspace: Path, result: ValidationResult, *, run_id: str) -> list[str]:
-    """Keep every quarantined row with its batch, reason and run id; never overwrite or delete."""
+    """Keep every quarantined row with its batch, reason and run id; never overwrite or delete.
+
+    The files belong to the quarantine store once :func:`register_batches` records them in the state.
+    Returns their workspace-relative paths.
+    """
     files: list[str] = []
     for name, outcome in result.tables().items():
         rows = outcome.quarantined
@@ -134,21 +160,43 @@ def write_quarantine(workspace: Path, result: ValidationResult, *, run_id: str) 
         batch_label = rows[EXTRACT_BATCH].astype("string").fillna("unknown")
         for label, part in rows.groupby(batch_label, sort=True):
             path = Path(workspace) / QUARANTINE_DIR / f"{EXTRACT_BATCH}={label}" / f"{name}-{run_id}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
             table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-            tmp = path.with_suffix(".parquet.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-            files.append(str(path.relative_to(workspace)))
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            lock.write_file(workspace, path, buffer.getvalue())
+            files.append(path.relative_to(workspace).as_posix())
     return files
 
 
-def read_quarantine(workspace: Path, table: TableSpec) -> pd.DataFrame:
-    """Every quarantined row of one table kept in the workspace, across runs."""
-    paths = sorted((Path(workspace) / QUARANTINE_DIR).glob(f"*/{table.name}-*.parquet"))
-    if not paths:
+def read_quarantine(workspace: Path, table: TableSpec, *, state: RegistryState | None = None) -> pd.DataFrame:
+    """Every quarantined row of one table kept in the workspace, across runs, each once.
+
+    Only the files the registry state records are read: a file left by a run that was killed before it
+    recorded its batches is not (the rerun quarantines those rows again, in a file of its own).
+    """
+    state = state or load_state(workspace)
+    if state.quarantine is None:
+        names = _quarantine_on_disk(workspace)
+    else:
+        names = sorted(state.quarantine)
+    frames = []
+    for name in names:
+        if not Path(name).name.startswith(f"{table.name}-"):
+            continue
+        data = lock.read_bytes(workspace, Path(workspace) / name)
+        if data is None:
+            raise FileNotFoundError(f"the quarantine file {name} recorded in {STATE_FILE} is missing from "
+                                    f"{workspace}; the quarantine is never deleted by the pipeline")
+        frames.append(arrow_to_frame(pq.read_table(pa.BufferReader(data))))
+    if not frames:
         return pd.DataFrame()
-    return pd.concat([arrow_to_frame(pq.read_table(p)) for p in paths], ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _quarantine_on_disk(workspace: Path) -> list[str]:
+    """Every quarantine file in the folder (the quarantine of a state written before files were recorded)."""
+    root = Path(workspace) / QUARANTINE_DIR
+    return sorted(p.relative_to(workspace).as_posix() for p in root.glob("*/*.parquet"))
 
 
 def _write_partition(workspace: Path, table: TableSpec, batch: int, rows: pd.DataFrame) -> None:
@@ -158,12 +206,14 @@ def _write_partition(workspace: Path, table: TableSpec, batch: int, rows: pd.Dat
     frame = rows[[n for n in schema.names]].reset_index(drop=True)
     arrow_table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     tmp = folder / f".{PART_FILE}.tmp"
-    pq.write_table(arrow_table, tmp, compression="zstd")
-    os.replace(tmp, folder / PART_FILE)
+
+    def write() -> None:
+        pq.write_table(arrow_table, tmp, compression="zstd")
+        os.replace(tmp, folder / PART_FILE)
+
+    retry_write(write)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_atomic(workspace: Path, path: Path, text: str) -> None:
+    """Replace a file of the workspace whole (staged inside a run; see :func:`records.lock.write_file`)."""
+    lock.write_file(workspace, path, text.encode("utf-8"))

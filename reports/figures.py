@@ -196,10 +196,22 @@ def data_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], procedures: pd.DataFrame,
                   levels: pd.DataFrame, scores: Scores | None, model_metrics: Mapping[str, dict],
-                  submission: Mapping[str, Any], watermark: int) -> ReportFigures:
-    """All figures of one run; ``scores`` is None when no leakage model is published."""
-    frames = outcome_frames(procedures, levels, scores)
-    published = {spec.name: bool(scores is not None and scores.versions.get(spec.name)) for spec in OUTCOMES}
+                  submission: Mapping[str, Any], watermark: int,
+                  frames: Mapping[str, pd.DataFrame] | None = None,
+                  versions: Mapping[str, str | None] | None = None) -> ReportFigures:
+    """All figures of one run; ``scores`` is None when no leakage model is published.
+
+    ``frames`` (each outcome's labelled, scored rows, as :func:`outcome_frames` gives them) and ``versions`` (each
+    outcome's champion) may come from the scored store instead of ``scores``; ``procedures`` and ``levels`` then need
+    only the columns of the registry summary and the seed outcomes.
+    """
+    if frames is None:
+        frames = outcome_frames(procedures, levels, scores)
+    if versions is None:
+        versions = dict(scores.versions) if scores is not None else {}
+    if not versions.get(MONITORED):
+        versions = {}
+    published = {spec.name: bool(versions.get(spec.name)) for spec in OUTCOMES}
     qi_units, qi_blocks = qi_units_table(frames, published)
     models = {name: {**block, "title": TITLES.get(name, name)} for name, block in model_metrics.items()}
     figures = {
@@ -212,7 +224,7 @@ def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], proced
         "outcomes": models,
         "qi": {"outcomes": qi_blocks,
                "reason": "" if qi_blocks else "no published model: sites and operators cannot be compared yet",
-               "model_versions": {k: v for k, v in (scores.versions.items() if scores else [])}},
+               "model_versions": dict(versions)},
         "monitoring": monitoring_figures(frames.get(MONITORED) if published.get(MONITORED) else None),
         "seed_outcomes": seed_outcome_figures(procedures, levels) if len(procedures) else {"header": [], "rows": []},
         "submission": dict(submission),

@@ -1,4 +1,4 @@
-"""The report step of a run: score the registry, then write metrics.json, qi_units.csv, submission/ and report.html.
+"""The report step of a run: score new batches, then write metrics.json, qi_units.csv, submission/ and report.html.
 
 Reads the workspace (registry, published models, the models' figures) and writes into ``runs/<run_id>/``.
 metrics.json holds no run id and no time stamp, so the same registry, models and seed give the same bytes.
@@ -16,19 +16,25 @@ from typing import Any
 import pandas as pd
 
 from models.refresh import METRICS_FILE, metrics_json, published_model_metrics
-from models.scoring import NoModelError, Scores, score_records
+from records import schema as s
 from records.manifest import RUNS_DIR, code_version
 from records.registry import load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
-from reports.figures import build_figures
+from reports.figures import MONITORED, build_figures
 from reports.html import render_report
+from reports.scored import (champion_versions, generation_of, read_outcome_frames, submission_parts,
+                            update_scored)
+from reports.seed_outcomes import LEVEL_COLUMNS, PROCEDURE_COLUMNS
 from reports.submission import MANIFEST_FILE as SUBMISSION_MANIFEST
-from reports.submission import SubmissionWithheld, validate_submission, write_submission
+from reports.submission import SubmissionWithheld, assemble_submission, validate_submission
 
 PUBLISHED_FILE = "published.json"
 REPORT_FILE = "report.html"
 QI_UNITS_FILE = "qi_units.csv"
 SUBMISSION_DIR = "submission"
+_SUMMARY_PROCEDURE_COLUMNS = dict.fromkeys([*PROCEDURE_COLUMNS, s.PROCEDURE_YEAR])
+_SUMMARY_LEVEL_COLUMNS = dict.fromkeys(LEVEL_COLUMNS)
+"""The registry columns the report reads besides the scored store: the registry summary and the seed outcomes."""
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,19 @@ class ReportSummary:
     qi_units: str
     submission: str | None
     notes: list[str] = field(default_factory=list)
+    scored: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {"report": self.report, "metrics": self.metrics, "qi_units": self.qi_units,
-                "submission": self.submission, "notes": list(self.notes)}
+                "submission": self.submission, "notes": list(self.notes), "scored": dict(self.scored)}
 
 
 def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -> ReportSummary:
     """Write the run's published files from the workspace as it now stands.
+
+    New batches are scored and their submission files rendered once, into the scored store
+    (:mod:`reports.scored`); the figures read the kept rows, and the submission links the kept files. So a nightly
+    run costs its new batch plus narrow column reads of the registry, not a re-scoring of it.
 
     Raises
     ------
@@ -58,20 +69,30 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
     run_dir = workspace / RUNS_DIR / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(workspace)
-    procedures = read_registry_table(workspace, PROCEDURES, state=state)
-    levels = read_registry_table(workspace, LEVELS, state=state)
-    notes: list[str] = []
-    scores = _scores(procedures, levels, workspace, notes)
-    submission = _submission(run_dir / SUBMISSION_DIR, procedures, levels, scores, state.watermark, notes)
+    update = update_scored(workspace, state)
+    notes = list(update.notes)
+    frames = read_outcome_frames(workspace, state)
+    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), state=state)
+    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), state=state)
+    versions = update.versions if update.versions.get(MONITORED) else {}
+    if procedures.empty:
+        notes.append("the registry is empty: nothing to score")
+    elif not versions:
+        notes.append(f"no expected risks: no published model for {MONITORED}")
+    else:
+        notes.append("level risks are the risk of a leak seen on CT where the imaging was not given")
+    submission = _submission(run_dir / SUBMISSION_DIR, workspace, state, versions, notes)
     built = build_figures(run={"code_version": code_version()}, manifest=manifest, procedures=procedures,
-                          levels=levels, scores=scores, model_metrics=published_model_metrics(workspace),
-                          submission=submission, watermark=state.watermark)
+                          levels=levels, scores=None, frames=frames, versions=versions,
+                          model_metrics=published_model_metrics(workspace), submission=submission,
+                          watermark=state.watermark)
     metrics_path = _write_text(run_dir / METRICS_FILE, metrics_json(built.figures))
     qi_path = run_dir / QI_UNITS_FILE
     _write_text(qi_path, built.qi_units.to_csv(index=False, lineterminator="\n"))
     report_path = _write_text(run_dir / REPORT_FILE, render_report(built.figures, run_id=run_id))
     return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path),
-                         submission=str(run_dir / SUBMISSION_DIR) if submission.get("files") else None, notes=notes)
+                         submission=str(run_dir / SUBMISSION_DIR) if submission.get("files") else None, notes=notes,
+                         scored=update.to_dict())
 
 
 def publish_run(workspace: Path, *, run_id: str) -> Path:
@@ -94,7 +115,7 @@ def publish_run(workspace: Path, *, run_id: str) -> Path:
     if submission.exists() and not (submission / SUBMISSION_MANIFEST).is_file():
         raise FileNotFoundError(f"run {run_id} cannot be published: its submission package has no manifest")
     payload = {"run_id": run_id, "run_dir": str(run_dir), "report": str(run_dir / REPORT_FILE),
-               "submission": str(submission) if submission.exists() else None}
+               "submission": str(submission) if submission.exists() else None, **_published_basis(workspace)}
     return _write_text(Path(workspace) / PUBLISHED_FILE, json.dumps(payload, indent=2) + "\n")
 
 
@@ -104,30 +125,40 @@ def published_run(workspace: Path) -> str | None:
     return json.loads(path.read_text(encoding="utf-8"))["run_id"] if path.exists() else None
 
 
-def _scores(procedures: pd.DataFrame, levels: pd.DataFrame, workspace: Path, notes: list[str]) -> Scores | None:
-    if procedures.empty:
-        notes.append("the registry is empty: nothing to score")
+def current_published_run(workspace: Path) -> str | None:
+    """The published run id when it was made from this registry watermark, these champions and this code.
+
+    A run that loads nothing new and trains nothing then has nothing new to publish (None: it must publish).
+    """
+    path = Path(workspace) / PUBLISHED_FILE
+    if not path.exists():
         return None
-    try:
-        return score_records(procedures, levels, workspace=workspace)
-    except NoModelError as error:
-        notes.append(f"no expected risks: {error}")
-        return None
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    basis = _published_basis(workspace)
+    return payload["run_id"] if all(payload.get(key) == value for key, value in basis.items()) else None
 
 
-def _submission(out_dir: Path, procedures: pd.DataFrame, levels: pd.DataFrame, scores: Scores | None,
-                watermark: int, notes: list[str]) -> dict[str, Any]:
-    if scores is None:
+def _published_basis(workspace: Path) -> dict[str, Any]:
+    """What a published run was made from: registry watermark and batches, champion generation, code version."""
+    state = load_state(workspace)
+    return {"watermark": state.watermark, "batches": len(state.batches),
+            "models": generation_of(champion_versions(workspace)), "code_version": code_version()}
+
+
+def _submission(out_dir: Path, workspace: Path, state: Any, versions: dict[str, str | None],
+                notes: list[str]) -> dict[str, Any]:
+    parts = submission_parts(workspace, state) if versions else None
+    if not parts:
         shutil.rmtree(out_dir, ignore_errors=True)
         return {"reason": "no submission: no published leakage model, so no expected risks to submit"}
     try:
-        result = write_submission(out_dir, procedures=procedures, levels=levels, level_risks=scores.levels,
-                                  procedure_risks=scores.procedures, model_versions=scores.versions,
-                                  code_version=code_version(), watermark=watermark)
+        result = assemble_submission(out_dir, parts=parts, model_versions=versions, code_version=code_version(),
+                                     watermark=state.watermark)
     except SubmissionWithheld as error:
         notes.append(str(error))
         return {"reason": f"no submission: {error}"}
-    problems = validate_submission(out_dir)
+    # every data file was checked against the schema when it was rendered: here each is hashed, the rest re-read
+    problems = validate_submission(out_dir, checked={part.name: part.sha256 for _, part in parts})
     if problems:
         raise RuntimeError("the submission package failed its own checks: " + "; ".join(problems))
     return _submission_summary(result)

@@ -61,8 +61,8 @@ DERIVED: dict[str, tuple[str, ...]] = {
 COMPLEMENTS: dict[str, str] = {SAME_DAY_N: LOS_N, SYMPTOMATIC_N: LEAKAGE_ASSESSED_N}
 """Event count -> its denominator; ``denominator - events`` is a count of cases too."""
 
-_PROCEDURE_COLUMNS = (s.PROCEDURE_ID, s.SITE_ID, s.LENGTH_OF_STAY_DAYS, s.PAIN_VAS_PRE, s.PAIN_VAS_POST)
-_LEVEL_COLUMNS = (s.PROCEDURE_ID, s.KYPHOTIC_ANGLE_PRE, s.KYPHOTIC_ANGLE_POST, s.LEAKAGE, s.LEAKAGE_SYMPTOMATIC)
+PROCEDURE_COLUMNS = (s.PROCEDURE_ID, s.SITE_ID, s.LENGTH_OF_STAY_DAYS, s.PAIN_VAS_PRE, s.PAIN_VAS_POST)
+LEVEL_COLUMNS = (s.PROCEDURE_ID, s.KYPHOTIC_ANGLE_PRE, s.KYPHOTIC_ANGLE_POST, s.LEAKAGE, s.LEAKAGE_SYMPTOMATIC)
 
 
 def seed_outcomes(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
@@ -109,9 +109,9 @@ def seed_outcomes(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFram
     _check_inputs(procedures, levels)
     site_of_level = levels[s.PROCEDURE_ID].map(pd.Series(procedures[s.SITE_ID].to_numpy(),
                                                           index=procedures[s.PROCEDURE_ID].to_numpy()))
-    sites = sorted(procedures[s.SITE_ID].unique())
-    rows = [_site_row(site, procedures[procedures[s.SITE_ID] == site], levels[(site_of_level == site).to_numpy()])
-            for site in sites]
+    level_parts = dict(tuple(levels.groupby(site_of_level.astype(str).to_numpy(), sort=True)))
+    rows = [_site_row(str(site), part, level_parts.get(str(site), levels.iloc[0:0]))
+            for site, part in procedures.groupby(procedures[s.SITE_ID].astype(str), sort=True)]
     rows.append(_site_row(ALL_SITES, procedures, levels))
     table = pd.DataFrame(rows)
     table[s.SITE_ID] = table[s.SITE_ID].astype(s.TEXT_DTYPE)
@@ -185,7 +185,7 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 
 def _check_inputs(procedures: pd.DataFrame, levels: pd.DataFrame) -> None:
-    for name, frame, required in (("procedures", procedures, _PROCEDURE_COLUMNS), ("levels", levels, _LEVEL_COLUMNS)):
+    for name, frame, required in (("procedures", procedures, PROCEDURE_COLUMNS), ("levels", levels, LEVEL_COLUMNS)):
         missing = [c for c in required if c not in frame.columns]
         if missing:
             raise ValueError(f"{name} must have the columns {', '.join(required)}; missing: {', '.join(missing)}")

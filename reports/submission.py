@@ -1,8 +1,14 @@
-"""The registry submission package: one record-level data file with its dictionary, schema and manifest; its re-check.
+"""The registry submission package: record-level data files with their dictionary, schema and manifest; its re-check.
 
-Files: ``data.csv`` (one row per treated level), ``schema.json`` (the source of ``data_dictionary.csv`` and ``.md``)
-and ``manifest.json`` (size and SHA-256 of the others, row counts, period, versions; no time stamp, so the same inputs
-give byte-identical files). A file of 1..10 procedures is a small cell: it is withheld (:class:`SubmissionWithheld`).
+Files: ``data/extract_batch=<n>.csv`` (one file per extract batch, one row per treated level, each with the header),
+``schema.json`` (the source of ``data_dictionary.csv`` and ``.md``) and ``manifest.json`` (size and SHA-256 of the
+others, row totals, period, versions; no time stamp, so the same inputs give byte-identical files). Concatenating the
+data files in batch order (one header) gives the whole table. A package of 1..10 procedures is a small cell: it is
+withheld (:class:`SubmissionWithheld`); per-file row counts are never published.
+
+A data file depends only on its batch's records and the model versions, so a nightly run renders and checks the new
+batch's file once (:func:`render_part`) and assembles the package from kept files by hard link
+(:func:`assemble_submission`): its cost follows the new batch, not the registry.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +37,13 @@ from records import schema as s
 from records.suppression import SMALL_CELL, is_small
 
 FORMAT_VERSION = "1"
-DATA_FILE, SCHEMA_FILE, MANIFEST_FILE = "data.csv", "schema.json", "manifest.json"
+DATA_DIR, SCHEMA_FILE, MANIFEST_FILE = "data", "schema.json", "manifest.json"
+DATA_FILE = f"{DATA_DIR}/{s.EXTRACT_BATCH}=<n>.csv"
+"""How the data files are named (``<n>`` is the extract batch)."""
 DICTIONARY_CSV, DICTIONARY_MD = "data_dictionary.csv", "data_dictionary.md"
-PACKAGE_FILES = (DATA_FILE, DICTIONARY_CSV, DICTIONARY_MD, SCHEMA_FILE)
+PACKAGE_FILES = (DICTIONARY_CSV, DICTIONARY_MD, SCHEMA_FILE)
+"""The files every package has besides its data files and the manifest."""
+_DATA_NAME = re.compile(rf"{DATA_DIR}/{s.EXTRACT_BATCH}=(\d+)\.csv")
 RISK_DECIMALS = 6
 MEASUREMENT_DECIMALS = 3  # the contract declares no precision; 3 fixed decimals keep its 0.1 steps exactly
 RISK_PREFIX = "expected_"
@@ -79,103 +89,231 @@ RISK_COLUMNS = (*[r for r in _OUTCOME_RISKS if r.unit == "level"], _LEAK_IN_PROC
 
 @dataclass(frozen=True)
 class SubmissionResult:
-    """What :func:`write_submission` wrote: the folder, its file names, and the manifest as written."""
+    """What :func:`assemble_submission` wrote: the folder, its file names, and the manifest as written."""
 
     out_dir: Path
     files: tuple[str, ...]
     manifest: dict[str, Any]
 
 
-def write_submission(out_dir: Path, *, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: pd.DataFrame,
-                     procedure_risks: pd.DataFrame, model_versions: Mapping[str, str | None], code_version: str,
-                     watermark: int) -> SubmissionResult:
-    """Write the registry submission package of accepted records and their expected risks into ``out_dir``.
+@dataclass(frozen=True)
+class Part:
+    """One rendered data file: the extract batch, its bytes' size and SHA-256, its row counts and period.
+
+    The counts stay in the workspace (they may be small cells); only their totals are published.
+    """
+
+    batch: int
+    bytes: int
+    sha256: str
+    levels: int
+    procedures: int
+    period: dict[str, int]
+
+    @property
+    def name(self) -> str:
+        return data_file_name(self.batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "bytes": self.bytes, "sha256": self.sha256, "levels": self.levels,
+                "procedures": self.procedures, "period": dict(self.period)}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Part:
+        return cls(batch=int(payload["batch"]), bytes=int(payload["bytes"]), sha256=str(payload["sha256"]),
+                   levels=int(payload["levels"]), procedures=int(payload["procedures"]),
+                   period={k: int(v) for k, v in payload["period"].items()})
+
+
+def data_file_name(batch: int) -> str:
+    """The package path of one extract batch's data file."""
+    return f"{DATA_DIR}/{s.EXTRACT_BATCH}={int(batch)}.csv"
+
+
+def render_part(*, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: pd.DataFrame,
+                procedure_risks: pd.DataFrame, model_versions: Mapping[str, str | None]) -> tuple[bytes, Part]:
+    """The data file of one extract batch (header and rows, sorted by key), checked against its own schema.
+
+    Raises
+    ------
+    SubmissionError
+        More than one extract batch, a contract column or risk is missing, a key repeats, a risk is no probability
+        or disagrees with its model version, or the rendered file fails the package schema.
+    """
+    versions = _versions(model_versions)
+    data = _attach_risks(_join_records(procedures, levels), level_risks, procedure_risks, versions)
+    batches = data[s.EXTRACT_BATCH].dropna().unique()
+    if len(batches) != 1:
+        raise SubmissionError(f"a data file holds exactly one {s.EXTRACT_BATCH}; these rows hold {len(batches)}")
+    rank = {v: i for i, v in enumerate(s.VERTEBRAE)}  # anatomical order, as the contract lists the vertebrae
+    data = data.sort_values(list(KEY), key=lambda c: c.map(rank) if c.name == s.VERTEBRA else c, ignore_index=True)
+    document = _schema_document(versions)
+    content = _encode(pd.DataFrame({c["name"]: _cells(data[c["name"]], c) for c in document["columns"]}))
+    table, problems = _read_data(content, document["columns"])
+    if problems or (problems := _schema_problems(table, document)):
+        raise SubmissionError("the submission data fail their own schema: " + "; ".join(problems))
+    part = Part(batch=int(batches[0]), bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+                levels=len(data), procedures=int(data[s.PROCEDURE_ID].nunique()), period=_period(data))
+    return content, part
+
+
+def assemble_submission(out_dir: Path, *, parts: Sequence[tuple[Path, Part]], model_versions: Mapping[str, str | None],
+                        code_version: str, watermark: int) -> SubmissionResult:
+    """Put a package together from rendered data files (hard-linked, copied where links cannot be made).
 
     Parameters
     ----------
     out_dir
         Created if missing; its content is replaced as a whole (written to a sibling temporary folder, renamed).
-    procedures, levels, level_risks, procedure_risks
-        Accepted registry rows in the contract (other columns are dropped); risks 0-1 named and keyed as
-        ``models.scoring`` gives them, one row per submitted level / procedure.
+    parts
+        Each data file's path and its :class:`Part` as :func:`render_part` gave it, rendered with these versions.
     model_versions, code_version, watermark
-        Each outcome's model version (None: not published, its risks all missing); the code version; the registry
-        watermark (highest extract batch registered).
-
-    Returns
-    -------
-    SubmissionResult
-        The folder, its file names and the manifest as written.
+        Each outcome's model version (None: not published); the code version; the registry watermark.
 
     Raises
     ------
     SubmissionWithheld
-        Fewer than 11 procedures: the file would be a small cell; nothing is written, ``out_dir`` is left as it was.
+        Fewer than 11 procedures in all: nothing is written, ``out_dir`` is left as it was.
     SubmissionError
-        A contract column or risk is missing, a key repeats, a risk is no probability or disagrees with its model
-        version, an extract batch is above the watermark, or the rendered file fails its own schema.
+        A batch repeats or is above the watermark, a file's size or SHA-256 differs from its Part, or an argument
+        is malformed.
     """
-    needed = sorted({r.outcome for r in RISK_COLUMNS})
-    if sorted(model_versions) != needed or not all(v is None or isinstance(v, str) and v
-                                                   for v in model_versions.values()):
-        raise SubmissionError(f"model_versions must give a version string or None for exactly {', '.join(needed)}")
+    versions = _versions(model_versions)
     if not code_version or isinstance(watermark, bool) or not isinstance(watermark, (int, np.integer)) or watermark < 0:
         raise SubmissionError("code_version must be a non-empty string and watermark a non-negative integer")
-    versions = {name: model_versions[name] for name in needed}
-    data = _attach_risks(_join_records(procedures, levels), level_risks, procedure_risks, versions)
-    rank = {v: i for i, v in enumerate(s.VERTEBRAE)}  # anatomical order, as the contract lists the vertebrae
-    data = data.sort_values(list(KEY), key=lambda c: c.map(rank) if c.name == s.VERTEBRA else c, ignore_index=True)
-    n_procedures = int(data[s.PROCEDURE_ID].nunique())
-    if n_procedures and int(data[s.EXTRACT_BATCH].max()) > watermark:
+    ordered = sorted(parts, key=lambda item: item[1].batch)
+    batches = [part.batch for _, part in ordered]
+    if len(set(batches)) != len(batches):
+        raise SubmissionError(f"each {s.EXTRACT_BATCH} must have one data file; some have more")
+    if batches and batches[-1] > watermark:
         raise SubmissionError(f"{s.EXTRACT_BATCH} must not exceed the registry watermark {watermark}")
+    n_procedures = sum(part.procedures for _, part in ordered)
     if n_procedures < SMALL_CELL:
         raise SubmissionWithheld(f"no submission written: a record-level file of fewer than {SMALL_CELL} procedures "
                                  "is itself a small cell")
+    for path, part in ordered:
+        if Path(path).stat().st_size != part.bytes:
+            raise SubmissionError(f"{part.name} is not the file that was rendered and checked (its size differs)")
     document = _schema_document(versions)
-    files = {DATA_FILE: _encode(pd.DataFrame({c["name"]: _cells(data[c["name"]], c) for c in document["columns"]}))}
-    table, problems = _read_data(files[DATA_FILE], document["columns"])
-    if problems or (problems := _schema_problems(table, document)):
-        raise SubmissionError("the submission data fail their own schema: " + "; ".join(problems))
-    files |= {SCHEMA_FILE: _encode(document), **_dictionary_files(document, code_version)}
+    files = {SCHEMA_FILE: _encode(document), **_dictionary_files(document, code_version)}
+    periods = [part.period for _, part in ordered]
+    period = {key: (min if key.endswith("_min") else max)(p[key] for p in periods) for key in periods[0]}
+    entries = [{"bytes": len(content), "name": name, "sha256": hashlib.sha256(content).hexdigest()}
+               for name, content in files.items()]
+    entries += [{"bytes": part.bytes, "name": part.name, "sha256": part.sha256} for _, part in ordered]
     manifest = {"code_version": code_version, "contract_version": s.CONTRACT_VERSION,
-                "files": [{"bytes": len(content), "name": name, "sha256": hashlib.sha256(content).hexdigest()}
-                          for name, content in sorted(files.items())],
+                "files": sorted(entries, key=lambda e: _file_order(e["name"])),
                 "format_version": FORMAT_VERSION, "model_versions": versions,
-                "period": {**_period(data), "registry_watermark": int(watermark)},
-                "rows": {s.LEVELS.name: len(data), s.PROCEDURES.name: n_procedures}}
-    _replace_directory(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)})
-    return SubmissionResult(out_dir=Path(out_dir), files=tuple(sorted([*files, MANIFEST_FILE])), manifest=manifest)
+                "period": {**period, "registry_watermark": int(watermark)},
+                "rows": {s.LEVELS.name: sum(part.levels for _, part in ordered), s.PROCEDURES.name: n_procedures}}
+    linked = {part.name: Path(path) for path, part in ordered}
+    _replace_directory(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)}, linked=linked)
+    names = tuple(sorted([*files, *linked, MANIFEST_FILE], key=_file_order))
+    return SubmissionResult(out_dir=Path(out_dir), files=names, manifest=manifest)
 
 
-def validate_submission(out_dir: Path) -> list[str]:
+def write_submission(out_dir: Path, *, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: pd.DataFrame,
+                     procedure_risks: pd.DataFrame, model_versions: Mapping[str, str | None], code_version: str,
+                     watermark: int) -> SubmissionResult:
+    """Render every extract batch's data file from whole frames and assemble the package (tests, benchmarks, tools).
+
+    Raises what :func:`render_part` and :func:`assemble_submission` raise; a key repeated across batches is a
+    :class:`SubmissionError` too.
+    """
+    versions = _versions(model_versions)
+    for table, frame in ((s.PROCEDURES, procedures), (s.LEVELS, levels)):
+        missing = [name for name in table.names if name not in frame.columns]
+        if missing:
+            raise SubmissionError(f"{table.name} must carry every contract column; missing: {', '.join(missing)}")
+    batch_of = procedures.drop_duplicates(s.PROCEDURE_ID).set_index(s.PROCEDURE_ID)[s.EXTRACT_BATCH]
+    with tempfile.TemporaryDirectory(prefix=".parts.", dir=Path(out_dir).parent if Path(out_dir).parent.exists()
+                                     else None) as tmp:
+        parts = []
+        for batch, batch_procedures in procedures.groupby(s.EXTRACT_BATCH, sort=True):
+            ids = batch_procedures[s.PROCEDURE_ID]
+            content, part = render_part(
+                procedures=batch_procedures, levels=levels[levels[s.PROCEDURE_ID].map(batch_of) == batch],
+                level_risks=level_risks[level_risks[s.PROCEDURE_ID].isin(ids)],
+                procedure_risks=procedure_risks[procedure_risks[s.PROCEDURE_ID].isin(ids)], model_versions=versions)
+            path = Path(tmp) / f"{part.batch}.csv"
+            path.write_bytes(content)
+            parts.append((path, part))
+        orphans = int((~levels[s.PROCEDURE_ID].isin(batch_of.index)).sum())
+        if orphans:
+            raise SubmissionError(f"every level needs its procedure and every procedure a level; {orphans} levels "
+                                  "without procedure")
+        return assemble_submission(out_dir, parts=parts, model_versions=versions, code_version=code_version,
+                                   watermark=watermark)
+
+
+def validate_submission(out_dir: Path, *, checked: Mapping[str, str] | None = None) -> list[str]:
     """Re-check a written package from its files alone; one sentence per problem (never a value), empty = valid.
 
-    Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; ``data.csv``
-    in the fixed text format and valid against a pandera schema built from ``schema.json``; rows and period match.
+    Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; every data
+    file in the fixed text format and valid against a pandera schema built from ``schema.json``; keys unique across
+    files; rows and period match the manifest.
+
+    ``checked`` maps data-file names to the SHA-256 of a content already checked against this schema (a nightly run's
+    kept files): a listed file with that hash is not parsed again, and its rows and period are taken as checked, so a
+    nightly check costs the new batch plus one hash of each kept file. Without it every file is parsed.
     """
-    out_dir = Path(out_dir)
+    out_dir, checked = Path(out_dir), dict(checked or {})
     try:
         manifest = json.loads((out_dir / MANIFEST_FILE).read_bytes().decode("utf-8"))
-        problems, contents = _file_problems(out_dir, manifest["files"])
+        problems, digests = _file_problems(out_dir, manifest["files"])
         rows, period = manifest["rows"], manifest["period"]
         problems += [f"manifest rows {name} = {n} is a small cell (1..{SMALL_CELL - 1}); it must not be published"
                      for name, n in sorted(rows.items()) if is_small(n)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [f"{MANIFEST_FILE} is missing, or not UTF-8 JSON with the files, rows and period of a package"]
-    problems += [f"{name} is not in the package" for name in PACKAGE_FILES if name not in contents]
+    problems += [f"{name} is not in the package" for name in PACKAGE_FILES if name not in digests]
+    data_names = sorted((n for n in digests if _DATA_NAME.fullmatch(n)), key=_file_order)
+    if not data_names:
+        return problems + [f"the package has no data file ({DATA_FILE})"]
     try:
-        document = json.loads(contents[SCHEMA_FILE].decode("utf-8"))
-        table, read_problems = _read_data(contents[DATA_FILE], document["columns"])
-        if table is None:
-            return problems + read_problems
-        problems += read_problems + _schema_problems(table, document)
+        document = json.loads((out_dir / SCHEMA_FILE).read_bytes().decode("utf-8"))
+        tables, trusted = [], [n for n in data_names if checked.get(n) == digests[n]]
+        for name in data_names:
+            if name in trusted:
+                continue
+            table, read_problems = _read_data((out_dir / name).read_bytes(), document["columns"], name=name)
+            problems += read_problems
+            if table is None:
+                continue
+            problems += _schema_problems(table, document, name=name)
+            batches = table[s.EXTRACT_BATCH].dropna().unique().tolist()
+            if batches != [int(_DATA_NAME.fullmatch(name).group(1))]:  # type: ignore[union-attr]
+                problems.append(f"{name} must hold the rows of its own {s.EXTRACT_BATCH} only")
+            tables.append(table)
+        if trusted:
+            return problems  # totals of kept files were checked when they were rendered
+        if not tables:
+            return problems
+        table = pd.concat(tables, ignore_index=True)
+        repeats = int(table.duplicated(list(document["key"]), keep=False).sum())
+        problems += [f"key {'+'.join(document['key'])} must be unique across data files: {repeats} rows repeat"
+                     ] if repeats and len(tables) > 1 else []
         found = {s.LEVELS.name: len(table), s.PROCEDURES.name: int(table[s.PROCEDURE_ID].nunique())}
-        problems += [f"manifest rows {name} = {rows.get(name)} but {DATA_FILE} holds {n}"
+        problems += [f"manifest rows {name} = {rows.get(name)} but the data files hold {n}"
                      for name, n in found.items() if rows.get(name) != n]
-        return problems + [f"manifest period {name} = {period.get(name)} but {DATA_FILE} gives {value}"
+        return problems + [f"manifest period {name} = {period.get(name)} but the data files give {value}"
                            for name, value in _period(table).items() if period.get(name) != value]
-    except (ValueError, KeyError, TypeError, re.error):
-        return problems + [f"{DATA_FILE} cannot be checked: it or {SCHEMA_FILE} is absent or unreadable"]
+    except (ValueError, KeyError, TypeError, re.error, OSError):
+        return problems + [f"the data cannot be checked: a data file or {SCHEMA_FILE} is absent or unreadable"]
+
+
+def _versions(model_versions: Mapping[str, str | None]) -> dict[str, str | None]:
+    needed = sorted({r.outcome for r in RISK_COLUMNS})
+    if sorted(model_versions) != needed or not all(v is None or isinstance(v, str) and v
+                                                   for v in model_versions.values()):
+        raise SubmissionError(f"model_versions must give a version string or None for exactly {', '.join(needed)}")
+    return {name: model_versions[name] for name in needed}
+
+
+def _file_order(name: str) -> tuple[int, int, str]:
+    """Data files in batch order after the other files."""
+    match = _DATA_NAME.fullmatch(name)
+    return (1, int(match.group(1)), name) if match else (0, 0, name)
 
 
 def _join_records(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
@@ -251,7 +389,7 @@ def _schema_document(versions: Mapping[str, str | None]) -> dict[str, Any]:
                         "min": 0, "max": 1, "categories": None, "pattern": None, "decimals": RISK_DECIMALS,
                         "unit": "probability",
                         "description": f"expected risk {per}: calibrated probability (0-1) of {risk.meaning}; {made}"})
-    return {"columns": columns, "contract_version": s.CONTRACT_VERSION, "file": DATA_FILE,
+    return {"columns": columns, "contract_version": s.CONTRACT_VERSION, "files": DATA_FILE,
             "format_version": FORMAT_VERSION, "key": list(KEY), "text_format": _TEXT_FORMAT}
 
 
@@ -285,7 +423,8 @@ def _dictionary_files(document: Mapping[str, Any], code_version: str) -> dict[st
     rows = pd.DataFrame([{"name": c["name"], "source": c["source"], "type": c["type"], "unit": c["unit"] or "",
                           "allowed": allowed(c), "required": "no" if c["nullable"] else "yes",
                           "description": c["description"]} for c in document["columns"]])
-    lines = [f"# Data dictionary of `{DATA_FILE}`", "", f"One row per treated level, key `{' + '.join(KEY)}`; "
+    lines = [f"# Data dictionary of `{DATA_FILE}`", "", f"One file per extract batch (`<n>`), each with this header; "
+             f"together they hold one row per treated level, key `{' + '.join(KEY)}`; "
              f"record contract v{s.CONTRACT_VERSION}, package format v{FORMAT_VERSION}, code {code_version}.", "",
              "| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows.itertuples(index=False)]
@@ -299,17 +438,18 @@ def _lines(mask: pd.Series | np.ndarray) -> str:
     return f"{len(lines)} row{'s' * (len(lines) != 1)} (line{'s' * (len(lines) != 1)} {shown})"
 
 
-def _read_data(raw: bytes, columns: list[dict[str, Any]]) -> tuple[pd.DataFrame | None, list[str]]:
-    """The typed table of ``data.csv`` (None when unreadable) and the problems of its text."""
-    problems = [f"{DATA_FILE} must be UTF-8 without byte-order mark, its lines ending in '\\n' only"
+def _read_data(raw: bytes, columns: list[dict[str, Any]], *, name: str = DATA_FILE
+               ) -> tuple[pd.DataFrame | None, list[str]]:
+    """The typed table of one data file (None when unreadable) and the problems of its text."""
+    problems = [f"{name} must be UTF-8 without byte-order mark, its lines ending in '\\n' only"
                 ] if raw.startswith(codecs.BOM_UTF8) or b"\r" in raw else []
     try:
         text = pd.read_csv(io.StringIO(raw.decode("utf-8")), dtype=str, keep_default_na=False, na_filter=False)
     except ValueError as exc:  # UnicodeDecodeError and pandas' ParserError, EmptyDataError are ValueErrors
-        return None, problems + [f"{DATA_FILE} cannot be read as UTF-8 CSV ({type(exc).__name__})"]
+        return None, problems + [f"{name} cannot be read as UTF-8 CSV ({type(exc).__name__})"]
     names = [c["name"] for c in columns]
     if list(text.columns) != names:
-        return None, problems + [f"{DATA_FILE} columns must be those of {SCHEMA_FILE}, in order; absent: "
+        return None, problems + [f"{name} columns must be those of {SCHEMA_FILE}, in order; absent: "
                                  f"{[n for n in names if n not in text.columns]}, unexpected: "
                                  f"{[n for n in text.columns if n not in names]}"]
     typed = {}
@@ -318,7 +458,7 @@ def _read_data(raw: bytes, columns: list[dict[str, Any]]) -> tuple[pd.DataFrame 
         form = {"boolean": "true|false", "integer": r"-?\d+", "number": rf"-?\d+\.\d{{{column['decimals']}}}"}
         wrong = ~(cells.str.fullmatch(form.get(kind, ".*")) | (cells == ""))
         problems += [f"{column['name']} must be written as {kind} in the package's fixed format: broken in "
-                     f"{_lines(wrong)}"] if wrong.any() else []
+                     f"{_lines(wrong)} of {name}"] if wrong.any() else []
         usable = cells.where(~wrong & (cells != ""))
         typed[column["name"]] = (usable.map({"true": True, "false": False}).astype("boolean") if kind == "boolean"
                                  else pd.to_numeric(usable).astype(_DTYPES[kind]) if kind in form
@@ -326,7 +466,7 @@ def _read_data(raw: bytes, columns: list[dict[str, Any]]) -> tuple[pd.DataFrame 
     return pd.DataFrame(typed), problems
 
 
-def _schema_problems(table: pd.DataFrame, document: Mapping[str, Any]) -> list[str]:
+def _schema_problems(table: pd.DataFrame, document: Mapping[str, Any], *, name: str = DATA_FILE) -> list[str]:
     """Problems found by the pandera schema built from ``schema.json``; each check's error is its rule in words."""
     columns = {}
     for c in document["columns"]:
@@ -339,7 +479,7 @@ def _schema_problems(table: pd.DataFrame, document: Mapping[str, Any]) -> list[s
         checks += [pa.Check.ge(low, error=bounds)] if low is not None else []
         checks += [pa.Check.le(high, error=bounds)] if high is not None else []
         columns[c["name"]] = pa.Column(_DTYPES[c["type"]], checks=checks, nullable=c["nullable"], required=True)
-    schema = pa.DataFrameSchema(columns, unique=list(document["key"]), strict=True, ordered=True, name=DATA_FILE)
+    schema = pa.DataFrameSchema(columns, unique=list(document["key"]), strict=True, ordered=True, name=name)
     try:
         schema.validate(table, lazy=True)
         return []
@@ -349,32 +489,44 @@ def _schema_problems(table: pd.DataFrame, document: Mapping[str, Any]) -> list[s
     groups = [(f"key {'+'.join(document['key'])}", "must be unique", cases[repeated])] if repeated.any() else []
     groups += [(name, {"not_nullable": "must not be empty"}.get(str(check), str(check)), group)
                for (name, check), group in cases[~repeated].groupby(["column", "check"], sort=True, dropna=False)]
-    return [f"{name} {rule}: broken in {_lines(np.isin(rows, pd.to_numeric(group['index'], errors='coerce')))}"
-            for name, rule, group in groups]
+    return [f"{column} {rule}: broken in {_lines(np.isin(rows, pd.to_numeric(group['index'], errors='coerce')))}"
+            f" of {name}" for column, rule, group in groups]
 
 
-def _file_problems(out_dir: Path, listed: list[dict[str, Any]]) -> tuple[list[str], dict[str, bytes]]:
-    """Problems of the listed and unlisted files, and the content of each listed file present."""
-    problems, contents = [], {}
+def _file_problems(out_dir: Path, listed: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """Problems of the listed and unlisted files, and the SHA-256 of each listed file present (read in blocks)."""
+    problems, digests = [], {}
     for entry in listed:
-        name, path = entry["name"], out_dir / entry["name"]
-        if Path(name).name != name or name in (MANIFEST_FILE, "..", "."):
-            problems.append(f"{MANIFEST_FILE} lists {name!r}, which is not a plain file name of the package")
+        name = entry["name"]
+        path = out_dir / name
+        if not (Path(name).name == name or _DATA_NAME.fullmatch(name)) or name in (MANIFEST_FILE, "..", "."):
+            problems.append(f"{MANIFEST_FILE} lists {name!r}, which is not a file name of the package")
         elif not path.is_file():
             problems.append(f"{name} is listed in {MANIFEST_FILE} but missing")
         else:
-            contents[name] = content = path.read_bytes()
-            if len(content) != entry["bytes"]:
-                problems.append(f"{name} has {len(content)} bytes; {MANIFEST_FILE} says {entry['bytes']}")
-            if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+            digest, size = hashlib.sha256(), 0
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+                    size += len(block)
+            digests[name] = digest.hexdigest()
+            if size != entry["bytes"]:
+                problems.append(f"{name} has {size} bytes; {MANIFEST_FILE} says {entry['bytes']}")
+            if digests[name] != entry["sha256"]:
                 problems.append(f"{name} does not match its SHA-256 in {MANIFEST_FILE}")
-    expected = {entry["name"] for entry in listed} | {MANIFEST_FILE}
-    return problems + [f"{p.name} is in the package but not listed in {MANIFEST_FILE}"
-                       for p in sorted(out_dir.iterdir()) if p.name not in expected], contents
+    expected = {entry["name"] for entry in listed} | {MANIFEST_FILE, DATA_DIR}
+    present = [p.name for p in sorted(out_dir.iterdir())]
+    present += [f"{DATA_DIR}/{p.name}" for p in sorted((out_dir / DATA_DIR).iterdir())] if (out_dir / DATA_DIR).is_dir() else []
+    return problems + [f"{name} is in the package but not listed in {MANIFEST_FILE}"
+                       for name in present if name not in expected], digests
 
 
-def _replace_directory(out_dir: Path, files: Mapping[str, bytes]) -> None:
-    """Write ``files`` into a sibling temporary folder, rename it to ``out_dir``: never a mix of old and new files."""
+def _replace_directory(out_dir: Path, files: Mapping[str, bytes], *, linked: Mapping[str, Path]) -> None:
+    """Write ``files`` and link ``linked`` into a sibling temporary folder, rename it to ``out_dir``.
+
+    Never a mix of old and new files. A linked file is a hard link (no copy, no extra disk) where the file system
+    allows one, a copy otherwise.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise SubmissionError(f"{out_dir} exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +536,13 @@ def _replace_directory(out_dir: Path, files: Mapping[str, bytes]) -> None:
         os.chmod(staging, 0o755)
         for name, content in files.items():
             (staging / name).write_bytes(content)
+        for name, source in linked.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
         if out_dir.exists():
             os.replace(out_dir, retired)
         os.replace(staging, out_dir)

@@ -11,6 +11,7 @@ from typing import Any
 
 from records.suppression import SUPPRESSED, is_small
 from reports.figures import data_figures
+from reports.qi import FLAG_HIGH, FLAG_LOW
 
 
 def run_summary_markdown(manifest: Mapping[str, Any]) -> str:
@@ -50,3 +51,34 @@ def run_summary_markdown(manifest: Mapping[str, Any]) -> str:
 def _count(value: Any) -> str:
     return SUPPRESSED if isinstance(value, int) and is_small(value) else f"{value:,}" if isinstance(value, int) \
         else str(value)
+
+
+def run_summary_tables(manifest: Mapping[str, Any], qi_units: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """The key tables of a run for the Prefect UI: models, drift of the new batches, flagged QI units.
+
+    ``qi_units`` is the run's QI table (already suppressed); only units outside the 99.8% limits are listed.
+    """
+    models = manifest.get("models") or {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    tables["models"] = [{"outcome": name, "fitted": bool(info.get("fitted")), "version": info.get("version"),
+                         "champion": bool(info.get("champion"))}
+                        for name, info in (models.get("outcomes") or {}).items()] or [
+        {"outcome": "all", "fitted": False, "version": None, "champion": False,
+         "decision": models.get("reason", "not trained")}]
+    drift = models.get("drift") or {}
+    rows = [{"check": f"PSI {row['feature']}", "value": row["psi"], "band": row["band"],
+             "drifted": row["band"] == "major"} for row in drift.get("features", [])]
+    calibration = drift.get("calibration")
+    if calibration:
+        rows.insert(0, {"check": "calibration of the leakage champion", "value": calibration.get("reason", ""),
+                        "band": "drifted" if calibration.get("drifted") else "calibrated",
+                        "drifted": bool(calibration.get("drifted"))})
+    tables["drift"] = rows
+    flagged = []
+    if qi_units is not None and len(qi_units):
+        outside = qi_units[qi_units["flag"].isin([FLAG_HIGH, FLAG_LOW])]
+        flagged = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
+                   for row in outside[["unit_type", "unit_id", "outcome", "n", "observed", "expected", "oe_ratio",
+                                       "flag"]].astype(object).to_dict(orient="records")]
+    tables["qi_flags"] = flagged
+    return tables

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 
-import pandas as pd
+# One OpenMP/BLAS thread per process in the tests: on a 2-core machine that also runs the CLI's subprocesses and
+# Prefect's server, threads of HistGradientBoosting spinning against each other made fits many times slower. The
+# results do not depend on the thread count. Set before scikit-learn is imported; subprocesses inherit it.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import pandas as pd  # noqa: E402
 import pytest
 
-from records.readers import RawBatch
-from records.schema import LEVELS, PROCEDURES
+from records.readers import RawBatch  # noqa: E402
+from records.schema import LEVELS, PROCEDURES  # noqa: E402
 
 AS_OF_YEAR = 2026
 

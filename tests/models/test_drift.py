@@ -294,3 +294,10 @@ def test_drift_summary_rejects_bad_input():
         d.drift_summary([{"feature": "x", "psi": 0.3}], None)
     with pytest.raises(ValueError, match="calibration must have keys drifted, reason"):
         d.drift_summary(_FEATURES, {"oe_ratio": 1.0})
+
+
+def test_a_significant_but_small_miscalibration_is_not_drift():
+    # 60,000 rows detect odds 1.05 times too high (CI excludes 1), but 5% more events changes no decision
+    result = d.batch_calibration(*_batch(60_000, seed=15, odds_ratio=1.05))
+    assert result["oe_ratio"]["low"] > 1 and result["oe_ratio"]["estimate"] < 1 + d.OE_MARGIN
+    assert result["drifted"] is False and "not material" in result["reason"]

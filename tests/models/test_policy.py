@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
+from models.policy import RetrainInputs, RetrainPolicy, decide_retraining, events_needed
 
 TODAY = dt.date(2026, 11, 25)
 QUIET = RetrainInputs(asked=False, watermark=12, last_watermark=11, trained_on=dt.date(2026, 10, 1), today=TODAY,
@@ -45,3 +45,16 @@ def test_thresholds_come_from_the_policy():
     assert decide_retraining(replace(QUIET, trained_on=TODAY), policy=strict)[1].startswith("40 new leakage")
     with pytest.raises(ValueError, match="non-negative"):
         decide_retraining(QUIET, policy=RetrainPolicy(min_new_events=-1))
+
+
+def test_a_large_registry_retrains_on_a_fraction_of_its_training_events_not_on_the_floor():
+    trained_on_many = replace(QUIET, trained_events=500_000, new_events=5_000)
+    go, reason = decide_retraining(trained_on_many)
+    assert not go and "fewer than 100,000 new leakage events" in reason
+    go, reason = decide_retraining(replace(trained_on_many, new_events=100_000))
+    assert go and "retrains from 100,000" in reason
+    small = replace(QUIET, trained_events=200, new_events=100)
+    assert decide_retraining(small)[0]  # 20% of 200 is below the floor of 100: the floor decides
+    assert events_needed(small, RetrainPolicy()) == 100
+    with pytest.raises(ValueError):
+        decide_retraining(replace(QUIET, trained_events=-1))

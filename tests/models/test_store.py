@@ -295,3 +295,47 @@ def test_default_tripod_items_cover_the_key_items():
         assert items[key]
     items["1 Title"] = "changed"
     assert store.default_tripod_ai_items()["1 Title"] != "changed"  # a fresh copy each call
+
+
+def test_inside_a_run_the_champion_switch_waits_for_the_run_to_end(tmp_path, fitted):
+    """A run sees its new champion at once; the pointer file changes only when the run commits, and not at all
+    when it fails: a run that promotes one outcome and then dies leaves every champion as it was."""
+    from records.lock import workspace_lock
+
+    save(tmp_path, fitted["spline_logistic"])
+    store.set_champion(tmp_path, outcome="leakage_any", version="v0001", decision={"reason": "first"})
+    pointer = tmp_path / "models" / "leakage_any" / "champion.json"
+    before = pointer.read_bytes()
+    with pytest.raises(RuntimeError, match="killed"):
+        with workspace_lock(tmp_path, run_id="night-2"):
+            save(tmp_path, fitted["boosting"])
+            store.set_champion(tmp_path, outcome="leakage_any", version="v0002", decision={"reason": "better"})
+            assert store.champion(tmp_path, "leakage_any") == "v0002"
+            assert store.load_model(tmp_path, outcome="leakage_any").version == "v0002"
+            assert pointer.read_bytes() == before
+            raise RuntimeError("killed while training the next outcome")
+    assert pointer.read_bytes() == before and store.champion(tmp_path, "leakage_any") == "v0001"
+    assert store.load_model(tmp_path, outcome="leakage_any").version == "v0001"  # v0002 stored, harmless
+
+    with workspace_lock(tmp_path, run_id="night-3"):
+        store.set_champion(tmp_path, outcome="leakage_any", version="v0002", decision={"reason": "better"})
+        assert pointer.read_bytes() == before
+    assert store.champion(tmp_path, "leakage_any") == "v0002"
+    history = json.loads(pointer.read_text())["history"]
+    assert [h["version"] for h in history] == ["v0001"]
+
+
+def test_half_written_versions_of_killed_runs_are_removed_under_the_lock(tmp_path, fitted):
+    from records.lock import workspace_lock
+
+    save(tmp_path, fitted["spline_logistic"])
+    outcome_dir = tmp_path / "models" / "leakage_any"
+    leftover = outcome_dir / ".incomplete-deadbeef"
+    leftover.mkdir()
+    (leftover / "model.skops").write_bytes(b"half")
+    (outcome_dir / ".champion.json.0badc0de.tmp").write_text("{")
+    save(tmp_path, fitted["spline_logistic"])  # without the lock another run may be writing it: kept
+    assert leftover.is_dir()
+    with workspace_lock(tmp_path, run_id="r"):
+        assert save(tmp_path, fitted["spline_logistic"]).version == "v0003"
+    assert not [p.name for p in outcome_dir.iterdir() if p.name.startswith(".")]

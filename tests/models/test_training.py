@@ -178,5 +178,5 @@ def test_policy_keeps_champions_on_a_quiet_batch_and_retrains_when_it_drifts(tra
         assert "drifted" in decision.reason and "cement_volume_ml" in decision.reason
         assert "cement_volume_ml" in decision.drift["features_major"]
     else:
-        assert "fewer than 10000 new leakage events" in decision.reason
+        assert "fewer than 10,000 new leakage events" in decision.reason
         assert decision.drift["features_major"] == []

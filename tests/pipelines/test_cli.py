@@ -124,8 +124,11 @@ def test_run_as_a_prefect_flow_on_the_embedded_api(tmp_path):
 
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
         artifacts = db.execute("SELECT key, type, data FROM artifact").fetchall()
-    assert [(key, kind) for key, kind, _ in artifacts] == [("cementrisk-run-summary", "markdown")]
-    assert manifest["run_id"] in artifacts[0][2] and "<11" in artifacts[0][2]
+    kinds = {key: kind for key, kind, _ in artifacts}
+    assert kinds["cementrisk-run-summary"] == "markdown" and kinds["cementrisk-models"] == "table"
+    summary = next(data for key, _, data in artifacts if key == "cementrisk-run-summary")
+    assert manifest["run_id"] in summary and "<11" in summary
+    assert "cementrisk-drift-flag" not in kinds  # no drift: no flag
 
 
 def test_prefect_settings_keep_the_api_on_this_machine(tmp_path, monkeypatch):
@@ -205,3 +208,13 @@ def test_score_without_models_is_refused_with_exit_2(tmp_path):
                         "--workspace", str(tmp_path / "empty"))
     assert result.returncode == 2
     assert "no published model for leakage_any" in result.stderr
+
+
+def test_an_unreachable_database_exits_3_after_its_retries_and_registers_nothing(tmp_path):
+    workspace = tmp_path / "ws"
+    result = cementrisk("run", "--source", "postgresql+psycopg://postgres:secret@127.0.0.1:9/test",
+                        "--workspace", str(workspace), "--engine", "local")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "source unavailable" in result.stderr and "127.0.0.1" in result.stderr and "secret" not in result.stderr
+    assert "Traceback" not in result.stderr and not (workspace / "registry" / "state.json").exists()
+    assert _manifest(workspace)["status"] == "failed"

@@ -16,6 +16,7 @@ import pytest
 from pipelines.job import PLAIN, run_job
 from records.lock import LOCK_FILE, WorkspaceBusy, workspace_lock
 from records.manifest import STATUS_FAILED
+from records.schema import EXTRACT_BATCH, PROCEDURE_ID
 from records.synth import generate_registry, write_registry
 from reports.publish import PUBLISHED_FILE, published_run
 
@@ -78,23 +79,29 @@ def test_the_lock_is_reentrant_across_sequential_runs_and_rejects_bad_waits(tmp_
             pass
 
 
-def test_a_run_that_fails_while_reporting_leaves_the_previous_run_published(source, tmp_path):
+def test_a_run_that_fails_while_reporting_leaves_the_previous_run_and_the_registry_as_they_were(source, tmp_path):
+    registry = generate_registry(300, seed=3)
+    last = int(registry.procedures[EXTRACT_BATCH].max())
+    earlier = registry.procedures[registry.procedures[EXTRACT_BATCH] < last]
+    write_registry(replace(registry, procedures=earlier,
+                           levels=registry.levels[registry.levels[PROCEDURE_ID].isin(earlier[PROCEDURE_ID])]),
+                   tmp_path / "earlier")
     workspace = tmp_path / "ws"
-    run_job(source, workspace, run_id="good", train=False)
+    run_job(tmp_path / "earlier", workspace, run_id="good", train=False)
     assert published_run(workspace) == "good"
-    before = (workspace / PUBLISHED_FILE).read_bytes()
+    before = {name: (workspace / name).read_bytes() for name in (PUBLISHED_FILE, "registry/state.json")}
 
     def broken_reports(*args, **kwargs):
         raise OSError("disk full while writing report.html")
 
     with pytest.raises(OSError, match="disk full"):
         run_job(source, workspace, run_id="broken", train=False, steps=replace(PLAIN, reports=broken_reports))
-    assert (workspace / PUBLISHED_FILE).read_bytes() == before
+    assert {name: (workspace / name).read_bytes() for name in before} == before  # nothing of it was kept
     manifest = json.loads((workspace / "runs" / "broken" / "manifest.json").read_text())
     assert manifest["status"] == STATUS_FAILED and manifest["reason"].startswith("report: OSError")
 
-    run_job(source, workspace, run_id="next", train=False)
-    assert published_run(workspace) == "next"
+    outcome = run_job(source, workspace, run_id="next", train=False)
+    assert published_run(workspace) == "next" and outcome.manifest.batches_loaded == [last]
 
 
 def test_the_cli_says_the_workspace_is_busy_with_exit_2(source, tmp_path):

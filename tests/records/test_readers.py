@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import pickle
 import sqlite3
 import uuid
 from pathlib import Path
@@ -12,7 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from records.coerce import coerce_table
-from records.errors import ContractError, SourceError, SourceUnavailable
+from records.errors import (
+    ContractError,
+    InputError,
+    Retry,
+    SourceError,
+    SourceUnavailable,
+    retry_call,
+    retry_write,
+)
 from records.readers import describe_source, read_source
 from records.schema import LEVELS, PROCEDURES
 from records.validation import validate_batch
@@ -141,8 +151,65 @@ def test_postgresql_source(postgres_url):
 
 
 def test_unreachable_database_is_a_clear_unavailable_error():
-    with pytest.raises(SourceUnavailable, match="cannot reach database postgresql\\+psycopg://u:\\*\\*\\*@127.0.0.1:9"):
-        read_source("postgresql+psycopg://u:secret@127.0.0.1:9/none?connect_timeout=2")
+    masked = "cannot reach database postgresql\\+psycopg://u:\\*\\*\\*@127.0.0.1:9"
+    with pytest.raises(SourceUnavailable, match=masked) as caught:
+        read_source("postgresql+psycopg://u:secret@127.0.0.1:9/none?connect_timeout=2",
+                    retry=Retry(attempts=2, delays=(0.01,)))
+    message = str(caught.value)
+    assert "(host 127.0.0.1, port 9)" in message and "gave up after 2 attempts" in message
+    assert "attempts 1, 2: could not connect" in message and "secret" not in message
+    assert not isinstance(caught.value, InputError)  # not a bad input: the run fails, worth a retry
+
+
+def test_source_unavailable_survives_pickling_with_its_detail():
+    error = pickle.loads(pickle.dumps(SourceUnavailable("cannot reach database x: lost", detail="lost")))
+    assert str(error) == "cannot reach database x: lost" and error.detail == "lost"
+
+
+def test_retry_call_retries_only_what_it_is_told_and_waits_between_attempts():
+    waits, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise SourceUnavailable("down")
+        return "read"
+
+    assert retry_call(flaky, policy=Retry(attempts=3, delays=(1.0, 4.0)),
+                      retry_if=lambda e: isinstance(e, SourceUnavailable), sleep=waits.append) == "read"
+    assert waits == [1.0, 4.0]
+    calls.clear()
+    with pytest.raises(SourceError):
+        retry_call(lambda: calls.append(1) or (_ for _ in ()).throw(SourceError("bad input")),
+                   policy=Retry(attempts=3, delays=(0.0,)), retry_if=lambda e: isinstance(e, SourceUnavailable),
+                   sleep=waits.append)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="attempts"):
+        Retry(attempts=0)
+    assert Retry(attempts=4, delays=(1.0, 2.0)).describe() == "4 attempts (waiting 1 s, 2 s, 2 s)"
+
+
+def test_file_writes_retry_transient_errors_only():
+    waits, calls = [], []
+
+    def busy_then_ok():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EAGAIN, "resource temporarily unavailable")
+        return "written"
+
+    assert retry_write(busy_then_ok, sleep=waits.append) == "written" and len(waits) == 1
+    for error in (OSError(errno.ENOSPC, "no space left on device"), PermissionError(errno.EACCES, "denied"),
+                  TypeError("a programming error")):
+        calls.clear()
+
+        def fails(error=error):
+            calls.append(1)
+            raise error
+
+        with pytest.raises(type(error)):
+            retry_write(fails, sleep=waits.append)
+        assert len(calls) == 1
 
 
 def test_password_is_masked_in_descriptions():

@@ -149,3 +149,89 @@ def test_refused_runs_write_their_manifest_and_nothing_else(tmp_path, damage, er
     if damage != "missing":
         assert manifest["tables"]["procedures"]["rows_refused"] == 3
     assert not (workspace / "registry").exists() and not (workspace / "quarantine").exists()
+
+
+def test_quarantine_of_a_run_killed_before_it_recorded_its_batches_is_not_counted_twice(tmp_path):
+    """A run that wrote its quarantine files and died before state.json: the rerun quarantines the same rows
+    again in its own file; each row is read once, and recorded files are never removed."""
+    from records.ingest import check_batch, load_batch
+    from records.registry import write_quarantine
+
+    workspace = tmp_path / "ws"
+    run_ingest(_two_batches(tmp_path / "night1", bad_level=True), workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
+    first = len(read_quarantine(workspace, LEVELS))
+    source = _write(tmp_path / "night2", _bad(make_batch(3, batch=3, start=200)))
+    dead = check_batch(load_batch(source), workspace=workspace, as_of_year=AS_OF_YEAR)
+    orphans = write_quarantine(workspace, dead, run_id="killed")  # ... and the run is killed here
+    assert orphans and all((workspace / f).is_file() for f in orphans)
+    assert len(read_quarantine(workspace, LEVELS)) == first
+
+    run_ingest(source, workspace, run_id="rerun", as_of_year=AS_OF_YEAR)
+    quarantine = read_quarantine(workspace, LEVELS)
+    assert len(quarantine) == first + len(dead.levels.quarantined) == 4
+    assert set(quarantine["run_id"]) == {"night-1", "rerun"}
+    assert not quarantine.duplicated(subset=["procedure_id", "vertebra"]).any()
+    state = json.loads((registry_root(workspace) / "state.json").read_text())
+    assert len(state["quarantine"]) == 4 and not any("killed" in f for f in state["quarantine"])
+    assert all((workspace / f).is_file() for f in state["quarantine"])
+
+
+def test_a_state_written_before_quarantine_was_recorded_reads_every_file_and_records_them(tmp_path):
+    workspace = tmp_path / "ws"
+    run_ingest(_two_batches(tmp_path / "night1", bad_level=True), workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
+    path = registry_root(workspace) / "state.json"
+    legacy = json.loads(path.read_text())
+    recorded = legacy.pop("quarantine")
+    path.write_text(json.dumps(legacy))
+    assert load_state(workspace).quarantine is None
+    assert len(read_quarantine(workspace, LEVELS)) == 2
+    run_ingest(_write(tmp_path / "night2", make_batch(2, batch=3, start=300)), workspace, as_of_year=AS_OF_YEAR)
+    assert sorted(load_state(workspace).quarantine) == sorted(recorded)
+    assert len(read_quarantine(workspace, LEVELS)) == 2
+
+
+def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_path):
+    from records.lock import workspace_lock
+
+    workspace = tmp_path / "ws"
+    run_ingest(_write(tmp_path / "night1", make_batch(3, batch=1)), workspace, as_of_year=AS_OF_YEAR)
+    state_before = (registry_root(workspace) / "state.json").read_bytes()
+    with pytest.raises(RuntimeError, match="models failed"):
+        with workspace_lock(workspace, run_id="night-2"):
+            run_ingest(_write(tmp_path / "night2", _bad(make_batch(2, batch=2, start=50))), workspace,
+                       run_id="night-2", as_of_year=AS_OF_YEAR)
+            assert load_state(workspace).watermark == 2  # the run itself sees what it registered
+            assert len(read_registry_table(workspace, PROCEDURES)) == 4
+            raise RuntimeError("models failed")
+    assert (registry_root(workspace) / "state.json").read_bytes() == state_before
+    assert load_state(workspace).watermark == 1 and len(read_registry_table(workspace, PROCEDURES)) == 3
+    assert read_quarantine(workspace, LEVELS).empty and not (workspace / "quarantine").exists()
+
+
+def test_transient_write_errors_of_a_partition_are_retried(tmp_path, monkeypatch):
+    import errno
+
+    import records.errors as errors
+    from records.errors import Retry
+
+    monkeypatch.setattr(errors, "WRITE_RETRY", Retry(attempts=3, delays=(0.0,)))
+    real = pq.write_table
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "input/output error on the share")
+        return real(*args, **kwargs)
+
+    source = _write(tmp_path / "night1", make_batch(3, batch=1))
+    monkeypatch.setattr(pq, "write_table", flaky)
+    workspace = tmp_path / "ws"
+    run_ingest(source, workspace, as_of_year=AS_OF_YEAR)
+    assert len(read_registry_table(workspace, PROCEDURES)) == 3 and len(calls) >= 3
+
+
+def _bad(batch):
+    """The batch with its first level's cement volume out of range (its procedure is quarantined)."""
+    batch.levels.loc[0, "cement_volume_ml"] = 40.0
+    return batch

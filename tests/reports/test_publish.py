@@ -149,8 +149,10 @@ def test_submission_is_valid_and_the_same_night_reproduces_it(published, tmp_pat
     assert sub["model_versions"]["leakage_any"] == "v0001"
     again = publish_reports(workspace, run_id="run-2", manifest=_as_dict(manifest))
     second = Path(again.report).parent
-    for path in sorted((run_dir / SUBMISSION_DIR).iterdir()):
-        assert path.read_bytes() == (second / SUBMISSION_DIR / path.name).read_bytes(), path.name
+    files = sorted(p.relative_to(run_dir / SUBMISSION_DIR) for p in (run_dir / SUBMISSION_DIR).rglob("*") if p.is_file())
+    assert any(f.parts[0] == "data" for f in files)
+    for name in files:
+        assert (run_dir / SUBMISSION_DIR / name).read_bytes() == (second / SUBMISSION_DIR / name).read_bytes(), name
     assert (run_dir / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
     assert (run_dir / QI_UNITS_FILE).read_bytes() == (second / QI_UNITS_FILE).read_bytes()
     shutil.rmtree(second)

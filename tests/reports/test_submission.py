@@ -1,9 +1,11 @@
-"""The registry submission package: written from a slice of the sample, re-checked, tampered with, withheld."""
+"""The registry submission package: written from a slice of the sample, re-checked, tampered with, withheld,
+assembled from kept per-batch files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +16,10 @@ import pytest
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from records.schema import (BMI, CEMENT_VOLUME_ML, DIABETES, EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURE_YEAR,
                             PROCEDURES, SEX, VERTEBRA, VERTEBRAE)
-from reports.submission import (DATA_FILE, DICTIONARY_CSV, DICTIONARY_MD, KEY, MANIFEST_FILE, PACKAGE_FILES,
+from reports.submission import (DATA_DIR, DICTIONARY_CSV, DICTIONARY_MD, KEY, MANIFEST_FILE, PACKAGE_FILES,
                                 RISK_COLUMNS, RISK_DECIMALS, SCHEMA_FILE, SubmissionError, SubmissionWithheld,
-                                validate_submission, write_submission)
+                                assemble_submission, data_file_name, render_part, validate_submission,
+                                write_submission)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 SLICE_PROCEDURES = 2_000
@@ -63,17 +66,37 @@ def write(out_dir: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *, infe
 def package(sample, tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("package") / "submission"
     write(out_dir, *sample)
+    SAMPLE_PACKAGE[:] = [out_dir]
     return out_dir
 
 
+def data_files(out_dir: Path) -> list[Path]:
+    """The package's data files in batch order."""
+    return sorted((out_dir / DATA_DIR).glob("*.csv"), key=lambda p: int(p.stem.split("=")[1]))
+
+
 def read_data(out_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(out_dir / DATA_FILE, dtype=str, keep_default_na=False)
+    """The whole table: the data files concatenated in batch order."""
+    return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in data_files(out_dir)],
+                     ignore_index=True)
+
+
+def first_file(out_dir: Path) -> Path:
+    return data_files(out_dir)[0]
+
+
+def copy_package(package: Path, to: Path) -> Path:
+    """A copy with its own inodes (the tampering must not reach the package's hard links)."""
+    shutil.copytree(package, to, copy_function=shutil.copyfile)
+    return to
 
 
 def test_sample_package_is_valid_and_counts_match_the_inputs(sample, package):
     procedures, levels = sample
     assert validate_submission(package) == []
-    assert sorted(p.name for p in package.iterdir()) == sorted([*PACKAGE_FILES, MANIFEST_FILE])
+    assert sorted(p.name for p in package.iterdir()) == sorted([*PACKAGE_FILES, MANIFEST_FILE, DATA_DIR])
+    batches = sorted(procedures[EXTRACT_BATCH].unique())
+    assert [f.relative_to(package).as_posix() for f in data_files(package)] == [data_file_name(b) for b in batches]
     manifest = json.loads((package / MANIFEST_FILE).read_text())
     assert manifest["code_version"] == CODE_VERSION and manifest["model_versions"] == versions()
     assert manifest["rows"] == {LEVELS.name: len(levels), PROCEDURES.name: len(procedures)}
@@ -87,11 +110,14 @@ def test_sample_package_is_valid_and_counts_match_the_inputs(sample, package):
     assert len(data) == len(levels) and data[PROCEDURE_ID].nunique() == len(procedures)
 
 
-def test_rows_are_sorted_by_procedure_then_anatomical_vertebra(package):
+def test_each_file_holds_its_batch_sorted_by_procedure_then_anatomical_vertebra(package):
+    for path in data_files(package):
+        data = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert list(data.columns[:2]) == list(KEY)
+        assert set(data[EXTRACT_BATCH]) == {path.stem.split("=")[1]}
+        order = data.assign(rank=data[VERTEBRA].map(VERTEBRAE.index)).sort_values([PROCEDURE_ID, "rank"])
+        assert order.index.tolist() == list(range(len(data)))
     data = read_data(package)
-    assert list(data.columns[:2]) == list(KEY)
-    order = data.assign(rank=data[VERTEBRA].map(VERTEBRAE.index)).sort_values([PROCEDURE_ID, "rank"])
-    assert order.index.tolist() == list(range(len(data)))
     assert (data[VERTEBRA] == "l1").any() and (data[VERTEBRA] == "t12").any()
 
 
@@ -110,12 +136,13 @@ def test_same_inputs_give_byte_identical_packages_whatever_the_row_order(sample,
     level_risks, procedure_risks = fake_risks(procedures, levels)
     write(tmp_path / "again", procedures.iloc[::-1], shuffled_levels,
           level_risks=level_risks.sample(frac=1.0, random_state=5), procedure_risks=procedure_risks)
-    for name in [*PACKAGE_FILES, MANIFEST_FILE]:
+    names = [*PACKAGE_FILES, MANIFEST_FILE, *(f.relative_to(package) for f in data_files(package))]
+    for name in names:
         assert (tmp_path / "again" / name).read_bytes() == (package / name).read_bytes(), name
 
 
 def test_text_format_is_fixed(package):
-    raw = (package / DATA_FILE).read_bytes()
+    raw = first_file(package).read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf") and b"\r" not in raw and raw.endswith(b"\n")
     data = read_data(package)
     schema = json.loads((package / SCHEMA_FILE).read_text())
@@ -163,17 +190,19 @@ def reseal(out_dir: Path) -> None:
 
 
 def edit_data(edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """Edit the first data file and reseal the manifest."""
     def tamper(out_dir: Path) -> None:
-        data = edit(read_data(out_dir))
-        (out_dir / DATA_FILE).write_bytes(data.to_csv(index=False, lineterminator="\n").encode())
+        path = first_file(out_dir)
+        data = edit(pd.read_csv(path, dtype=str, keep_default_na=False))
+        path.write_bytes(data.to_csv(index=False, lineterminator="\n").encode())
         reseal(out_dir)
     return tamper
 
 
 def flip_byte(out_dir: Path) -> None:
-    raw = bytearray((out_dir / DATA_FILE).read_bytes())
+    raw = bytearray(first_file(out_dir).read_bytes())
     raw[-3] = ord("7") if raw[-3] != ord("7") else ord("3")
-    (out_dir / DATA_FILE).write_bytes(bytes(raw))
+    first_file(out_dir).write_bytes(bytes(raw))
 
 
 def set_cell(column: str, value: str, row: int = 0) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -184,7 +213,7 @@ def set_cell(column: str, value: str, row: int = 0) -> Callable[[pd.DataFrame], 
 
 
 TAMPERING = {
-    "a changed byte": (flip_byte, f"{DATA_FILE} does not match its SHA-256"),
+    "a changed byte": (flip_byte, f"{data_file_name(1)} does not match its SHA-256"),
     "a removed file": (lambda d: (d / DICTIONARY_MD).unlink(),
                        f"{DICTIONARY_MD} is listed in {MANIFEST_FILE} but missing"),
     "an extra file": (lambda d: (d / "notes.txt").write_text("x"), "notes.txt is in the package but not listed"),
@@ -199,25 +228,28 @@ TAMPERING = {
     "a number out of format": (edit_data(set_cell(BMI, "24.5")), f"{BMI} must be written as number"),
     "a dropped column": (edit_data(lambda data: data.drop(columns=[DIABETES])), f"absent: ['{DIABETES}']"),
     "a missing manifest": (lambda d: (d / MANIFEST_FILE).unlink(), f"{MANIFEST_FILE} is missing"),
+    "a removed data file": (lambda d: first_file(d).unlink(), f"{data_file_name(1)} is listed in {MANIFEST_FILE} but"),
+    "an extra data file": (lambda d: (d / DATA_DIR / "extract_batch=77.csv").write_text("x"),
+                           f"{DATA_DIR}/extract_batch=77.csv is in the package but not listed"),
+    "rows of another batch": (edit_data(set_cell(EXTRACT_BATCH, "2")),
+                              f"{data_file_name(1)} must hold the rows of its own {EXTRACT_BATCH} only"),
+    "a key repeated across files": (edit_data(lambda data: pd.concat([data, pd.read_csv(
+        SAMPLE_PACKAGE[0] / data_file_name(2), dtype=str, keep_default_na=False).iloc[[0]].assign(
+            **{EXTRACT_BATCH: "1"})], ignore_index=True)), "must be unique across data files: 2 rows repeat"),
 }
+SAMPLE_PACKAGE: list[Path] = []  # filled by the package fixture: the package the tampering reads from
 
 
 @pytest.mark.parametrize("tamper, expected", TAMPERING.values(), ids=TAMPERING.keys())
 def test_tampering_is_reported(package, tmp_path, tamper, expected):
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for path in package.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
+    copy = copy_package(package, tmp_path / "copy")
     tamper(copy)
     problems = validate_submission(copy)
     assert any(expected in p for p in problems), problems
 
 
 def test_a_duplicate_key_also_breaks_the_row_count(package, tmp_path):
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for path in package.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
+    copy = copy_package(package, tmp_path / "copy")
     edit_data(lambda data: pd.concat([data, data.iloc[[0]]], ignore_index=True))(copy)
     assert any(p.startswith(f"manifest rows {LEVELS.name}") for p in validate_submission(copy))
 
@@ -276,3 +308,63 @@ def test_bad_inputs_are_refused_and_nothing_is_written(sample, tmp_path, make, m
     with pytest.raises(SubmissionError, match=message):
         write(tmp_path / "out", arguments.pop("procedures"), arguments.pop("levels"), **arguments)
     assert not (tmp_path / "out").exists()
+
+
+# --- assembly from kept files (the nightly path) ----------------------------------------------------------
+def render_batches(sample, tmp_path: Path) -> list[tuple[Path, object]]:
+    procedures, levels = sample
+    level_risks, procedure_risks = fake_risks(procedures, levels)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    parts = []
+    for batch, rows in procedures.groupby(EXTRACT_BATCH, sort=True):
+        ids = rows[PROCEDURE_ID]
+        content, part = render_part(procedures=rows, levels=levels[levels[PROCEDURE_ID].isin(ids)],
+                                    level_risks=level_risks[level_risks[PROCEDURE_ID].isin(ids)],
+                                    procedure_risks=procedure_risks[procedure_risks[PROCEDURE_ID].isin(ids)],
+                                    model_versions=versions())
+        path = kept / f"{batch}.csv"
+        path.write_bytes(content)
+        parts.append((path, part))
+    return parts
+
+
+def test_assembled_package_links_the_kept_files_and_equals_the_whole_write(sample, package, tmp_path):
+    parts = render_batches(sample, tmp_path)
+    out = tmp_path / "assembled"
+    assemble_submission(out, parts=parts, model_versions=versions(), code_version=CODE_VERSION, watermark=WATERMARK)
+    assert validate_submission(out) == []
+    for path, part in parts:
+        assert (out / part.name).stat().st_ino == path.stat().st_ino  # a hard link: no copy, no extra disk
+        assert (out / part.name).read_bytes() == (package / part.name).read_bytes()
+    assert (out / MANIFEST_FILE).read_bytes() == (package / MANIFEST_FILE).read_bytes()
+    assert sum(p.levels for _, p in parts) == len(sample[1])
+
+
+def test_checked_files_are_not_parsed_again_but_still_hashed(sample, tmp_path):
+    parts = render_batches(sample, tmp_path)
+    out = tmp_path / "assembled"
+    assemble_submission(out, parts=parts, model_versions=versions(), code_version=CODE_VERSION, watermark=WATERMARK)
+    checked = {part.name: part.sha256 for _, part in parts[:-1]}
+    assert validate_submission(out, checked=checked) == []
+    broken = copy_package(out, tmp_path / "broken")
+    flip_byte(broken)  # a kept file changed on disk: its hash no longer matches, so it is parsed and reported
+    problems = validate_submission(broken, checked=checked)
+    assert any(f"{data_file_name(1)} does not match its SHA-256" in p for p in problems), problems
+
+
+def test_a_kept_file_that_is_not_the_rendered_one_is_refused(sample, tmp_path):
+    parts = render_batches(sample, tmp_path)
+    parts[0][0].write_bytes(parts[0][0].read_bytes() + b"x")
+    with pytest.raises(SubmissionError, match="is not the file that was rendered"):
+        assemble_submission(tmp_path / "out", parts=parts, model_versions=versions(), code_version=CODE_VERSION,
+                            watermark=WATERMARK)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_part_holds_one_batch(sample):
+    procedures, levels = sample
+    level_risks, procedure_risks = fake_risks(procedures, levels)
+    with pytest.raises(SubmissionError, match="exactly one extract_batch"):
+        render_part(procedures=procedures, levels=levels, level_risks=level_risks, procedure_risks=procedure_risks,
+                    model_versions=versions())

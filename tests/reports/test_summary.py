@@ -42,3 +42,26 @@ def test_a_refused_run_says_why():
     text = run_summary_markdown(refused)
     assert "refused" in text.splitlines()[0] and "**Reason:** identifier column found" in text
     assert "Report" not in text
+
+
+def test_the_key_tables_hold_models_drift_and_only_flagged_units():
+    import pandas as pd
+
+    from reports.summary import run_summary_tables
+
+    manifest = {**MANIFEST, "models": {**MANIFEST["models"], "drift": {
+        "drifted": True, "reasons": ["PSI of cement_volume_ml is 0.31"],
+        "features": [{"feature": "cement_volume_ml", "kind": "numeric", "psi": 0.31, "band": "major"},
+                     {"feature": "age_years", "kind": "numeric", "psi": 0.02, "band": "stable"}],
+        "calibration": {"drifted": False, "reason": "observed/expected ratio 1.010 includes 1"}}}}
+    qi_units = pd.DataFrame({"unit_type": ["site", "site", "operator"], "unit_id": ["S1", "S2", "O9"],
+                             "outcome": "leakage_any", "n": [400, 500, "<11"], "observed": [90, 80, "<11"],
+                             "expected": [60.0, 81.0, 3.1], "oe_ratio": [1.5, 0.99, None],
+                             "flag": ["high", "", ""]})
+    tables = run_summary_tables(manifest, qi_units)
+    assert [row["outcome"] for row in tables["models"]] == ["leakage_any", "infection_90d"]
+    assert tables["drift"][0]["check"] == "calibration of the leakage champion"
+    assert [(row["check"], row["drifted"]) for row in tables["drift"][1:]] == [
+        ("PSI cement_volume_ml", True), ("PSI age_years", False)]
+    assert [row["unit_id"] for row in tables["qi_flags"]] == ["S1"] and tables["qi_flags"][0]["flag"] == "high"
+    assert run_summary_tables({**MANIFEST, "models": {}})["models"][0]["fitted"] is False
