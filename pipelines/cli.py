@@ -245,9 +245,9 @@ def serve(
                     "for a busy workspace")
                 say(f"  in the UI: {ui}/deployments/deployment/{deployment_id}")
                 say(f"  run it now: PREFECT_API_URL={api} prefect deployment run '{nightly.FULL_NAME}'")
-                say("serving until stopped (Ctrl-C or SIGTERM) ...")
 
-            nightly.serve_nightly(parameters, cron=cron, timezone=timezone, on_registered=announce)
+            nightly.serve_nightly(parameters, cron=cron, timezone=timezone, on_registered=announce,
+                                  on_serving=lambda: say("serving until stopped (Ctrl-C or SIGTERM) ..."))
     except KeyboardInterrupt:
         pass
     except InputError as error:
@@ -260,6 +260,7 @@ def serve(
         errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}")
         raise typer.Exit(EXIT_INTERNAL) from None
     console.print("stopped" + (": the schedule is paused until serve runs again" if registered else ""))
+    nightly.ignore_late_signals()
 
 
 def _configure_prefect(workspace: Path) -> None:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -340,18 +341,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def ignore_late_signals() -> None:
+    """Once serve has stopped and cleaned up, a late SIGINT or SIGTERM must not turn the clean stop into a
+    death by signal: Python resets its handlers to the defaults while it shuts down, and a signal in that
+    window kills the process without a word. Ignored handlers survive the shutdown."""
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 # ---------------------------------------------------------------------------------------------- serve
 
 
 def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
-                  on_registered: Callable[[str], None] | None = None, limit: int = 1) -> None:
+                  on_registered: Callable[[str], None] | None = None,
+                  on_serving: Callable[[], None] | None = None, limit: int = 1) -> None:
     """Register ``cementrisk-run/nightly`` on the cron schedule and serve it until stopped.
 
     Call only after :func:`pipelines.prefect_env.configure_prefect` and with ``PREFECT_API_URL`` set:
-    this imports Prefect. ``on_registered`` gets the deployment id once the API has it. At most
-    ``limit`` runs execute at once (a run due while one is running waits in the queue); a run that
-    finds the workspace locked by another process waits ``lock_wait_seconds`` for it. On SIGTERM or
-    Ctrl-C the runner stops and pauses the schedule, and this returns.
+    this imports Prefect. ``on_registered`` gets the deployment id once the API has it; ``on_serving`` is
+    called (from a helper thread) once the runner has started, which is when a SIGTERM becomes a graceful
+    stop that pauses the schedule. At most ``limit`` runs execute at once (a run due while one is running
+    waits in the queue); a run that finds the workspace locked by another process waits
+    ``lock_wait_seconds`` for it. On SIGTERM or Ctrl-C the runner stops and pauses the schedule, and this
+    returns.
     """
     from prefect.deployments.runner import EntrypointType
     from prefect.exceptions import TerminationSignal
@@ -368,7 +382,25 @@ def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
     deployment_id = runner.add_deployment(deployment)
     if on_registered is not None:
         on_registered(str(deployment_id))
+    finished = threading.Event()
+    if on_serving is not None:
+        threading.Thread(target=_when_started, args=(runner, finished, on_serving), daemon=True,
+                         name="cementrisk-serving").start()
     try:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
         pass
+    except SystemExit as stop:
+        # Prefect's SIGTERM handler exits when the signal lands while the runner is still starting
+        if stop.code not in (0, None):
+            raise
+    finally:
+        finished.set()
+
+
+def _when_started(runner: Any, finished: threading.Event, then: Callable[[], None]) -> None:
+    """Call ``then`` once ``runner.started`` is true, unless serving ends first."""
+    while not finished.wait(0.05):
+        if getattr(runner, "started", False):
+            then()
+            return

@@ -371,3 +371,14 @@ def test_serve_without_an_api_url_runs_its_own_loopback_server_and_stops_it(smal
         _show(log, workspace / ".prefect" / "server.log")
         if server_pid is not None and _alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_signal_after_serve_has_stopped_does_not_kill_it_during_shutdown():
+    # Python resets its signal handlers while it shuts down; a SIGINT then used to end a clean stop as -2
+    code = ("import os, signal, time; from pipelines.serve import ignore_late_signals; ignore_late_signals(); "
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    unprotected = subprocess.run([sys.executable, "-c", code.replace("ignore_late_signals(); ", "")], cwd=REPO,
+                                 capture_output=True, timeout=60)
+    assert unprotected.returncode != 0
