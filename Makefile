@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/cementrisk run --source data/sample --workspace workspace
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

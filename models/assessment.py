@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from models import metrics as m
+from models.fanout import Mapper, sequential
 from records.suppression import SUPPRESSED, suppress_table
 
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
@@ -78,7 +79,7 @@ def _withhold(table: pd.DataFrame, counts: list[str], *, key: str = "group") -> 
 
 def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, groups: np.ndarray,
            subgroups: dict[str, np.ndarray], n_boot: int, seed: int,
-           thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, object]:
+           thresholds: Sequence[float] = DEFAULT_THRESHOLDS, mapper: Mapper = sequential) -> dict[str, object]:
     """Every validation figure of one model, JSON-ready and stable (rounded, ordered).
 
     Parameters
@@ -93,8 +94,10 @@ def assess(y: np.ndarray, p_validated: np.ndarray, *, p_apparent: np.ndarray, gr
         Procedure id per row: the bootstrap resamples procedures.
     subgroups
         Dimension name -> label per row (site, etiology, imaging modality, year).
+    mapper
+        Where the bootstrap replicates run (:mod:`models.fanout`); any mapper gives the same figures.
     """
-    performance = m.summarise_performance(y, p_validated, n_boot=n_boot, seed=seed, groups=groups)
+    performance = m.summarise_performance(y, p_validated, n_boot=n_boot, seed=seed, groups=groups, mapper=mapper)
     apparent = apparent_metrics(y, p_apparent)
     optimism = {k: _r(apparent[k] - performance[k]["estimate"]) for k in apparent
                 if apparent[k] is not None and isinstance(performance.get(k), dict)

@@ -24,3 +24,12 @@ class Mapper(Protocol):
 def sequential(fn: Callable[..., R], items: Sequence[Any], shared: tuple[Any, ...] = ()) -> list[R]:
     """Run every piece here, one after the other."""
     return [fn(item, *shared) for item in items]
+
+
+PIECES = 8
+"""Pieces a cheap, even workload (bootstrap replicates) is cut into when it leaves the process."""
+
+
+def pieces_for(mapper: Mapper, items: int, *, most: int = PIECES) -> int:
+    """How many pieces to cut ``items`` equal pieces of work into: one for :func:`sequential` (no overhead)."""
+    return 1 if mapper is sequential else max(1, min(int(items), most))

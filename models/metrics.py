@@ -19,6 +19,8 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import expit, logit
 
+from models.fanout import Mapper, pieces_for, sequential
+
 EPS = 1e-15  # predicted risks are clipped to [EPS, 1 - EPS] before log() and logit()
 HARRELL_KNOT_QUANTILES: dict[int, tuple[float, ...]] = {  # Harrell, RMS 2nd ed. (2015), Table 2.3
     3: (0.10, 0.50, 0.90),
@@ -557,11 +559,46 @@ def _replicate_weights(n: int, groups: ArrayLike | None, *, n_boot: int, seed: i
     A resample of m units is ``m`` draws of ``rng.integers(0, m)``; their counts (a multinomial draw) are
     the weights, O(n) per replicate; a row's weight is its cluster's count.
     """
+    codes, units, blocks = _replicate_blocks(n, groups, n_boot=n_boot, seed=seed, pieces=1)
+    return _block_weights(blocks[0], codes, units)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """``size`` consecutive bootstrap replicates, drawn from a generator in ``state`` (PCG64)."""
+
+    size: int
+    state: dict
+
+
+def _replicate_blocks(n: int, groups: ArrayLike | None, *, n_boot: int, seed: int,
+                      pieces: int) -> tuple[np.ndarray | None, int, list[_Block]]:
+    """The replicates of :func:`_replicate_weights` cut into ``pieces`` blocks that can be drawn anywhere.
+
+    One generator draws every replicate in turn; a block carries the generator's state at its first
+    replicate, so drawing the blocks apart gives exactly the resamples of one pass (the state is recorded by
+    drawing through the earlier blocks once here). Returns the row -> cluster codes (None: rows), the number
+    of units resampled and the blocks.
+    """
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer; got {n_boot!r}")
     codes, units = (None, n) if groups is None else _check_groups(groups, n)
+    sizes = np.diff(np.linspace(0, n_boot, min(max(int(pieces), 1), int(n_boot)) + 1).round().astype(np.int64))
     rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
+    blocks = []
+    for i, size in enumerate(sizes):
+        blocks.append(_Block(int(size), rng.bit_generator.state))
+        if i + 1 < len(sizes):
+            for _ in range(size):
+                rng.integers(0, units, units)
+    return codes, units, blocks
+
+
+def _block_weights(block: _Block, codes: np.ndarray | None, units: int) -> Iterator[np.ndarray]:
+    bits = np.random.PCG64()
+    bits.state = block.state
+    rng = np.random.Generator(bits)
+    for _ in range(block.size):
         counts = np.bincount(rng.integers(0, units, units), minlength=units).astype(np.float64)
         yield counts if codes is None else counts[codes]
 
@@ -660,7 +697,7 @@ class _Summary:
 
 
 def summarise_performance(y: ArrayLike, p: ArrayLike, *, n_boot: int, seed: int, groups: ArrayLike | None = None,
-                          level: float = 0.95) -> dict[str, dict[str, float | int | None]]:
+                          level: float = 0.95, mapper: Mapper = sequential) -> dict[str, dict[str, float | int | None]]:
     """Every validation metric with its percentile bootstrap interval, JSON-ready and stable.
 
     The metrics of :func:`auroc`, :func:`brier_score`, :func:`scaled_brier_score`, :func:`log_loss`,
@@ -672,7 +709,9 @@ def summarise_performance(y: ArrayLike, p: ArrayLike, *, n_boot: int, seed: int,
 
     Replicates are the resamples of :func:`bootstrap_intervals` with the same ``seed`` and ``groups``
     (identical intervals), computed as frequency weights on the table of distinct risks: O(n) per
-    replicate plus the logistic fits, instead of a sort of every resample.
+    replicate plus the logistic fits, instead of a sort of every resample. With a ``mapper`` other than
+    :func:`models.fanout.sequential` the replicates go out in blocks (:func:`models.fanout.pieces_for`),
+    each drawn from the generator's state at its start: the same resamples, so the same intervals.
 
     Raises
     ------
@@ -683,10 +722,12 @@ def summarise_performance(y: ArrayLike, p: ArrayLike, *, n_boot: int, seed: int,
     _check_level(level)
     table, codes = _risk_table(y01, risk)
     estimate = _summary_of(table)
+    clusters_of, units, blocks = _replicate_blocks(len(risk), groups, n_boot=n_boot, seed=seed,
+                                                   pieces=pieces_for(mapper, n_boot))
     replicates: dict[str, list[float]] = {name: [] for name in _SUMMARY}
-    for weights in _replicate_weights(len(risk), groups, n_boot=n_boot, seed=seed):
-        for name, value in _summary_of(table.reweighted(codes, y01, weights), start=estimate).values.items():
-            replicates[name].append(value)
+    for block in mapper(_summary_block, blocks, shared=(table, codes, y01, estimate, clusters_of, units)):
+        for name in _SUMMARY:
+            replicates[name].extend(block[name])
     out: dict[str, dict[str, float | int | None]] = {}
     for name in _SUMMARY:
         value, low, high = _interval(estimate.values[name], replicates[name], level)
@@ -697,6 +738,16 @@ def summarise_performance(y: ArrayLike, p: ArrayLike, *, n_boot: int, seed: int,
     out["bootstrap"] = {"replicates": int(n_boot), "level": level,
                         "defined": min(int(np.isfinite(v).sum()) for v in replicates.values())}
     return out
+
+
+def _summary_block(block: _Block, table: _RiskTable, codes: np.ndarray, y01: np.ndarray, estimate: _Summary,
+                   clusters_of: np.ndarray | None, units: int) -> dict[str, list[float]]:
+    """Every summary metric of each replicate of one block (a piece of work for a mapper)."""
+    values: dict[str, list[float]] = {name: [] for name in _SUMMARY}
+    for weights in _block_weights(block, clusters_of, units):
+        for name, value in _summary_of(table.reweighted(codes, y01, weights), start=estimate).values.items():
+            values[name].append(value)
+    return values
 
 
 def _rounded(value: float) -> float | None:

@@ -132,7 +132,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
     if spec.unit == "level":
         subgroups["imaging"] = rows[d.IMAGING].to_numpy()
     validation = assess(y, dev.validated, p_apparent=apparent, groups=groups, subgroups=subgroups,
-                        n_boot=config.n_boot, seed=config.seed)
+                        n_boot=config.n_boot, seed=config.seed, mapper=mapper)
     metrics = base | {
         "status": "fitted",
         "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),

@@ -35,6 +35,8 @@ def fit_outcome(outcome: str, frames_dir: str, config: TrainingConfig, workspace
 def on_cluster(fn: Callable[..., Any], items: Sequence[Any], shared: tuple[Any, ...] = ()) -> list[Any]:
     """A :class:`models.fanout.Mapper` for code already running on a worker: the shared inputs are sent once."""
     with worker_client() as client:  # leaves the worker's thread free while it waits for the pieces
-        scattered = client.scatter(list(shared), broadcast=True) if shared else []
+        # hash=False: keys of their own, so two fits that share an equal input (an int, a frame) never release
+        # each other's copy ("lost dependencies")
+        scattered = client.scatter(list(shared), broadcast=True, hash=False) if shared else []
         futures = client.map(fn, items, *[[s] * len(items) for s in scattered], pure=False)
         return client.gather(futures)

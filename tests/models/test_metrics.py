@@ -281,6 +281,43 @@ def test_summarise_performance_has_the_intervals_of_bootstrap_intervals():
         assert summary[name] == pytest.approx({"estimate": estimate, "low": low, "high": high}, abs=1.5e-6), name
 
 
+def _far_mapper(calls: list[int]):
+    """A mapper that is not ``sequential``: every piece and shared input goes through pickle, pieces run in reverse."""
+    import pickle
+
+    def mapper(fn, items, shared=()):
+        calls.append(len(items))
+        shipped = pickle.loads(pickle.dumps((fn, list(items), tuple(shared))))
+        done = {i: shipped[0](item, *shipped[2]) for i, item in reversed(list(enumerate(shipped[1])))}
+        return [done[i] for i in range(len(items))]
+    return mapper
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_summarise_performance_gives_the_same_intervals_with_replicates_in_blocks_elsewhere(clustered):
+    y, p, groups = _clustered(300, seed=21)
+    groups = groups if clustered else None
+    calls: list[int] = []
+    here = m.summarise_performance(y, p, n_boot=23, seed=5, groups=groups)
+    far = m.summarise_performance(y, p, n_boot=23, seed=5, groups=groups, mapper=_far_mapper(calls))
+    assert calls == [8]  # 23 replicates in 8 blocks
+    assert json.dumps(far) == json.dumps(here)
+
+
+def test_replicate_blocks_draw_the_resamples_of_one_pass():
+    groups = np.repeat(np.arange(40), 3)
+    one_pass = list(m._replicate_weights(120, groups, n_boot=11, seed=3))
+    codes, units, blocks = m._replicate_blocks(120, groups, n_boot=11, seed=3, pieces=4)
+    assert [b.size for b in blocks] == [3, 3, 2, 3] and units == 40
+    in_blocks = [w for block in blocks for w in m._block_weights(block, codes, units)]
+    assert len(in_blocks) == 11
+    for a, b in zip(one_pass, in_blocks, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.sum() == 120  # a resample of 40 clusters of 3 rows
+    # more pieces than replicates: one replicate per block
+    assert [b.size for b in m._replicate_blocks(120, None, n_boot=3, seed=3, pieces=8)[2]] == [1, 1, 1]
+
+
 def test_summarise_performance_is_json_stable():
     y, p, groups = _clustered(400, seed=17)
     summary = m.summarise_performance(y, p, n_boot=20, seed=1, groups=groups)
