@@ -12,7 +12,6 @@ import contextlib
 import datetime as _dt
 import json
 import io
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from models.training import (TRUSTED_OURS, OutcomeResult, TrainingConfig, train_
                              write_model_frames)
 from records import schema as s
 from records import lock
+from records.durable import write_durably
 from records.manifest import RUNS_DIR, code_version
 from records.registry import RegistryState, load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
@@ -225,7 +225,4 @@ def _write_state_json(workspace: Path, path: Path, payload: dict[str, object]) -
 
 
 def _write_json(path: Path, payload: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(metrics_json(payload), encoding="utf-8")
-    os.replace(tmp, path)
+    write_durably(path, metrics_json(payload).encode("utf-8"))

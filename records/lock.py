@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from records.durable import fsync_dir, write_durable
 from records.errors import retry_write
 from records.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
 
@@ -134,7 +135,7 @@ def write_file(workspace: Path, target: Path, data: bytes) -> Path:
     rel = _relative(workspace, target)
     run_id = held_run(workspace) or _locking_run(workspace)
     dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
-    retry_write(lambda: _write_durable(dest, data))
+    retry_write(lambda: write_durable(dest, data))
     return dest
 
 
@@ -247,33 +248,6 @@ def _relative(workspace: Path, target: Path) -> Path:
     return rel
 
 
-def _write_durable(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _staged_files(folder: Path) -> list[Path]:
     return sorted(p.relative_to(folder) for p in folder.rglob("*")
                   if p.is_file() and p.name != COMMIT_MARK and not p.name.endswith(".tmp"))
@@ -286,7 +260,7 @@ def _commit(workspace: Path, run_id: str) -> None:
         if files:
             mark = {"run_id": run_id, "files": [str(f) for f in files],
                     "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            retry_write(lambda: _write_durable(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode()))
+            retry_write(lambda: write_durable(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode()))
             _apply(workspace, folder)
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(_staging_root(workspace))
@@ -310,7 +284,7 @@ def _apply(workspace: Path, folder: Path) -> None:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
 
 def _committed_folders(workspace: Path) -> list[Path]:
@@ -342,7 +316,7 @@ def _mark_abandoned(workspace: Path, run_id: str, *, by_run: str) -> None:
     manifest["status"] = STATUS_FAILED
     manifest["reason"] = (f"the run stopped before it finished (killed or crashed): nothing it registered, "
                           f"quarantined or promoted was kept; found by run {by_run}")
-    _write_durable(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+    write_durable(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -14,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from records.durable import write_durably
 from records.schema import CONTRACT_VERSION, LEVELS, PROCEDURES
 
 RUNS_DIR = "runs"
@@ -96,9 +96,7 @@ def write_manifest(workspace: Path, manifest: RunManifest) -> Path:
     run_dir = Path(workspace) / RUNS_DIR / manifest.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / MANIFEST_FILE
-    tmp = run_dir / f".{MANIFEST_FILE}.tmp"
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_durably(path, manifest.to_json().encode("utf-8"))
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from records import lock
-from records.errors import retry_write
+from records.durable import write_durably
 from records.readers import arrow_to_frame
 from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TableSpec
 from records.validation import ValidationResult
@@ -205,13 +204,9 @@ def _write_partition(workspace: Path, table: TableSpec, batch: int, rows: pd.Dat
     schema = table.arrow_schema(exclude=(EXTRACT_BATCH,))
     frame = rows[[n for n in schema.names]].reset_index(drop=True)
     arrow_table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    tmp = folder / f".{PART_FILE}.tmp"
-
-    def write() -> None:
-        pq.write_table(arrow_table, tmp, compression="zstd")
-        os.replace(tmp, folder / PART_FILE)
-
-    retry_write(write)
+    sink = pa.BufferOutputStream()
+    pq.write_table(arrow_table, sink, compression="zstd")
+    write_durably(folder / PART_FILE, sink.getvalue().to_pybytes())
 
 
 def _write_atomic(workspace: Path, path: Path, text: str) -> None:

@@ -7,7 +7,6 @@ metrics.json holds no run id and no time stamp, so the same registry, models and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from models.refresh import METRICS_FILE, metrics_json, published_model_metrics
+from records import lock
+from records.durable import write_durably
 from records import schema as s
 from records.manifest import RUNS_DIR, code_version
 from records.registry import load_state, read_registry_table
@@ -174,7 +175,5 @@ def _submission_summary(result: Any) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_durably(path, text.encode("utf-8"))
     return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from models import store
 from models.outcomes import OUTCOMES
 from models.scoring import NoModelError, score_records
 from records import lock
+from records.durable import write_durably
 from records import schema as s
 from records.registry import RegistryState, read_registry_table
 from reports.figures import outcome_frames
@@ -249,18 +249,14 @@ def _generation_dir(workspace: Path, generation: str) -> Path:
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame.drop(columns=[s.EXTRACT_BATCH]), preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_durably(path, sink.getvalue().to_pybytes())
 
 
 def _write_bytes(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    write_durably(path, content)
 
 
 def _write_state(workspace: Path, state: ScoredState) -> None:

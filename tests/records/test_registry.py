@@ -211,24 +211,27 @@ def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_p
 def test_transient_write_errors_of_a_partition_are_retried(tmp_path, monkeypatch):
     import errno
 
+    import records.durable as durable
     import records.errors as errors
     from records.errors import Retry
 
     monkeypatch.setattr(errors, "WRITE_RETRY", Retry(attempts=3, delays=(0.0,)))
-    real = pq.write_table
+    real = durable.write_durable
     calls = []
 
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OSError(errno.EIO, "input/output error on the share")
-        return real(*args, **kwargs)
+    def flaky(path, data):
+        if path.parent.name.startswith("extract_batch="):
+            calls.append(path)
+            if len(calls) == 1:
+                raise OSError(errno.EIO, "input/output error on the share")
+        return real(path, data)
 
     source = _write(tmp_path / "night1", make_batch(3, batch=1))
-    monkeypatch.setattr(pq, "write_table", flaky)
+    monkeypatch.setattr(durable, "write_durable", flaky)
     workspace = tmp_path / "ws"
     run_ingest(source, workspace, as_of_year=AS_OF_YEAR)
-    assert len(read_registry_table(workspace, PROCEDURES)) == 3 and len(calls) >= 3
+    assert len(read_registry_table(workspace, PROCEDURES)) == 3 and len(read_registry_table(workspace, LEVELS)) > 0
+    assert len(calls) == 3 and calls[0] == calls[1]  # the failed partition written again, then the other table's
 
 
 def _bad(batch):
