@@ -159,7 +159,7 @@ def _submission(out_dir: Path, workspace: Path, state: Any, versions: dict[str, 
         notes.append(str(error))
         return {"reason": f"no submission: {error}"}
     # every data file was checked against the schema when it was rendered: here each is hashed, the rest re-read
-    problems = validate_submission(out_dir, checked={part.name: part.sha256 for _, part in parts})
+    problems = validate_submission(out_dir, checked={part.name: part for _, part in parts})
     if problems:
         raise RuntimeError("the submission package failed its own checks: " + "; ".join(problems))
     return _submission_summary(result)

@@ -246,16 +246,18 @@ def write_submission(out_dir: Path, *, procedures: pd.DataFrame, levels: pd.Data
                                    watermark=watermark)
 
 
-def validate_submission(out_dir: Path, *, checked: Mapping[str, str] | None = None) -> list[str]:
+def validate_submission(out_dir: Path, *, checked: Mapping[str, Part] | None = None) -> list[str]:
     """Re-check a written package from its files alone; one sentence per problem (never a value), empty = valid.
 
     Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; every data
     file in the fixed text format and valid against a pandera schema built from ``schema.json``; keys unique across
     files; rows and period match the manifest.
 
-    ``checked`` maps data-file names to the SHA-256 of a content already checked against this schema (a nightly run's
-    kept files): a listed file with that hash is not parsed again, and its rows and period are taken as checked, so a
-    nightly check costs the new batch plus one hash of each kept file. Without it every file is parsed.
+    ``checked`` maps data-file names to the :class:`Part` of a content already checked against this schema when it was
+    rendered (a nightly run's kept files): a listed file whose SHA-256 is the Part's is not parsed again, and the
+    Part's row counts and period enter the totals checked against the manifest, so a nightly check costs the new
+    batch plus one hash of each kept file. Keys are checked for repeats among the parsed files; a kept file holds
+    only its own batch, and a procedure belongs to one batch. Without ``checked`` every file is parsed.
     """
     out_dir, checked = Path(out_dir), dict(checked or {})
     try:
@@ -272,9 +274,11 @@ def validate_submission(out_dir: Path, *, checked: Mapping[str, str] | None = No
         return problems + [f"the package has no data file ({DATA_FILE})"]
     try:
         document = json.loads((out_dir / SCHEMA_FILE).read_bytes().decode("utf-8"))
-        tables, trusted = [], [n for n in data_names if checked.get(n) == digests[n]]
+        tables = []
+        trusted = [checked[n] for n in data_names if n in checked and checked[n].sha256 == digests[n]]
+        trusted_names = {part.name for part in trusted}
         for name in data_names:
-            if name in trusted:
+            if name in trusted_names:
                 continue
             table, read_problems = _read_data((out_dir / name).read_bytes(), document["columns"], name=name)
             problems += read_problems
@@ -285,19 +289,23 @@ def validate_submission(out_dir: Path, *, checked: Mapping[str, str] | None = No
             if batches != [int(_DATA_NAME.fullmatch(name).group(1))]:  # type: ignore[union-attr]
                 problems.append(f"{name} must hold the rows of its own {s.EXTRACT_BATCH} only")
             tables.append(table)
-        if trusted:
-            return problems  # totals of kept files were checked when they were rendered
-        if not tables:
+        if not tables and not trusted:
             return problems
-        table = pd.concat(tables, ignore_index=True)
-        repeats = int(table.duplicated(list(document["key"]), keep=False).sum())
+        table = pd.concat(tables, ignore_index=True) if tables else None
+        repeats = 0 if table is None else int(table.duplicated(list(document["key"]), keep=False).sum())
         problems += [f"key {'+'.join(document['key'])} must be unique across data files: {repeats} rows repeat"
                      ] if repeats and len(tables) > 1 else []
-        found = {s.LEVELS.name: len(table), s.PROCEDURES.name: int(table[s.PROCEDURE_ID].nunique())}
+        found = {s.LEVELS.name: sum(part.levels for part in trusted),
+                 s.PROCEDURES.name: sum(part.procedures for part in trusted)}
+        if table is not None:
+            found[s.LEVELS.name] += len(table)
+            found[s.PROCEDURES.name] += int(table[s.PROCEDURE_ID].nunique())
         problems += [f"manifest rows {name} = {rows.get(name)} but the data files hold {n}"
                      for name, n in found.items() if rows.get(name) != n]
+        periods = [part.period for part in trusted] + ([_period(table)] if table is not None else [])
+        spans = {name: (min if name.endswith("_min") else max)(p[name] for p in periods) for name in periods[0]}
         return problems + [f"manifest period {name} = {period.get(name)} but the data files give {value}"
-                           for name, value in _period(table).items() if period.get(name) != value]
+                           for name, value in spans.items() if period.get(name) != value]
     except (ValueError, KeyError, TypeError, re.error, OSError):
         return problems + [f"the data cannot be checked: a data file or {SCHEMA_FILE} is absent or unreadable"]
 

@@ -345,12 +345,31 @@ def test_checked_files_are_not_parsed_again_but_still_hashed(sample, tmp_path):
     parts = render_batches(sample, tmp_path)
     out = tmp_path / "assembled"
     assemble_submission(out, parts=parts, model_versions=versions(), code_version=CODE_VERSION, watermark=WATERMARK)
-    checked = {part.name: part.sha256 for _, part in parts[:-1]}
+    checked = {part.name: part for _, part in parts[:-1]}
     assert validate_submission(out, checked=checked) == []
+    assert validate_submission(out, checked={part.name: part for _, part in parts}) == []  # nothing parsed
     broken = copy_package(out, tmp_path / "broken")
     flip_byte(broken)  # a kept file changed on disk: its hash no longer matches, so it is parsed and reported
     problems = validate_submission(broken, checked=checked)
     assert any(f"{data_file_name(1)} does not match its SHA-256" in p for p in problems), problems
+
+
+def test_the_totals_are_checked_when_kept_files_are_not_parsed(sample, tmp_path):
+    import dataclasses
+
+    parts = render_batches(sample, tmp_path)
+    out = tmp_path / "assembled"
+    assemble_submission(out, parts=parts, model_versions=versions(), code_version=CODE_VERSION, watermark=WATERMARK)
+    (_, first), (_, last) = parts[0], parts[-1]
+    miscounted = {part.name: part for _, part in parts[:-1]}
+    miscounted[first.name] = dataclasses.replace(first, levels=first.levels + 1, procedures=first.procedures + 1)
+    problems = validate_submission(out, checked=miscounted)
+    assert any("manifest rows levels" in p and "but the data files hold" in p for p in problems), problems
+    assert any("manifest rows procedures" in p for p in problems), problems
+    wrong_period = {last.name: dataclasses.replace(last, period={**last.period, "procedure_year_max": 2099})}
+    problems = validate_submission(out, checked=wrong_period)
+    manifest_max = max(part.period["procedure_year_max"] for _, part in parts)
+    assert problems == [f"manifest period procedure_year_max = {manifest_max} but the data files give 2099"], problems
 
 
 def test_a_kept_file_that_is_not_the_rendered_one_is_refused(sample, tmp_path):
