@@ -351,9 +351,10 @@ def validate(
     from records.validation import REASON
 
     with _exit_codes(refused=(InputError,)), console.status(f"checking {source} ..."):
-        raw = load_batch(source)
+        registry = workspace if workspace and workspace.exists() else None
+        raw = load_batch(source, workspace=registry)
         screen_batch(raw)
-        result = check_batch(raw, workspace=workspace if workspace and workspace.exists() else None)
+        result = check_batch(raw, workspace=registry)
         rules = result.reason_counts()
     _print_counts(f"validate {source} (dry run, nothing written)", {
         name: TableCounts(rows_in=outcome.rows_in, rows_accepted=len(outcome.accepted),

@@ -35,9 +35,14 @@ class IngestOutcome:
     manifest_path: Path | None
 
 
-def load_batch(source: str | Path) -> RawBatch:
-    """Read both tables of a source (raises SourceError on whole-input problems)."""
-    return read_source(source)
+def load_batch(source: str | Path, *, workspace: Path | None = None) -> RawBatch:
+    """Read both tables of a source (raises SourceError on whole-input problems).
+
+    With a workspace, a database source returns only the rows above the registry's watermark (and counts the
+    others): a night reads the new batch, not the whole history (:func:`records.readers.read_source`).
+    """
+    after = load_state(workspace).watermark if workspace is not None and Path(workspace).exists() else 0
+    return read_source(source, after_batch=after)
 
 
 def screen_batch(raw: RawBatch) -> None:
@@ -127,7 +132,7 @@ def run_ingest(source: str | Path, workspace: Path, *, run_id: str | None = None
     raw: RawBatch | None = None
     try:
         with timer.step("read"):
-            raw = steps.read(str(source))
+            raw = steps.read(str(source), workspace=workspace)
         with timer.step("guard"):
             steps.guard(raw)
         with timer.step("validate"):

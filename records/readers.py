@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
-from records.schema import LEVELS, PROCEDURES, TEXT_DTYPE
+from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TEXT_DTYPE
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
@@ -43,6 +43,10 @@ class RawBatch:
     levels: pd.DataFrame
     source: str
     formats: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Rows of batches at or below ``after_batch`` that the source kept back (a database read), per table."""
+    skipped_batches: tuple[int, ...] = ()
+    """The batches those rows belong to."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {PROCEDURES.name: self.procedures, LEVELS.name: self.levels}
@@ -58,8 +62,14 @@ def is_url(source: str | Path) -> bool:
     return "://" in str(source)
 
 
-def read_source(source: str | Path, *, retry: Retry | None = None) -> RawBatch:
+def read_source(source: str | Path, *, retry: Retry | None = None, after_batch: int = 0) -> RawBatch:
     """Read the `procedures` and `levels` tables of a source.
+
+    With ``after_batch`` (the registry's watermark) a database returns only what validation would not skip: the
+    procedures of later batches (or with no valid batch) and the levels not belonging only to earlier ones; the rows
+    it keeps back are counted in :attr:`RawBatch.skipped` (:func:`records.validation.validate_batch` adds them to its
+    own). This needs an integer ``extract_batch`` column in the database; otherwise, and for files, everything is
+    read and validation sets the registered batches aside.
 
     Parameters
     ----------
@@ -68,6 +78,8 @@ def read_source(source: str | Path, *, retry: Retry | None = None) -> RawBatch:
         part files), a SQLite file, or a SQLAlchemy URL (``postgresql+psycopg://...``, ``sqlite:///...``).
     retry
         Attempts at a database and the waits between them; default :data:`SOURCE_RETRY`.
+    after_batch
+        The highest extract batch already registered (0: none).
 
     Raises
     ------
@@ -77,13 +89,13 @@ def read_source(source: str | Path, *, retry: Retry | None = None) -> RawBatch:
         A database could not be reached, or the connection was lost mid-read, at every attempt.
     """
     if is_url(source):
-        return _read_sql(str(source), retry=retry)
+        return _read_sql(str(source), retry=retry, after_batch=after_batch)
     path = Path(source)
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_file():
         if path.suffix.lower() in _SQLITE_SUFFIXES or _has_sqlite_magic(path):
-            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry)
+            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry, after_batch=after_batch)
         raise SourceError(f"source {path} is a file but not a SQLite database; give a folder or a database URL")
     frames: dict[str, pd.DataFrame] = {}
     formats: dict[str, str] = {}
@@ -174,8 +186,8 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
     return frame.astype(TEXT_DTYPE)
 
 
-def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None) -> RawBatch:
-    """Both tables of a database, whole, retried from the start while the database cannot be reached."""
+def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None, after_batch: int = 0) -> RawBatch:
+    """Both tables of a database in one snapshot, retried from the start while the database cannot be reached."""
     import sqlalchemy as sa
 
     shown = shown or describe_source(url)
@@ -193,7 +205,8 @@ def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None)
         return False
 
     try:
-        return retry_call(lambda: _read_sql_once(url, parsed, shown), policy=policy, retry_if=unavailable)
+        return retry_call(lambda: _read_sql_once(url, parsed, shown, after_batch), policy=policy,
+                          retry_if=unavailable)
     except SourceUnavailable as error:
         if policy.attempts == 1:
             raise
@@ -212,7 +225,7 @@ def _attempts(failures: list[str]) -> str:
                      for text, n in seen.items())
 
 
-def _read_sql_once(url: str, parsed: object, shown: str) -> RawBatch:
+def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -> RawBatch:
     import sqlalchemy as sa
 
     where = _host_port(parsed)
@@ -224,23 +237,38 @@ def _read_sql_once(url: str, parsed: object, shown: str) -> RawBatch:
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
     frames: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, int] = {}
+    skipped_batches: tuple[int, ...] = ()
     step = None
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             step = "listing its tables"
-            present = set(sa.inspect(connection).get_table_names())
+            inspector = sa.inspect(connection)
+            present = set(inspector.get_table_names())
             for table in TABLE_NAMES:
                 if table not in present:
                     raise SourceError(f"table {table} not found in database {shown}")
+            plan = _new_rows_plan(inspector, after_batch) if after_batch > 0 else None
+            for table in TABLE_NAMES:
                 step = f"reading table {table}"
-                result = connection.execute(sa.text(f'SELECT * FROM "{table}"'))
+                if plan is None:
+                    result = connection.execute(sa.text(f'SELECT * FROM "{table}"'))
+                else:
+                    result = connection.execute(sa.text(plan.new_rows(table)), plan.bounds)
                 frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-                if frame.empty:
+                if frame.empty and (plan is None or connection.execute(
+                        sa.text(f'SELECT 1 FROM "{table}" LIMIT 1')).first() is None):
                     raise SourceError(f"table {table} in database {shown} is empty (no rows)")
                 frame.columns = [str(c).strip().lower() for c in frame.columns]
                 frames[table] = frame
+            if plan is not None:
+                step = "counting the rows of registered batches"
+                batches = connection.execute(sa.text(plan.skipped_batches()), plan.bounds).all()
+                skipped = {PROCEDURES.name: int(sum(n for _, n in batches)),
+                           LEVELS.name: int(connection.execute(sa.text(plan.skipped_levels()), plan.bounds).scalar())}
+                skipped_batches = tuple(sorted(int(b) for b, _ in batches))
     except sa.exc.DBAPIError as exc:
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
             what = ("could not connect" if step is None
@@ -255,7 +283,51 @@ def _read_sql_once(url: str, parsed: object, shown: str) -> RawBatch:
     finally:
         engine.dispose()
     return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=shown,
-                    formats={t: engine.dialect.name for t in TABLE_NAMES})
+                    formats={t: engine.dialect.name for t in TABLE_NAMES}, skipped=skipped,
+                    skipped_batches=skipped_batches)
+
+
+@dataclass(frozen=True)
+class _NewRowsPlan:
+    """The SQL that reads only what validation would not skip at watermark ``high``, and counts the rest.
+
+    It mirrors :func:`records.validation.validate_batch`: a procedure is skipped when its extract_batch lies in
+    [low, high]; a level is skipped when a skipped procedure has its procedure_id and no other procedure does.
+    Everything else is read (a NULL or out-of-range batch, an orphan level), so validation sees it as before.
+    """
+
+    bounds: dict[str, int]
+
+    _OLD = "p.extract_batch >= :low AND p.extract_batch <= :high"
+    _NOT_OLD = "(p.extract_batch IS NULL OR p.extract_batch < :low OR p.extract_batch > :high)"
+
+    def _level_skipped(self) -> str:
+        return (f'EXISTS (SELECT 1 FROM "procedures" p WHERE p.procedure_id = l.procedure_id AND {self._OLD}) '
+                f'AND NOT EXISTS (SELECT 1 FROM "procedures" p WHERE p.procedure_id = l.procedure_id '
+                f'AND {self._NOT_OLD})')
+
+    def new_rows(self, table: str) -> str:
+        if table == PROCEDURES.name:
+            return f'SELECT p.* FROM "procedures" p WHERE {self._NOT_OLD}'
+        return f'SELECT l.* FROM "levels" l WHERE NOT ({self._level_skipped()})'
+
+    def skipped_batches(self) -> str:
+        return f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {self._OLD} GROUP BY p.extract_batch'
+
+    def skipped_levels(self) -> str:
+        return f'SELECT COUNT(*) FROM "levels" l WHERE {self._level_skipped()}'
+
+
+def _new_rows_plan(inspector: object, after_batch: int) -> _NewRowsPlan | None:
+    """The plan when the database can filter on extract_batch (an integer column) and join on procedure_id; else
+    None (everything is read)."""
+    import sqlalchemy as sa
+
+    columns = {table: {str(c["name"]): c["type"] for c in inspector.get_columns(table)} for table in TABLE_NAMES}
+    batch_type = columns[PROCEDURES.name].get(EXTRACT_BATCH)
+    if not isinstance(batch_type, sa.Integer) or any(PROCEDURE_ID not in cols for cols in columns.values()):
+        return None
+    return _NewRowsPlan(bounds={"low": int(PROCEDURES.column(EXTRACT_BATCH).low), "high": int(after_batch)})
 
 
 def _host_port(parsed: object) -> str:

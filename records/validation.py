@@ -101,7 +101,8 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     Parameters
     ----------
     raw
-        Both tables as read (after the identifier guard has passed them).
+        Both tables as read (after the identifier guard has passed them); the rows a database kept back as
+        registered (:attr:`RawBatch.skipped`) are added to the skipped counts and batches.
     as_of_year
         The upper bound of ``procedure_year`` ('this year'); defaults to today's year.
     watermark
@@ -122,7 +123,8 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     batch_low = PROCEDURES.column(EXTRACT_BATCH).low
     skip_proc = ((proc.frame[EXTRACT_BATCH] >= batch_low) & (proc.frame[EXTRACT_BATCH] <= watermark)
                  ).fillna(False).astype(bool)
-    skipped_batches = tuple(sorted(int(b) for b in proc.frame.loc[skip_proc, EXTRACT_BATCH].unique()))
+    skipped_batches = tuple(sorted({int(b) for b in proc.frame.loc[skip_proc, EXTRACT_BATCH].unique()}
+                                   | set(raw.skipped_batches)))
     new_ids = proc.frame.loc[~skip_proc, PROCEDURE_ID]
     old_ids = proc.frame.loc[skip_proc, PROCEDURE_ID]
     skip_lev = (lev.frame[PROCEDURE_ID].isin(old_ids) & ~lev.frame[PROCEDURE_ID].isin(new_ids)).astype(bool)
@@ -150,8 +152,10 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
                                                RULE_PROCEDURE_QUARANTINED)], ignore_index=True)
 
     return ValidationResult(
-        procedures=_split(raw.procedures, proc, proc_fail, PROCEDURES, year, skipped=int(skip_proc.sum())),
-        levels=_split(raw.levels, lev, lev_fail, LEVELS, year, skipped=int(skip_lev.sum()),
+        procedures=_split(raw.procedures, proc, proc_fail, PROCEDURES, year,
+                          skipped=int(skip_proc.sum()) + raw.skipped.get(PROCEDURES.name, 0)),
+        levels=_split(raw.levels, lev, lev_fail, LEVELS, year,
+                      skipped=int(skip_lev.sum()) + raw.skipped.get(LEVELS.name, 0),
                       batch_of=proc.frame.set_index(PROCEDURE_ID)[EXTRACT_BATCH]),
         skipped_batches=skipped_batches,
     )

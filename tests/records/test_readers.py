@@ -277,3 +277,133 @@ def test_required_column_absent_is_a_contract_error(tmp_path):
     batch.procedures.drop(columns=["site_id", "sex"]).to_csv(folder / "procedures.csv", index=False)
     with pytest.raises(ContractError, match="required column\\(s\\) absent: site_id, sex"):
         validate_batch(read_source(folder), as_of_year=AS_OF_YEAR)
+
+
+# ------------------------------------------------------------------ a night reads only what is above the watermark
+def _history() -> dict[str, pd.DataFrame]:
+    """Batches 1-3, plus the rows a filter could get wrong: a procedure without a batch, one with batch 0, an
+    orphan level, and a procedure id registered in batch 1 and sent again in batch 3."""
+    batches = [make_batch(4, batch=b, start=100 * b) for b in (1, 2, 3)]
+    procedures = pd.concat([b.procedures for b in batches], ignore_index=True)
+    levels = pd.concat([b.levels for b in batches], ignore_index=True)
+    odd = make_batch(3, batch=3, start=900)
+    odd.procedures["extract_batch"] = pd.array([None, 0, 3], dtype="Int64")
+    odd.procedures.loc[2, "procedure_id"] = "P00100"  # batch 1's first procedure again, in batch 3
+    odd_levels = odd.levels[odd.levels["procedure_id"] != "P00902"]
+    orphan = odd.levels.iloc[[0]].assign(procedure_id="P99999")
+    return {"procedures": pd.concat([procedures, odd.procedures], ignore_index=True),
+            "levels": pd.concat([levels, odd_levels, orphan], ignore_index=True)}
+
+
+def _sqlite_history(tmp_path: Path, tables: dict[str, pd.DataFrame]) -> str:
+    path = tmp_path / "history.sqlite"
+    with sqlite3.connect(path) as connection:
+        for name, frame in tables.items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, connection, index=False,
+                                                                   dtype={"extract_batch": "INTEGER"})
+    return str(path)
+
+
+def _outcome(result) -> dict:
+    """What validation decided, independent of row order and of the rows' positions in the read."""
+    out = {"batches": result.skipped_batches}
+    for name, table in result.tables().items():
+        key = ["procedure_id"] + (["vertebra"] if name == "levels" else [])
+        accepted = table.accepted.sort_values(key).reset_index(drop=True)
+        reasons = sorted(zip(table.quarantined["procedure_id"].astype(str), table.quarantined["reason"]))
+        out[name] = (accepted, reasons, table.skipped, len(table.accepted) + len(table.quarantined))
+    return out
+
+
+def _assert_same_decisions(a, b) -> None:
+    assert a["batches"] == b["batches"]
+    for name in ("procedures", "levels"):
+        pd.testing.assert_frame_equal(a[name][0], b[name][0])
+        assert a[name][1:] == b[name][1:], name
+
+
+def _check_pushdown(source: str) -> None:
+    whole = read_source(source)
+    for watermark in (1, 2, 3):
+        night = read_source(source, after_batch=watermark)
+        assert len(night.procedures) < len(whole.procedures) and night.skipped["procedures"] > 0
+        assert night.skipped["procedures"] + len(night.procedures) == len(whole.procedures)
+        assert night.skipped["levels"] + len(night.levels) == len(whole.levels)
+        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=watermark)),
+                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, watermark=watermark)))
+    night = read_source(source, after_batch=2)
+    assert night.skipped_batches == (1, 2)
+    assert set(night.procedures["procedure_id"]) == {f"P{i:05d}" for i in range(300, 304)} | {"P00900", "P00901",
+                                                                                              "P00100"}
+    assert "P99999" in set(night.levels["procedure_id"])  # the orphan is read, so validation quarantines it
+
+
+def test_a_database_returns_only_the_rows_above_the_watermark_and_counts_the_rest(tmp_path):
+    _check_pushdown(_sqlite_history(tmp_path, _history()))
+
+
+def test_postgresql_returns_only_the_rows_above_the_watermark(postgres_url):
+    import sqlalchemy as sa
+
+    schema = f"t_night_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        for name, frame in _history().items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, engine, schema=schema, index=False,
+                                                                   dtype={"extract_batch": sa.Integer()})
+        _check_pushdown(f"{postgres_url}?options=-csearch_path%3D{schema}")
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_a_night_with_nothing_new_reads_no_rows_but_an_empty_table_is_still_an_error(tmp_path):
+    clean = [make_batch(3, batch=b, start=10 * b) for b in (1, 2)]
+    source = _sqlite_history(tmp_path, {name: pd.concat([b.tables()[name] for b in clean], ignore_index=True)
+                                        for name in ("procedures", "levels")})
+    night = read_source(source, after_batch=2)
+    assert night.procedures.empty and night.levels.empty and night.skipped_batches == (1, 2)
+    result = validate_batch(night, as_of_year=AS_OF_YEAR, watermark=2)
+    assert result.procedures.accepted.empty and result.procedures.quarantined.empty
+    assert result.procedures.skipped == 6 and result.levels.skipped == len(pd.concat([b.levels for b in clean]))
+    with sqlite3.connect(source) as connection:
+        connection.execute("DELETE FROM levels")
+    with pytest.raises(SourceError, match="table levels in database .* is empty"):
+        read_source(source, after_batch=2)
+
+
+def test_a_text_batch_column_is_read_whole_and_validation_sets_registered_batches_aside(tmp_path):
+    path = tmp_path / "text.sqlite"
+    tables = _history()
+    with sqlite3.connect(path) as connection:
+        for name, frame in tables.items():
+            frame.astype(str).to_sql(name, connection, index=False)  # every column TEXT
+    night = read_source(path, after_batch=2)
+    assert night.skipped == {} and len(night.procedures) == len(tables["procedures"])
+
+
+def test_nightly_ingest_from_a_database_reads_the_new_batch_and_accounts_for_the_rest(tmp_path):
+    import json
+
+    from records.ingest import run_ingest
+    from records.registry import load_state
+
+    history = [make_batch(4, batch=b, start=100 * b) for b in (1, 2)]
+    source = _sqlite_history(tmp_path, {name: pd.concat([b.tables()[name] for b in history], ignore_index=True)
+                                        for name in ("procedures", "levels")})
+    workspace = tmp_path / "ws"
+    run_ingest(source, workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
+    new = make_batch(3, batch=3, start=300)
+    with sqlite3.connect(source) as connection:
+        for name, frame in new.tables().items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, connection, index=False, if_exists="append")
+    run_ingest(source, workspace, run_id="night-2", as_of_year=AS_OF_YEAR)
+    manifest = json.loads((workspace / "runs" / "night-2" / "manifest.json").read_text())
+    assert manifest["tables"]["procedures"]["rows_in"] == 3 and manifest["tables"]["levels"]["rows_in"] == len(new.levels)
+    assert manifest["tables"]["procedures"]["rows_skipped_registered"] == 8
+    assert manifest["tables"]["levels"]["rows_skipped_registered"] == sum(len(b.levels) for b in history)
+    assert manifest["batches_skipped"] == [1, 2] and manifest["batches_loaded"] == [3]
+    assert load_state(workspace).watermark == 3

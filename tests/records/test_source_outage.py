@@ -107,7 +107,8 @@ class CuttingProxy:
 
 @pytest.fixture(scope="module")
 def big_source(request):
-    """A schema of the shared server holding ``procedures`` (ROWS rows, ~5 MB) and ``levels``; dropped after."""
+    """A schema of the shared server holding ``procedures`` (ROWS rows, ~5 MB, batch 2: above the first night's
+    watermark, so a night reads them all) and ``levels``; dropped after."""
     import os
 
     import sqlalchemy as sa
@@ -123,7 +124,7 @@ def big_source(request):
         connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
         connection.execute(sa.text(
             f"CREATE TABLE {schema}.procedures AS SELECT 'P' || lpad(g::text, 6, '0') AS procedure_id, "
-            f"1 AS extract_batch, repeat('x', 80) AS padding FROM generate_series(1, {ROWS}) AS g"))
+            f"2 AS extract_batch, repeat('x', 80) AS padding FROM generate_series(1, {ROWS}) AS g"))
         connection.execute(sa.text(
             f"CREATE TABLE {schema}.levels AS SELECT procedure_id, 'l1' AS vertebra FROM {schema}.procedures"))
     yield sa.engine.make_url(url), schema
