@@ -56,7 +56,7 @@ def check_batch(raw: RawBatch, *, workspace: Path | None, as_of_year: int | None
         return validate_batch(raw, as_of_year=as_of_year)
     state = load_state(workspace)
     return validate_batch(raw, as_of_year=as_of_year, watermark=state.watermark,
-                          registered_ids=registered_procedure_ids(workspace, state=state))
+                          registered_ids=lambda ids: registered_procedure_ids(workspace, state=state, among=ids))
 
 
 def register(result: ValidationResult, *, workspace: Path, run_id: str) -> Registration:

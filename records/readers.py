@@ -266,8 +266,10 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
             if plan is not None:
                 step = "counting the rows of registered batches"
                 batches = connection.execute(sa.text(plan.skipped_batches()), plan.bounds).all()
+                # every level is either read or skipped (the skip test is never NULL): count the table, not the test
+                levels = int(connection.execute(sa.text(f'SELECT COUNT(*) FROM "{LEVELS.name}"')).scalar())
                 skipped = {PROCEDURES.name: int(sum(n for _, n in batches)),
-                           LEVELS.name: int(connection.execute(sa.text(plan.skipped_levels()), plan.bounds).scalar())}
+                           LEVELS.name: levels - len(frames[LEVELS.name])}
                 skipped_batches = tuple(sorted(int(b) for b, _ in batches))
     except sa.exc.DBAPIError as exc:
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
@@ -313,9 +315,6 @@ class _NewRowsPlan:
 
     def skipped_batches(self) -> str:
         return f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {self._OLD} GROUP BY p.extract_batch'
-
-    def skipped_levels(self) -> str:
-        return f'SELECT COUNT(*) FROM "levels" l WHERE {self._level_skipped()}'
 
 
 def _new_rows_plan(inspector: object, after_batch: int) -> _NewRowsPlan | None:

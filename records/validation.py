@@ -7,7 +7,7 @@ stay consistent. Rows of batches already registered (at or below the watermark) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -95,7 +95,7 @@ class ValidationResult:
 
 
 def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: int = 0,
-                   registered_ids: Iterable[str] = ()) -> ValidationResult:
+                   registered_ids: Iterable[str] | Callable[[pd.Series], Iterable[str]] = ()) -> ValidationResult:
     """Check a raw batch against the contract and split every row into accepted or quarantined.
 
     Parameters
@@ -109,7 +109,9 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
         The highest extract batch already registered: procedures of batches at or below it, and their
         levels, are skipped (counted, neither accepted nor quarantined).
     registered_ids
-        Procedure ids already in the registry: a new row with one of them is quarantined.
+        Procedure ids already in the registry: a new row with one of them is quarantined. Or a lookup that,
+        given the batch's (checked) procedure ids, returns those of them already registered, so a large
+        registry need not hand over every id (:func:`records.registry.registered_procedure_ids`).
 
     Raises
     ------
@@ -134,6 +136,8 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     proc_fail = pd.concat([proc.failures, _schema_failures(proc, PROCEDURES, year)], ignore_index=True)
     lev_fail = pd.concat([lev.failures, _schema_failures(lev, LEVELS, year)], ignore_index=True)
     cross_proc, cross_lev = cross_table_violations(proc.frame, lev.frame)
+    if callable(registered_ids):
+        registered_ids = registered_ids(pd.Series(proc.frame[PROCEDURE_ID].dropna().unique(), dtype=TEXT_DTYPE))
     registered = pd.Index(pd.Series(list(registered_ids), dtype=TEXT_DTYPE).unique())
     already = proc.frame.index[proc.frame[PROCEDURE_ID].isin(registered).fillna(False).to_numpy(dtype=bool)]
     proc_fail = pd.concat([proc_fail, cross_proc, _rule_rows(already, PROCEDURE_ID, RULE_ALREADY_REGISTERED)],

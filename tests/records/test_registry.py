@@ -13,7 +13,7 @@ import pytest
 from records.errors import ContractError, SourceError
 from records.guard import IdentifierError
 from records.ingest import run_ingest
-from records.registry import load_state, read_quarantine, read_registry_table, registry_root
+from records.registry import load_state, read_quarantine, read_registry_table, registered_procedure_ids, registry_root
 from records.schema import LEVELS, PROCEDURES
 from tests.conftest import AS_OF_YEAR, make_batch
 
@@ -238,3 +238,18 @@ def _bad(batch):
     """The batch with its first level's cement volume out of range (its procedure is quarantined)."""
     batch.levels.loc[0, "cement_volume_ml"] = 40.0
     return batch
+
+
+def test_registered_ids_can_be_looked_up_among_a_batch_without_reading_them_all(tmp_path):
+    source = _write(tmp_path / "night1", make_batch(5, batch=1))
+    workspace = tmp_path / "ws"
+    run_ingest(source, workspace, as_of_year=AS_OF_YEAR)
+    every = registered_procedure_ids(workspace)
+    assert sorted(every) == [f"P{i:05d}" for i in range(1, 6)]
+    among = pd.Series(["P00002", "P00004", "P77777", None], dtype="string")
+    assert sorted(registered_procedure_ids(workspace, among=among)) == ["P00002", "P00004"]
+    assert registered_procedure_ids(workspace, among=pd.Series([], dtype="string")).empty
+    # the nightly check finds a re-sent procedure through the lookup
+    again = make_batch(2, batch=2, start=4)  # P00004 (registered) and P00005 (registered)
+    run_ingest(_write(tmp_path / "night2", again), workspace, as_of_year=AS_OF_YEAR)
+    assert len(read_quarantine(workspace, PROCEDURES)) == 2

@@ -245,6 +245,26 @@ def test_rows_of_registered_batches_are_skipped_and_known_ids_refused():
     assert result.procedures.accepted["procedure_id"].tolist() == ["P00010"]
 
 
+def test_a_registry_lookup_gets_the_checked_ids_of_the_new_rows_only():
+    old = make_batch(3, batch=1)
+    new = make_batch(2, batch=2, start=10)
+    new.procedures["procedure_id"] = new.procedures["procedure_id"].astype(object)
+    new.procedures.loc[1, "procedure_id"] = " P00011 "  # checked as P00011
+    new.levels["procedure_id"] = new.levels["procedure_id"].replace({"P00011": " P00011 "})
+    batch = RawBatch(procedures=pd.concat([old.procedures, new.procedures], ignore_index=True),
+                     levels=pd.concat([old.levels, new.levels], ignore_index=True), source="memory")
+    asked = []
+
+    def lookup(ids):
+        asked.append(sorted(ids))
+        return [i for i in ids if i == "P00011"]
+
+    result = _check(batch, watermark=1, registered_ids=lookup)
+    assert asked == [["P00010", "P00011"]]  # neither the skipped rows' ids nor the raw spelling
+    assert RULE_ALREADY_REGISTERED in _quarantined_proc(result, " P00011 ")[RULES]  # the raw row is kept
+    assert result.procedures.accepted["procedure_id"].tolist() == ["P00010"]
+
+
 def test_reason_counts_summarise_rules():
     batch = make_batch(4)
     batch.procedures.loc[0, "sex"] = "u"
