@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -65,11 +66,11 @@ def is_url(source: str | Path) -> bool:
 def read_source(source: str | Path, *, retry: Retry | None = None, after_batch: int = 0) -> RawBatch:
     """Read the `procedures` and `levels` tables of a source.
 
-    With ``after_batch`` (the registry's watermark) a database returns only what validation would not skip: the
-    procedures of later batches (or with no valid batch) and the levels not belonging only to earlier ones; the rows
-    it keeps back are counted in :attr:`RawBatch.skipped` (:func:`records.validation.validate_batch` adds them to its
-    own). This needs an integer ``extract_batch`` column in the database; otherwise, and for files, everything is
-    read and validation sets the registered batches aside.
+    With ``after_batch`` (the registry's watermark) a database or a Parquet folder returns only what validation would
+    not skip: the procedures of later batches (or with no valid batch) and the levels not belonging only to earlier
+    ones; the rows kept back are counted in :attr:`RawBatch.skipped` (:func:`records.validation.validate_batch` adds
+    them to its own). This needs an integer ``extract_batch`` column; otherwise, and for CSV, everything is read and
+    validation sets the registered batches aside.
 
     Parameters
     ----------
@@ -97,6 +98,8 @@ def read_source(source: str | Path, *, retry: Retry | None = None, after_batch: 
         if path.suffix.lower() in _SQLITE_SUFFIXES or _has_sqlite_magic(path):
             return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry, after_batch=after_batch)
         raise SourceError(f"source {path} is a file but not a SQLite database; give a folder or a database URL")
+    if after_batch > 0 and (night := _read_parquet_night(path, after_batch)) is not None:
+        return night
     frames: dict[str, pd.DataFrame] = {}
     formats: dict[str, str] = {}
     for table in TABLE_NAMES:
@@ -112,7 +115,8 @@ def _has_sqlite_magic(path: Path) -> bool:
         return False
 
 
-def _read_table_from_folder(folder: Path, table: str) -> tuple[pd.DataFrame, str]:
+def _table_files(folder: Path, table: str) -> tuple[list[Path], str]:
+    """The files of one table in a folder source and their format (``parquet`` or ``csv``)."""
     candidates = [p for p in (folder / f"{table}.parquet", folder / f"{table}.csv", folder / table) if p.exists()]
     if not candidates:
         raise SourceError(f"table {table} not found in {folder}: expected {table}.parquet, {table}.csv "
@@ -128,19 +132,61 @@ def _read_table_from_folder(folder: Path, table: str) -> tuple[pd.DataFrame, str
             raise SourceError(f"table {table}: folder {path} holds no .parquet or .csv part files")
         if len(kinds) > 1:
             raise SourceError(f"table {table}: folder {path} mixes Parquet and CSV part files")
-        if kinds == {".parquet"}:
-            frame = _read_parquet(parts, table)
-            fmt = "parquet"
-        else:
-            frame = pd.concat([_read_csv(p, table) for p in parts], ignore_index=True)
-            fmt = "csv"
-    elif path.suffix.lower() == ".parquet":
-        frame, fmt = _read_parquet([path], table), "parquet"
+        return parts, "parquet" if kinds == {".parquet"} else "csv"
+    return [path], "parquet" if path.suffix.lower() == ".parquet" else "csv"
+
+
+def _read_table_from_folder(folder: Path, table: str) -> tuple[pd.DataFrame, str]:
+    paths, fmt = _table_files(folder, table)
+    if fmt == "parquet":
+        frame = _read_parquet(paths, table)
     else:
-        frame, fmt = _read_csv(path, table), "csv"
+        frame = pd.concat([_read_csv(p, table) for p in paths], ignore_index=True)
     if frame.empty:
         raise SourceError(f"table {table} in {folder} is empty (no rows)")
     return frame, fmt
+
+
+def _read_parquet_night(folder: Path, after_batch: int) -> RawBatch | None:
+    """Both Parquet tables of a folder without the rows validation would skip at watermark ``after_batch``, which are
+    counted instead: the rule of :class:`_NewRowsPlan`, applied by Arrow. Only two key columns of the history are
+    read whole. None when the folder is not Parquet or ``extract_batch`` is not an integer column (read it all)."""
+    files = {table: _table_files(folder, table) for table in TABLE_NAMES}
+    if any(fmt != "parquet" for _, fmt in files.values()):
+        return None
+    try:
+        data = {table: ds.dataset([str(p) for p in paths], format="parquet") for table, (paths, _) in files.items()}
+        procedures, levels = data[PROCEDURES.name], data[LEVELS.name]
+        batch_field = procedures.schema.field(EXTRACT_BATCH) if EXTRACT_BATCH in procedures.schema.names else None
+        if (batch_field is None or not pa.types.is_integer(batch_field.type)
+                or any(PROCEDURE_ID not in d.schema.names for d in data.values())):
+            return None
+        low, high = int(PROCEDURES.column(EXTRACT_BATCH).low), int(after_batch)
+        batch = ds.field(EXTRACT_BATCH)
+        keys = procedures.to_table(columns=[PROCEDURE_ID, EXTRACT_BATCH])
+        old = pc.fill_null(pc.and_(pc.greater_equal(keys[EXTRACT_BATCH], low),
+                                   pc.less_equal(keys[EXTRACT_BATCH], high)), False)
+        ids = keys[PROCEDURE_ID].cast(pa.string())
+        old_ids = pc.unique(ids.filter(old).drop_null())
+        new_ids = pc.unique(ids.filter(pc.invert(old)).drop_null())
+        only_old = old_ids.filter(pc.invert(pc.is_in(old_ids, value_set=new_ids)))
+        fresh = procedures.to_table(filter=batch.is_null() | (batch < low) | (batch > high))
+        level_id = ds.field(PROCEDURE_ID)
+        only_old = only_old.cast(levels.schema.field(PROCEDURE_ID).type)  # isin wants the column's own type
+        kept_levels = levels.to_table(filter=level_id.is_null() | ~level_id.isin(only_old))
+        totals = {table: d.count_rows() for table, d in data.items()}
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"source {folder}: a Parquet file is not readable (truncated or corrupt?): "
+                          f"{_first_line(exc)}") from None
+    for table, total in totals.items():
+        if total == 0:
+            raise SourceError(f"table {table} in {folder} is empty (no rows)")
+    skipped_batches = tuple(sorted(int(b) for b in pc.unique(keys[EXTRACT_BATCH].filter(old)).to_pylist()))
+    return RawBatch(procedures=arrow_to_frame(fresh), levels=arrow_to_frame(kept_levels), source=str(folder),
+                    formats=dict.fromkeys(TABLE_NAMES, "parquet"),
+                    skipped={PROCEDURES.name: int(pc.sum(old).as_py() or 0),
+                             LEVELS.name: totals[LEVELS.name] - kept_levels.num_rows},
+                    skipped_batches=skipped_batches)
 
 
 def _arrow_to_pandas_type(arrow_type: pa.DataType) -> object | None:

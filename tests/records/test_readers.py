@@ -342,6 +342,37 @@ def test_a_database_returns_only_the_rows_above_the_watermark_and_counts_the_res
     _check_pushdown(_sqlite_history(tmp_path, _history()))
 
 
+def _parquet_history(folder: Path, tables: dict[str, pd.DataFrame], *, parts: bool = False,
+                     id_type: pa.DataType = pa.string()) -> str:
+    for name, frame in tables.items():
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.set_column(table.schema.get_field_index("procedure_id"), "procedure_id",
+                                 table["procedure_id"].cast(id_type))
+        if parts:  # a folder of part files, one per half
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            half = table.num_rows // 2
+            pq.write_table(table.slice(0, half), folder / name / "part-0.parquet")
+            pq.write_table(table.slice(half), folder / name / "part-1.parquet")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, folder / f"{name}.parquet")
+    return str(folder)
+
+
+@pytest.mark.parametrize("parts, id_type", [(False, pa.string()), (True, pa.large_string())])
+def test_a_parquet_folder_returns_only_the_rows_above_the_watermark(tmp_path, parts, id_type):
+    _check_pushdown(_parquet_history(tmp_path / "history", _history(), parts=parts, id_type=id_type))
+
+
+def test_a_csv_folder_is_read_whole(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for name, frame in _history().items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    night = read_source(folder, after_batch=2)
+    assert night.skipped == {} and len(night.procedures) == len(_history()["procedures"])
+
+
 def test_postgresql_returns_only_the_rows_above_the_watermark(postgres_url):
     import sqlalchemy as sa
 
