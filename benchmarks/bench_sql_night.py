@@ -1,4 +1,6 @@
-"""Benchmark a night's read from PostgreSQL: the whole history against only the rows above the watermark.
+"""Benchmark a night's read from a source that keeps the whole history: PostgreSQL, and a Parquet folder.
+
+Each source is read whole, and with only the rows above the watermark.
 
 A registry of 10k, 100k and 1M procedures (with their levels) is loaded into a fresh schema of the PostgreSQL at
 ``--url`` (default: ``$CEMENTRISK_TEST_POSTGRES_URL``), with one more batch of 1% on top, and indexes on
@@ -8,7 +10,12 @@ A registry of 10k, 100k and 1M procedures (with their levels) is loaded into a f
 - ``night``: ``read_source(url, after_batch=watermark)``, the new batch, with the rows of registered batches
   counted in the database.
 
-Loading (COPY) is set-up and not timed. The schema is dropped afterwards.
+Each read is followed by ``validate_batch`` at the watermark (timed apart): after a whole read, validation sets the
+history aside itself, after coercing every row. All four must accept the same procedures.
+
+The same rows are also written as one Parquet file per table (``records.synth.write_registry``) and read the same
+two ways (``parquet_night``, ``parquet_whole``). Loading (COPY, Parquet writing) is set-up and not timed. The schema
+is dropped afterwards.
 
     .venv/bin/python benchmarks/bench_sql_night.py [--sizes 10000 100000 1000000] [--url postgresql+psycopg://...]
 """
@@ -20,6 +27,7 @@ import gc
 import io
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -54,12 +62,16 @@ def _copy(connection, schema: str, name: str, frame) -> None:
             copy.write(chunk)
 
 
-def run_size(size: int, *, url: str, seed: int) -> dict:
+def run_size(size: int, *, url: str, seed: int, folder: Path) -> dict:
+    from dataclasses import replace
+
     import psycopg
     import sqlalchemy as sa
 
     from bench_nightly import split_night
     from records.readers import read_source
+    from records.validation import validate_batch
+    from records.synth import write_registry
 
     base, night, watermark = split_night(size, seed=seed)
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -71,10 +83,12 @@ def run_size(size: int, *, url: str, seed: int) -> dict:
         try:
             counts = {"procedures": size, "new": len(night.procedures),
                       "levels_total": len(base.levels) + len(night.levels)}
+            whole = {}
             for name in ("procedures", "levels"):
-                frame = pd.concat([getattr(base, name), getattr(night, name)], ignore_index=True)
-                _copy(connection, schema, name, frame)
-                del frame
+                whole[name] = pd.concat([getattr(base, name), getattr(night, name)], ignore_index=True)
+                _copy(connection, schema, name, whole[name])
+            write_registry(replace(base, **whole), folder)
+            del whole
             del base, night
             gc.collect()
             connection.execute(f"CREATE INDEX ON {schema}.procedures (extract_batch)")
@@ -85,17 +99,22 @@ def run_size(size: int, *, url: str, seed: int) -> dict:
             source = f"{url}?options=-csearch_path%3D{schema}"
             peak = PeakRss()
             out = dict(counts)
-            for label, after in (("night", watermark), ("whole", 0)):
+            for label, where, after in (("night", source, watermark), ("whole", source, 0),
+                                        ("parquet_night", folder, watermark), ("parquet_whole", folder, 0)):
                 peak.reset()
                 before = peak.peak_mb()
                 start = time.perf_counter()
-                raw = read_source(source, after_batch=after)
+                raw = read_source(where, after_batch=after)
                 out[f"{label}_s"] = round(time.perf_counter() - start, 2)
                 out[f"{label}_rows"] = len(raw.procedures) + len(raw.levels)
                 out[f"{label}_peak_mb"] = round(peak.peak_mb() - before)
-                if label == "night":
-                    out["skipped_rows"] = sum(raw.skipped.values())
-                del raw
+                if label.endswith("night"):
+                    out[f"{label}_skipped"] = sum(raw.skipped.values())
+                start = time.perf_counter()
+                result = validate_batch(raw, watermark=watermark)  # the whole read sets the history aside here
+                out[f"{label}_validate_s"] = round(time.perf_counter() - start, 2)
+                out[f"{label}_accepted"] = len(result.procedures.accepted)
+                del raw, result
         finally:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
     return out
@@ -110,16 +129,21 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
-        rows.append(run_size(size, url=args.url, seed=args.seed))
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(run_size(size, url=args.url, seed=args.seed, folder=Path(tmp) / "history"))
         print(rows[-1], file=sys.stderr, flush=True)
-    print("| registry | new batch | rows in the database | night: rows read | night (s) | night: added peak RSS (MB) "
-          "| whole: rows read | whole (s) | whole: added peak RSS (MB) |")
-    print("|" + "---:|" * 9)
+    print("| registry | new batch | rows in the source | rows read at night | PostgreSQL night: read (s) "
+          "| + validate (s) | PostgreSQL whole: read (s) | + validate (s) | Parquet night: read (s) | + validate (s) "
+          "| Parquet whole: read (s) | + validate (s) | whole read: added peak RSS (MB, PostgreSQL / Parquet) |")
+    print("|" + "---:|" * 13)
     for r in rows:
         total = r["procedures"] + r["new"] + r["levels_total"]
-        print(f"| {r['procedures']:,} | {r['new']:,} | {total:,} | {r['night_rows']:,} | {r['night_s']} "
-              f"| {r['night_peak_mb']:,} | {r['whole_rows']:,} | {r['whole_s']} | {r['whole_peak_mb']:,} |")
-
+        cells = [f"{r['procedures']:,}", f"{r['new']:,}", f"{total:,}", f"{r['night_rows']:,}"]
+        for label in ("night", "whole", "parquet_night", "parquet_whole"):
+            cells += [str(r[f"{label}_s"]), str(r[f"{label}_validate_s"])]
+        cells.append(f"{r['whole_peak_mb']:,} / {r['parquet_whole_peak_mb']:,}")
+        print("| " + " | ".join(cells) + " |")
+        assert len({r[f"{label}_accepted"] for label in ("night", "whole", "parquet_night", "parquet_whole")}) == 1
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -24,10 +25,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
-from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TEXT_DTYPE
+from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, PROCEDURE_ID, PROCEDURES, TEXT_DTYPE
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
 MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
+_ID_MAX_LENGTH = int(re.fullmatch(r"\[.*\]\{1,(\d+)\}", ID_PATTERN).group(1))  # type: ignore[union-attr]
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 SOURCE_RETRY = Retry(attempts=3, delays=(1.0, 4.0))
@@ -159,11 +161,16 @@ def _read_parquet_night(folder: Path, after_batch: int) -> RawBatch | None:
         procedures, levels = data[PROCEDURES.name], data[LEVELS.name]
         batch_field = procedures.schema.field(EXTRACT_BATCH) if EXTRACT_BATCH in procedures.schema.names else None
         if (batch_field is None or not pa.types.is_integer(batch_field.type)
-                or any(PROCEDURE_ID not in d.schema.names for d in data.values())):
+                or any(PROCEDURE_ID not in d.schema.names for d in data.values())
+                or not all(pa.types.is_string(t) or pa.types.is_large_string(t)
+                           for t in (d.schema.field(PROCEDURE_ID).type for d in data.values()))):
             return None
         low, high = int(PROCEDURES.column(EXTRACT_BATCH).low), int(after_batch)
         batch = ds.field(EXTRACT_BATCH)
         keys = procedures.to_table(columns=[PROCEDURE_ID, EXTRACT_BATCH])
+        level_ids = levels.to_table(columns=[PROCEDURE_ID])[PROCEDURE_ID]
+        if not (_ids_are_clean(keys[PROCEDURE_ID]) and _ids_are_clean(level_ids)):
+            return None
         old = pc.fill_null(pc.and_(pc.greater_equal(keys[EXTRACT_BATCH], low),
                                    pc.less_equal(keys[EXTRACT_BATCH], high)), False)
         ids = keys[PROCEDURE_ID].cast(pa.string())
@@ -282,6 +289,8 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
         engine = sa.create_engine(url, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
+    if engine.dialect.name == "sqlite":
+        _one_sqlite_transaction(engine)
     frames: dict[str, pd.DataFrame] = {}
     skipped: dict[str, int] = {}
     skipped_batches: tuple[int, ...] = ()
@@ -296,7 +305,7 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
             for table in TABLE_NAMES:
                 if table not in present:
                     raise SourceError(f"table {table} not found in database {shown}")
-            plan = _new_rows_plan(inspector, after_batch) if after_batch > 0 else None
+            plan = _new_rows_plan(connection, inspector, after_batch) if after_batch > 0 else None
             for table in TABLE_NAMES:
                 step = f"reading table {table}"
                 if plan is None:
@@ -335,6 +344,20 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
                     skipped_batches=skipped_batches)
 
 
+def _one_sqlite_transaction(engine: object) -> None:
+    """Every statement of a read in one SQLite transaction, so both tables and the counts come from one state of
+    the file (Python's sqlite3 opens none for SELECTs; SQLAlchemy's documented recipe)."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_to_us(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
 @dataclass(frozen=True)
 class _NewRowsPlan:
     """The SQL that reads only what validation would not skip at watermark ``high``, and counts the rest.
@@ -346,8 +369,11 @@ class _NewRowsPlan:
 
     bounds: dict[str, int]
 
-    _OLD = "p.extract_batch >= :low AND p.extract_batch <= :high"
-    _NOT_OLD = "(p.extract_batch IS NULL OR p.extract_batch < :low OR p.extract_batch > :high)"
+    # a whole number in [low, high] (SQLite may hold 1.5 in an INTEGER column; validation quarantines it), and its
+    # exact complement, NULL included
+    _OLD = ("(p.extract_batch >= :low AND p.extract_batch <= :high "
+            "AND p.extract_batch = CAST(p.extract_batch AS INTEGER))")
+    _NOT_OLD = f"(NOT COALESCE({_OLD}, FALSE))"
 
     def _level_skipped(self) -> str:
         return (f'EXISTS (SELECT 1 FROM "procedures" p WHERE p.procedure_id = l.procedure_id AND {self._OLD}) '
@@ -363,16 +389,50 @@ class _NewRowsPlan:
         return f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {self._OLD} GROUP BY p.extract_batch'
 
 
-def _new_rows_plan(inspector: object, after_batch: int) -> _NewRowsPlan | None:
-    """The plan when the database can filter on extract_batch (an integer column) and join on procedure_id; else
-    None (everything is read)."""
+def _new_rows_plan(connection: object, inspector: object, after_batch: int) -> _NewRowsPlan | None:
+    """The plan when the database can apply validation's skip rule itself; else None (everything is read).
+
+    That needs an integer ``extract_batch``, ``procedure_id`` as text in both tables, and every id already in the
+    form validation checks it in (:data:`records.schema.ID_PATTERN`, not a missing-value token): validation
+    strips blanks and reads "NA" as missing, the database compares ids as stored.
+    """
     import sqlalchemy as sa
 
     columns = {table: {str(c["name"]): c["type"] for c in inspector.get_columns(table)} for table in TABLE_NAMES}
     batch_type = columns[PROCEDURES.name].get(EXTRACT_BATCH)
-    if not isinstance(batch_type, sa.Integer) or any(PROCEDURE_ID not in cols for cols in columns.values()):
+    if not isinstance(batch_type, sa.Integer) or any(
+            not isinstance(cols.get(PROCEDURE_ID), sa.String) for cols in columns.values()):
         return None
+    unclean = _unclean_id_sql(connection.dialect.name)
+    if unclean is None:
+        return None
+    for table in TABLE_NAMES:
+        probe = f'SELECT 1 FROM "{table}" t WHERE t.procedure_id IS NOT NULL AND ({unclean}) LIMIT 1'
+        if connection.execute(sa.text(probe)).first() is not None:
+            return None
     return _NewRowsPlan(bounds={"low": int(PROCEDURES.column(EXTRACT_BATCH).low), "high": int(after_batch)})
+
+
+def _unclean_id_sql(dialect: str) -> str | None:
+    """SQL true for an id ``t.procedure_id`` that validation would read differently from its stored form."""
+    tokens = ", ".join(f"'{token}'" for token in MISSING_TOKENS if token)
+    missing = f"lower(t.procedure_id) IN ({tokens})"
+    if dialect == "postgresql":
+        return f"t.procedure_id !~ '^{ID_PATTERN}$' OR {missing}"
+    if dialect == "sqlite":
+        return (f"t.procedure_id = '' OR length(t.procedure_id) > {_ID_MAX_LENGTH} "
+                f"OR t.procedure_id GLOB '*[^A-Za-z0-9_-]*' OR {missing}")
+    return None
+
+
+def _ids_are_clean(ids: pa.ChunkedArray) -> bool:
+    """Every non-missing id already in the form validation checks it in (see :func:`_new_rows_plan`)."""
+    present = ids.drop_null()
+    if len(present) == 0:
+        return True
+    matches = pc.match_substring_regex(present, f"^{ID_PATTERN}$")
+    missing = pc.is_in(pc.utf8_lower(present), value_set=pa.array([t for t in MISSING_TOKENS if t], pa.string()))
+    return bool(pc.all(matches).as_py()) and not bool(pc.any(missing).as_py())
 
 
 def _host_port(parsed: object) -> str:

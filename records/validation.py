@@ -127,8 +127,9 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
                  ).fillna(False).astype(bool)
     skipped_batches = tuple(sorted({int(b) for b in proc.frame.loc[skip_proc, EXTRACT_BATCH].unique()}
                                    | set(raw.skipped_batches)))
-    new_ids = proc.frame.loc[~skip_proc, PROCEDURE_ID]
-    old_ids = proc.frame.loc[skip_proc, PROCEDURE_ID]
+    # a missing id matches nothing: a level without one is quarantined, never set aside with some old procedure
+    new_ids = proc.frame.loc[~skip_proc, PROCEDURE_ID].dropna()
+    old_ids = proc.frame.loc[skip_proc, PROCEDURE_ID].dropna()
     skip_lev = (lev.frame[PROCEDURE_ID].isin(old_ids) & ~lev.frame[PROCEDURE_ID].isin(new_ids)).astype(bool)
     proc = _subset(proc, ~skip_proc)
     lev = _subset(lev, ~skip_lev)

@@ -438,3 +438,75 @@ def test_nightly_ingest_from_a_database_reads_the_new_batch_and_accounts_for_the
     assert manifest["tables"]["levels"]["rows_skipped_registered"] == sum(len(b.levels) for b in history)
     assert manifest["batches_skipped"] == [1, 2] and manifest["batches_loaded"] == [3]
     assert load_state(workspace).watermark == 3
+
+
+def _dirty(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The history with ids that validation reads differently from their stored form: a padded id and "NA"."""
+    procedures, levels = tables["procedures"].copy(), tables["levels"].copy()
+    procedures["procedure_id"] = procedures["procedure_id"].astype(object)
+    levels["procedure_id"] = levels["procedure_id"].astype(object)
+    procedures.loc[procedures["procedure_id"] == "P00101", "procedure_id"] = "P00101 "  # batch 1; levels say P00101
+    procedures.loc[procedures["procedure_id"] == "P00201", "procedure_id"] = "NA"  # batch 2
+    levels.loc[levels["procedure_id"] == "P00201", "procedure_id"] = "NA"
+    return {"procedures": procedures.astype({"procedure_id": "string"}),
+            "levels": levels.astype({"procedure_id": "string"})}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
+def test_ids_stored_unlike_validation_reads_them_make_the_night_read_everything(tmp_path, kind):
+    tables = _dirty(_history())
+    source = (_sqlite_history(tmp_path, tables) if kind == "sqlite"
+              else _parquet_history(tmp_path / "history", tables))
+    whole = read_source(source)
+    for watermark in (1, 2):
+        night = read_source(source, after_batch=watermark)
+        assert night.skipped == {} and len(night.procedures) == len(whole.procedures)
+        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=watermark)),
+                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, watermark=watermark)))
+
+
+def test_a_fractional_batch_in_a_sqlite_integer_column_is_read_and_quarantined(tmp_path):
+    source = _sqlite_history(tmp_path, _history())
+    with sqlite3.connect(source) as connection:
+        connection.execute("UPDATE procedures SET extract_batch = 1.5 WHERE procedure_id = 'P00102'")
+    night = read_source(source, after_batch=2)
+    assert "P00102" in set(night.procedures["procedure_id"]) and night.skipped_batches == (1, 2)
+    _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=2)),
+                           _outcome(validate_batch(read_source(source), as_of_year=AS_OF_YEAR, watermark=2)))
+
+
+def test_ids_of_another_type_than_text_make_the_night_read_everything(tmp_path):
+    path = tmp_path / "typed.sqlite"
+    with sqlite3.connect(path) as connection:
+        for name, frame in _history().items():
+            frame.astype(object).where(frame.notna(), None).to_sql(
+                name, connection, index=False,
+                dtype={"extract_batch": "INTEGER", "procedure_id": "BLOB" if name == "procedures" else "TEXT"})
+    assert read_source(path, after_batch=2).skipped == {}
+
+
+def test_a_sqlite_night_reads_one_state_of_the_file(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    source = _sqlite_history(tmp_path, _history())
+    with sqlite3.connect(source) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")  # a writer may commit while the night reads
+    expected = read_source(source, after_batch=2)
+    real_create = sa.create_engine
+
+    def create_engine(*args, **kwargs):
+        engine = real_create(*args, **kwargs)
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def write_meanwhile(conn, cursor, statement, parameters, context, executemany):
+            if statement.startswith('SELECT COUNT(*) FROM "levels"'):
+                with sqlite3.connect(source) as other:  # another process appends a level of batch 1
+                    other.execute("INSERT INTO levels SELECT * FROM levels WHERE procedure_id = 'P00102' LIMIT 1")
+        return engine
+
+    monkeypatch.setattr(sa, "create_engine", create_engine)
+    night = read_source(source, after_batch=2)
+    assert night.skipped == expected.skipped  # the row committed meanwhile is not counted
+    with sqlite3.connect(source) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM levels").fetchone()[0] == sum(
+            expected.skipped.values()) - expected.skipped["procedures"] + len(expected.levels) + 1
