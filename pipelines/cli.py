@@ -216,6 +216,7 @@ def serve(
                      "deployment's parameters; prefer ~/.pgpass or PGPASSWORD in serve's environment")
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     registered: list[str] = []
+    paused = False
     try:
         with nightly.sigterm_as_interrupt(), ExitStack() as stack:
             api = os.environ.get("PREFECT_API_URL", "")
@@ -246,8 +247,9 @@ def serve(
                 say(f"  in the UI: {ui}/deployments/deployment/{deployment_id}")
                 say(f"  run it now: PREFECT_API_URL={api} prefect deployment run '{nightly.FULL_NAME}'")
 
-            nightly.serve_nightly(parameters, cron=cron, timezone=timezone, on_registered=announce,
-                                  on_serving=lambda: say("serving until stopped (Ctrl-C or SIGTERM) ..."))
+            paused = nightly.serve_nightly(
+                parameters, cron=cron, timezone=timezone, on_registered=announce,
+                on_serving=lambda: say("serving until stopped (Ctrl-C or SIGTERM) ..."))
     except KeyboardInterrupt:
         pass
     except InputError as error:
@@ -259,7 +261,13 @@ def serve(
     except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
         errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}")
         raise typer.Exit(EXIT_INTERNAL) from None
-    console.print("stopped" + (": the schedule is paused until serve runs again" if registered else ""))
+    if not registered:
+        console.print("stopped")
+    elif paused:
+        console.print("stopped: the schedule is paused until serve runs again")
+    else:
+        console.print(f"stopped; could not confirm that the schedule of {nightly.FULL_NAME} is paused: its runs may "
+                      "stay due until serve runs again")
     nightly.ignore_late_signals()
 
 

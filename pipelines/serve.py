@@ -356,7 +356,7 @@ def ignore_late_signals() -> None:
 
 def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
                   on_registered: Callable[[str], None] | None = None,
-                  on_serving: Callable[[], None] | None = None, limit: int = 1) -> None:
+                  on_serving: Callable[[], None] | None = None, limit: int = 1) -> bool:
     """Register ``cementrisk-run/nightly`` on the cron schedule and serve it until stopped.
 
     Call only after :func:`pipelines.prefect_env.configure_prefect` and with ``PREFECT_API_URL`` set:
@@ -364,8 +364,9 @@ def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
     called (from a helper thread) once the runner has started, which is when a SIGTERM becomes a graceful
     stop that pauses the schedule. At most ``limit`` runs execute at once (a run due while one is running
     waits in the queue); a run that finds the workspace locked by another process waits
-    ``lock_wait_seconds`` for it. On SIGTERM or Ctrl-C the runner stops and pauses the schedule, and this
-    returns.
+    ``lock_wait_seconds`` for it. On SIGTERM or Ctrl-C the runner stops and this returns whether the schedule is
+    paused: the runner pauses it on a graceful stop, and this pauses it again in case the stop came while the
+    runner was starting, before its shutdown could run. The SIGTERM handler Prefect installs is removed again.
     """
     from prefect.deployments.runner import EntrypointType
     from prefect.exceptions import TerminationSignal
@@ -386,6 +387,7 @@ def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
     if on_serving is not None:
         threading.Thread(target=_when_started, args=(runner, finished, on_serving), daemon=True,
                          name="cementrisk-serving").start()
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
@@ -396,6 +398,21 @@ def serve_nightly(parameters: Mapping[str, Any], *, cron: str, timezone: str,
             raise
     finally:
         finished.set()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)  # Prefect's handler would exit in the middle of our clean-up
+    return pause_deployment(str(deployment_id))
+
+
+def pause_deployment(deployment_id: str) -> bool:
+    """Pause the deployment's schedule at the API (idempotent); False when the API could not be told."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.pause_deployment(deployment_id)
+    except Exception:  # noqa: BLE001 - the API may be gone; the caller says the schedule may still be active
+        return False
+    return True
 
 
 def _when_started(runner: Any, finished: threading.Event, then: Callable[[], None]) -> None:

@@ -6,6 +6,7 @@ which stages them) the state files."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from records.errors import retry_write
@@ -17,9 +18,11 @@ def write_durable(path: Path, data: bytes) -> None:
     it was. Not staged (:func:`records.lock.write_file` stages a workspace's state files); no retry (wrap in
     :func:`records.errors.retry_write`, or call :func:`write_durably`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # a name of its own for every write (two threads or two hosts may write the same file), created exclusively;
+    # the leading dot keeps a temporary left by a killed writer out of every Parquet dataset and listing
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -382,3 +382,11 @@ def test_a_signal_after_serve_has_stopped_does_not_kill_it_during_shutdown():
     unprotected = subprocess.run([sys.executable, "-c", code.replace("ignore_late_signals(); ", "")], cwd=REPO,
                                  capture_output=True, timeout=60)
     assert unprotected.returncode != 0
+
+
+def test_pausing_says_false_when_the_api_does_not_answer(tmp_path):
+    # serve then says it could not confirm the pause, instead of claiming the schedule is paused
+    env = _clean_env(PREFECT_API_URL=f"http://{LOOPBACK}:9/api", PREFECT_HOME=str(tmp_path / "home"))
+    code = "from pipelines.serve import pause_deployment; print(pause_deployment('00000000-0000-0000-0000-000000000000'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

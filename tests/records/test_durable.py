@@ -42,3 +42,26 @@ def test_write_durably_retries_transient_errors_only(tmp_path, monkeypatch):
     with pytest.raises(OSError) as full:
         durable.write_durably(tmp_path / "b.csv", b"rows")
     assert full.value.errno == errno.ENOSPC and not (tmp_path / "b.csv").exists()
+
+
+def test_threads_writing_one_file_never_tear_it(tmp_path):
+    import threading
+
+    target = tmp_path / "shared.bin"
+    payloads = [bytes([65 + i]) * 200_000 for i in range(4)]
+    failures = []
+
+    def write(data):
+        try:
+            for _ in range(10):
+                durable.write_durable(target, data)
+        except OSError as error:  # pragma: no cover - the failure this test guards against
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures and target.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
