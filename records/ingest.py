@@ -38,8 +38,9 @@ class IngestOutcome:
 def load_batch(source: str | Path, *, workspace: Path | None = None) -> RawBatch:
     """Read both tables of a source (raises SourceError on whole-input problems).
 
-    With a workspace, a database source returns only the rows above the registry's watermark (and counts the
-    others): a night reads the new batch, not the whole history (:func:`records.readers.read_source`).
+    With a workspace, a database or Parquet-folder source returns only the rows above the registry's watermark
+    (and counts the others): a night reads the new batch, not the whole history
+    (:func:`records.readers.read_source`).
     """
     after = load_state(workspace).watermark if workspace is not None and Path(workspace).exists() else 0
     return read_source(source, after_batch=after)
