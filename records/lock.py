@@ -194,7 +194,17 @@ def recover(workspace: Path, *, by_run: str) -> list[str]:
             discarded.append(folder.name)
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(root)
+    _sweep_temporaries(workspace)
     return discarded
+
+
+def _sweep_temporaries(workspace: Path) -> None:
+    """Remove the temporaries (``.<name>.<pid>.<hex>.tmp``, :func:`records.durable.write_durable`) that writers of a
+    run that ended without committing left behind; no other run writes while the lock is held. Prefect's home is
+    not ours."""
+    for tmp in Path(workspace).rglob(".*.tmp"):
+        if tmp.is_file() and ".prefect" not in tmp.relative_to(workspace).parts[:1]:
+            tmp.unlink(missing_ok=True)
 
 
 # --- private steps -------------------------------------------------------------------------------------

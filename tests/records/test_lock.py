@@ -87,7 +87,15 @@ def test_a_killed_run_is_discarded_by_the_next_and_its_manifest_says_failed(tmp_
         holder.wait()
     assert (tmp_path / STAGING_DIR / "killed-run" / "registry" / "state.json").is_file()
     assert read_bytes(tmp_path, target) == b"before"
+    # a temporary the killed run's writer left behind (records.durable), and one of Prefect's that is not ours
+    stray = tmp_path / "registry" / "procedures" / "extract_batch=2" / ".part-0.parquet.4242.0123456789ab.tmp"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half")
+    prefects = tmp_path / ".prefect" / ".prefect.db.tmp"
+    prefects.parent.mkdir()
+    prefects.write_bytes(b"theirs")
     with workspace_lock(tmp_path, run_id="next", wait_seconds=0):
+        assert not stray.exists() and prefects.exists()
         assert not (tmp_path / STAGING_DIR / "killed-run").exists()
         assert read_bytes(tmp_path, target) == b"before"
     assert target.read_bytes() == b"before"
