@@ -32,8 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from records.durable import fsync_dir, write_durable
-from records.errors import retry_write
+from records.durable import fsync_dir, write_durable, write_durably
 from records.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
 
 LOCK_FILE = ".lock"
@@ -135,7 +134,7 @@ def write_file(workspace: Path, target: Path, data: bytes) -> Path:
     rel = _relative(workspace, target)
     run_id = held_run(workspace) or _locking_run(workspace)
     dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
-    retry_write(lambda: write_durable(dest, data))
+    write_durably(dest, data)
     return dest
 
 
@@ -270,7 +269,7 @@ def _commit(workspace: Path, run_id: str) -> None:
         if files:
             mark = {"run_id": run_id, "files": [str(f) for f in files],
                     "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            retry_write(lambda: write_durable(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode()))
+            write_durably(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode())
             _apply(workspace, folder)
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(_staging_root(workspace))

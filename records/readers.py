@@ -182,7 +182,7 @@ def _read_parquet_night(folder: Path, after_batch: int) -> RawBatch | None:
         level_id = ds.field(PROCEDURE_ID)
         only_old = only_old.cast(levels.schema.field(PROCEDURE_ID).type)  # isin wants the column's own type
         kept_levels = levels.to_table(filter=level_id.is_null() | ~level_id.isin(only_old))
-        totals = {table: d.count_rows() for table, d in data.items()}
+        totals = {PROCEDURES.name: keys.num_rows, LEVELS.name: len(level_ids)}  # the key columns are whole
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"source {folder}: a Parquet file is not readable (truncated or corrupt?): "
                           f"{_first_line(exc)}") from None

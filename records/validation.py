@@ -101,7 +101,7 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     Parameters
     ----------
     raw
-        Both tables as read (after the identifier guard has passed them); the rows a database kept back as
+        Both tables as read (after the identifier guard has passed them); the rows the source kept back as
         registered (:attr:`RawBatch.skipped`) are added to the skipped counts and batches.
     as_of_year
         The upper bound of ``procedure_year`` ('this year'); defaults to today's year.
