@@ -278,10 +278,13 @@ def test_serve_registers_the_nightly_deployment_and_a_triggered_run_publishes(pr
                     "Europe/Zurich", "--source", str(small_source), "--workspace", str(workspace), "--no-models"],
                    log, _clean_env(PREFECT_API_URL=api))
     try:
-        deployment = _eventually(
-            lambda: _api("GET", f"{api}/deployments/name/cementrisk-run/nightly") or serve.poll() is not None,
-            120, "the deployment cementrisk-run/nightly was not registered")
+        # "serving" is printed after serve has announced the registration (the API knows the deployment a moment
+        # before serve prints it)
+        _eventually(lambda: "serving until stopped" in log.read_text() or serve.poll() is not None,
+                    120, "serve did not register cementrisk-run/nightly and start serving")
         assert serve.poll() is None, log.read_text()
+        deployment = _api("GET", f"{api}/deployments/name/cementrisk-run/nightly")
+        assert deployment is not None, "cementrisk-run/nightly is not at the API"
         output = log.read_text()
         assert f"Prefect API: {api} (from PREFECT_API_URL)" in output
         assert "deployment cementrisk-run/nightly registered" in output and "Europe/Zurich" in output
