@@ -49,7 +49,7 @@ class PeakRss:
 
 def measure_one(source: Path, workspace: Path) -> dict:
     """Run the four ingest steps once, timing each and sampling peak memory."""
-    from records import ingest
+    from pipelines import ingest
 
     rss = PeakRss()
     rows: dict[str, float] = {}
@@ -75,7 +75,7 @@ def measure_one(source: Path, workspace: Path) -> dict:
 
 
 def ensure_source(size: int, out: Path, seed: int) -> Path:
-    from records.synth import generate_registry, write_registry
+    from synth.generator import generate_registry, write_registry
 
     folder = out / f"synthetic-{size}"
     if not (folder / "levels.parquet").exists():
@@ -99,7 +99,7 @@ def main() -> None:
         workspace = args.out / f"ws-{args.child}-{os.getpid()}"
         print(json.dumps(measure_one(source, workspace)))
         return
-    print(f"ingest benchmark on {os.cpu_count()} cores; Parquet source made by records.synth (seed {args.seed})\n")
+    print(f"ingest benchmark on {os.cpu_count()} cores; Parquet source made by synth.generator (seed {args.seed})\n")
     print("| procedures | level rows | step | seconds | procedures/s | peak RSS (MB) |")
     print("|---:|---:|---|---:|---:|---:|")
     totals = {}

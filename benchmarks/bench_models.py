@@ -37,7 +37,7 @@ def run_size(size: int, *, seed: int, n_boot: int, folds: int) -> dict:
     from models.outcomes import OUTCOMES
     from models.scoring import score_records
     from models.training import TrainingConfig, train_outcome
-    from records.synth import generate_registry
+    from synth.generator import generate_registry
 
     rss = PeakRss()
     registry = generate_registry(size, seed=seed)

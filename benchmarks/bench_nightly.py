@@ -38,7 +38,7 @@ def train_models(models_dir: Path, seed: int) -> None:
     """Champions trained on a 20k registry, kept as a models folder to copy into each workspace."""
     from models.training import TrainingConfig
     from pipelines.job import run_job
-    from records.synth import generate_registry, write_registry
+    from synth.generator import generate_registry, write_registry
 
     with tempfile.TemporaryDirectory() as tmp:
         source, workspace = Path(tmp) / "src", Path(tmp) / "ws"
@@ -53,7 +53,7 @@ def split_night(size: int, *, seed: int):
     from dataclasses import replace
 
     from records import schema as s
-    from records.synth import generate_registry
+    from synth.generator import generate_registry
 
     new = max(size // 100, 11)
     everything = generate_registry(size + new, seed=seed)
@@ -78,7 +78,7 @@ def run_size(size: int, *, seed: int, models_dir: Path, root: Path) -> dict:
     import datetime as dt
 
     from records import schema as s
-    from records.synth import write_registry
+    from synth.generator import write_registry
 
     base, night, watermark = split_night(size, seed=seed)
     write_registry(base, root / "base")

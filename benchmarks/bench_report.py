@@ -28,8 +28,8 @@ def model_figures(path: Path, seed: int) -> None:
     """Train once on 5,000 procedures and keep the models' figures as the report shows them."""
     from models.refresh import published_model_metrics, refresh_models
     from models.training import TrainingConfig
-    from records.ingest import run_ingest
-    from records.synth import generate_registry, write_registry
+    from pipelines.ingest import run_ingest
+    from synth.generator import generate_registry, write_registry
 
     with tempfile.TemporaryDirectory() as tmp:
         source, workspace = Path(tmp) / "src", Path(tmp) / "ws"
@@ -43,7 +43,7 @@ def run_size(size: int, *, seed: int, models_path: Path) -> dict:
     import pandas as pd
 
     from models.scoring import PROCEDURE_LEAKAGE_RISK, Scores
-    from records.synth import generate_registry
+    from synth.generator import generate_registry
     from reports.figures import build_figures
     from reports.html import render_report
     from reports.submission import validate_submission, write_submission

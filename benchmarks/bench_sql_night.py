@@ -13,7 +13,7 @@ A registry of 10k, 100k and 1M procedures (with their levels) is loaded into a f
 Each read is followed by ``validate_batch`` at the watermark (timed apart): after a whole read, validation sets the
 history aside itself, after coercing every row. All four must accept the same procedures.
 
-The same rows are also written as one Parquet file per table (``records.synth.write_registry``) and read the same
+The same rows are also written as one Parquet file per table (``synth.generator.write_registry``) and read the same
 two ways (``parquet_night``, ``parquet_whole``). Loading (COPY, Parquet writing) is set-up and not timed. The schema
 is dropped afterwards.
 
@@ -71,7 +71,7 @@ def run_size(size: int, *, url: str, seed: int, folder: Path) -> dict:
     from bench_nightly import split_night
     from records.readers import read_source
     from records.validation import validate_batch
-    from records.synth import write_registry
+    from synth.generator import write_registry
 
     base, night, watermark = split_night(size, seed=seed)
     schema = f"bench_{uuid.uuid4().hex[:8]}"

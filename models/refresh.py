@@ -27,10 +27,10 @@ from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
 from models.training import (TRUSTED_OURS, OutcomeResult, TrainingConfig, train_outcome_from,
                              write_model_frames)
 from records import schema as s
-from records import lock
-from records.durable import write_durably
-from records.manifest import RUNS_DIR, code_version
-from records.registry import RegistryState, load_state, read_registry_table
+from workspace import transaction as lock
+from workspace.durable import write_durably
+from workspace.manifest import RUNS_DIR, code_version
+from workspace.registry import RegistryState, load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
 
 METRICS_FILE = "metrics.json"
@@ -220,7 +220,7 @@ def metrics_json(metrics: dict[str, object]) -> str:
 
 
 def _write_state_json(workspace: Path, path: Path, payload: dict[str, object]) -> None:
-    """A file of the workspace's model state: staged with the run that holds the lock (records.lock)."""
+    """A file of the workspace's model state: staged with the run that holds the lock (workspace.transaction)."""
     lock.write_file(workspace, path, metrics_json(payload).encode("utf-8"))
 
 

@@ -18,8 +18,8 @@ from models import store
 from models.outcomes import OUTCOMES
 from models.training import TRUSTED_OURS
 from records import schema as s
-from records.ingest import check_batch, load_batch, screen_batch
-from records.manifest import TableCounts
+from pipelines.ingest import check_batch, load_batch, screen_batch
+from workspace.manifest import TableCounts
 from records.validation import ValidationResult
 
 IMAGING_FOR_PLANNING = "ct"

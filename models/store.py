@@ -13,7 +13,7 @@ A version is written into a hidden temporary folder, loaded back, and only then 
 killed run leaves no half-written version (the next run that saves a version of the outcome while holding the
 workspace lock removes such leftovers). A stored version that is not the champion is never loaded unless asked
 for by name: a version saved by a run that was then killed is harmless. ``champion.json`` is replaced whole
-(write, fsync, rename); within a run (the workspace lock held, :mod:`records.lock`) it is staged and takes
+(write, fsync, rename); within a run (the workspace lock held, :mod:`workspace.transaction`) it is staged and takes
 effect when the run commits, all outcomes together: a run killed or failed after promoting leaves every
 champion as it was. The SHA-256 is checked before a byte is deserialised, and
 skops rebuilds only the types of :func:`trusted_types`. The checksum guards against corruption and
@@ -39,8 +39,8 @@ import numpy as np
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from records import lock
-from records.manifest import code_version, utc_now
+from workspace import transaction as lock
+from workspace.manifest import code_version, utc_now
 
 MODELS_DIR = "models"
 MODEL_FILE = "model.skops"
@@ -382,7 +382,7 @@ def set_champion(workspace: Path, *, outcome: str, version: str, decision: Mappi
     """Point ``champion.json`` at a stored version, atomically, keeping the earlier pointers in ``history``.
 
     Within a run (this process holds the workspace lock) the new pointer is staged: the run sees it at once,
-    everyone else when the run commits (:mod:`records.lock`).
+    everyone else when the run commits (:mod:`workspace.transaction`).
 
     Parameters
     ----------

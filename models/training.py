@@ -18,7 +18,7 @@ from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
 from models import store
 from models.assessment import assess
-from records.suppression import is_small
+from reports.suppression import is_small
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.development import Development, develop
 from models.fanout import Mapper, sequential
@@ -29,7 +29,7 @@ from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
 from models.rare import assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
-from records.manifest import code_version
+from workspace.manifest import code_version
 
 TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression")
 MIN_EACH_CLASS = 20

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
 from records.errors import InputError, SourceUnavailable
-from records.lock import WorkspaceBusy
+from workspace.transaction import WorkspaceBusy
 from models.training import TrainingConfig
-from records.manifest import TableCounts, new_run_id
+from workspace.manifest import TableCounts, new_run_id
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -355,7 +355,7 @@ def validate(
     show: Annotated[int, typer.Option(help="How many quarantined rows to list per table.")] = 10,
 ) -> None:
     """Dry run: say what would be accepted and why rows would be quarantined. Writes nothing."""
-    from records.ingest import check_batch, load_batch, screen_batch
+    from pipelines.ingest import check_batch, load_batch, screen_batch
     from records.validation import REASON
 
     with _exit_codes(refused=(InputError,)), console.status(f"checking {source} ..."):
@@ -382,7 +382,7 @@ def synth(
     = Path("synthetic"),
 ) -> None:
     """Write a synthetic, de-identified registry in the contract, with literature-based risks."""
-    from records.synth import generate_registry, write_registry
+    from synth.generator import generate_registry, write_registry
 
     with _exit_codes(refused=()), console.status(f"generating {procedures:,} procedures (seed {seed}) ..."):
         registry = generate_registry(procedures, seed=seed)

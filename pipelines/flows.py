@@ -24,9 +24,9 @@ from models.outcomes import OUTCOMES
 from models.refresh import ModelsSummary, refresh_models
 from models.training import OutcomeResult, TrainingConfig, train_outcome_from
 from pipelines.job import JobSteps, run_job
-from records import ingest
+from pipelines import ingest
 from records.errors import SourceUnavailable, is_transient_write_error
-from records.manifest import new_run_id
+from workspace.manifest import new_run_id
 from reports.publish import publish_reports
 from reports.summary import run_summary_markdown, run_summary_tables
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from models.refresh import ModelsSummary, refresh_models
 from models.training import TrainingConfig
-from records import ingest
-from records.manifest import STATUS_FAILED, RunManifest, utc_now, write_manifest
-from records.lock import workspace_lock
+from pipelines import ingest
+from workspace.manifest import STATUS_FAILED, RunManifest, utc_now, write_manifest
+from workspace.transaction import workspace_lock
 from reports.publish import ReportSummary, current_published_run, publish_reports, publish_run
 
 

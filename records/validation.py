@@ -111,7 +111,7 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     registered_ids
         Procedure ids already in the registry: a new row with one of them is quarantined. Or a lookup that,
         given the batch's (checked) procedure ids, returns those of them already registered, so a large
-        registry need not hand over every id (:func:`records.registry.registered_procedure_ids`).
+        registry need not hand over every id (:func:`workspace.registry.registered_procedure_ids`).
 
     Raises
     ------

@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 
 from models.refresh import METRICS_FILE, metrics_json, published_model_metrics
-from records import lock
-from records.durable import write_durably
+from workspace import transaction as lock
+from workspace.durable import write_durably
 from records import schema as s
-from records.manifest import RUNS_DIR, code_version
-from records.registry import load_state, read_registry_table
+from workspace.manifest import RUNS_DIR, code_version
+from workspace.registry import load_state, read_registry_table
 from records.schema import LEVELS, PROCEDURES
 from reports.figures import MONITORED, build_figures
 from reports.html import render_report

@@ -13,7 +13,7 @@ the registry. Instead each batch is scored when it first appears (or when the ch
 A generation is one set of champion versions. When a champion changes, every batch is scored again into a new
 generation and the state switches to it only when it is complete, so a reader never mixes two models' risks. A batch
 is kept with the run that registered it: a batch registered again (its first run failed and was rolled back) is scored
-again. The state is written like the registry's (staged with the run until it commits, :mod:`records.lock`), so a run
+again. The state is written like the registry's (staged with the run until it commits, :mod:`workspace.transaction`), so a run
 that fails or is killed leaves the state of the last finished run, and the next run finishes the work.
 """
 
@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 from models import store
 from models.outcomes import OUTCOMES
 from models.scoring import NoModelError, score_records
-from records import lock
-from records.durable import write_durably
+from workspace import transaction as lock
+from workspace.durable import write_durably
 from records import schema as s
-from records.registry import RegistryState, read_registry_table
+from workspace.registry import RegistryState, read_registry_table
 from reports.figures import outcome_frames
 from reports.submission import Part, render_part
 
@@ -260,7 +260,7 @@ def _write_bytes(path: Path, content: bytes) -> None:
 
 
 def _write_state(workspace: Path, state: ScoredState) -> None:
-    """The state is part of the workspace's state: staged with the run that holds the lock (records.lock), so a run
+    """The state is part of the workspace's state: staged with the run that holds the lock (workspace.transaction), so a run
     that fails or is killed leaves the state of the last finished run."""
     lock.write_file(workspace, Path(workspace) / SCORED_DIR / STATE_FILE, state.to_json().encode("utf-8"))
 

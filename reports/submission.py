@@ -34,7 +34,7 @@ from pandera.errors import SchemaErrors
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.scoring import PROCEDURE_LEAKAGE_RISK
 from records import schema as s
-from records.suppression import SMALL_CELL, is_small
+from reports.suppression import SMALL_CELL, is_small
 
 FORMAT_VERSION = "1"
 DATA_DIR, SCHEMA_FILE, MANIFEST_FILE = "data", "schema.json", "manifest.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from records.suppression import SUPPRESSED, is_small
+from reports.suppression import SUPPRESSED, is_small
 from reports.figures import data_figures
 from reports.qi import FLAG_HIGH, FLAG_LOW
 

@@ -300,7 +300,7 @@ def test_default_tripod_items_cover_the_key_items():
 def test_inside_a_run_the_champion_switch_waits_for_the_run_to_end(tmp_path, fitted):
     """A run sees its new champion at once; the pointer file changes only when the run commits, and not at all
     when it fails: a run that promotes one outcome and then dies leaves every champion as it was."""
-    from records.lock import workspace_lock
+    from workspace.transaction import workspace_lock
 
     save(tmp_path, fitted["spline_logistic"])
     store.set_champion(tmp_path, outcome="leakage_any", version="v0001", decision={"reason": "first"})
@@ -326,7 +326,7 @@ def test_inside_a_run_the_champion_switch_waits_for_the_run_to_end(tmp_path, fit
 
 
 def test_half_written_versions_of_killed_runs_are_removed_under_the_lock(tmp_path, fitted):
-    from records.lock import workspace_lock
+    from workspace.transaction import workspace_lock
 
     save(tmp_path, fitted["spline_logistic"])
     outcome_dir = tmp_path / "models" / "leakage_any"

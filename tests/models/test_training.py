@@ -15,8 +15,8 @@ from models.outcomes import OUTCOMES
 from models.refresh import metrics_json, refresh_models, should_retrain
 from models.scoring import NoModelError, score_records, score_source
 from models.training import TrainingConfig, train_all
-from records.ingest import run_ingest
-from records.synth import generate_registry, write_registry
+from pipelines.ingest import run_ingest
+from synth.generator import generate_registry, write_registry
 
 FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
 
@@ -155,7 +155,7 @@ def test_policy_keeps_champions_on_a_quiet_batch_and_retrains_when_it_drifts(tra
     import shutil
 
     from models.refresh import retrain_decision
-    from records.registry import load_state
+    from workspace.registry import load_state
 
     workspace = tmp_path / "ws"
     shutil.copytree(trained_workspace[0], workspace)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from records.synth import generate_registry, write_registry
+from synth.generator import generate_registry, write_registry
 from tests.pipelines.test_cli import cementrisk
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.job import PLAIN, run_job
-from records.lock import LOCK_FILE, WorkspaceBusy, workspace_lock
-from records.manifest import STATUS_FAILED
+from workspace.transaction import LOCK_FILE, WorkspaceBusy, workspace_lock
+from workspace.manifest import STATUS_FAILED
 from records.schema import EXTRACT_BATCH, PROCEDURE_ID
-from records.synth import generate_registry, write_registry
+from synth.generator import generate_registry, write_registry
 from reports.publish import PUBLISHED_FILE, published_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from records.lock import workspace_lock
+from workspace.transaction import workspace_lock
 with workspace_lock(Path({workspace!r}), run_id="holder-run"):
     print("locked", flush=True)
     time.sleep(float(sys.argv[1]))

@@ -6,7 +6,7 @@ Deterministic, not timed: the run is the plain job (``pipelines.job.run_job`` wi
 subprocess whose chosen function, once reached, touches a "ready" file and sleeps; the test then kills it.
 The functions wrapped (keep their names stable):
 
-- registering: ``records.registry._write_partition`` (after the first partition of the new batch is written);
+- registering: ``workspace.registry._write_partition`` (after the first partition of the new batch is written);
 - training: ``models.store.save_model`` (its 2nd call returns, i.e. the 2nd outcome's model is stored but not
   championed, and the 1st outcome's gate decision is already made);
 - publishing: ``reports.submission.assemble_submission`` (or ``write_submission``) returns, i.e. the run's
@@ -37,10 +37,10 @@ from threadpoolctl import threadpool_limits
 from models import store
 from models.training import TrainingConfig
 from pipelines.job import run_job
-from records.lock import STAGING_DIR, workspace_lock
-from records.registry import load_state, read_quarantine, read_registry_table
+from workspace.transaction import STAGING_DIR, workspace_lock
+from workspace.registry import load_state, read_quarantine, read_registry_table
 from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES
-from records.synth import generate_registry
+from synth.generator import generate_registry
 from reports.publish import PUBLISHED_FILE, published_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def always_promote():
 if point != "registering":
     always_promote()  # every new version becomes champion: the switch must still wait for the run's end
 if point == "registering":
-    import records.registry as module
+    import workspace.registry as module
     block_after(module, "_write_partition", 1)
 elif point == "training":
     import models.store as module

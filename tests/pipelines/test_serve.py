@@ -245,7 +245,7 @@ def _sigterm_and_wait(process: subprocess.Popen, seconds: float = 60) -> int:
 
 @pytest.fixture(scope="module")
 def small_source(tmp_path_factory) -> Path:
-    from records.synth import generate_registry, write_registry
+    from synth.generator import generate_registry, write_registry
 
     folder = tmp_path_factory.mktemp("source")
     write_registry(generate_registry(400, seed=11), folder)

@@ -419,8 +419,8 @@ def test_a_text_batch_column_is_read_whole_and_validation_sets_registered_batche
 def test_nightly_ingest_from_a_database_reads_the_new_batch_and_accounts_for_the_rest(tmp_path):
     import json
 
-    from records.ingest import run_ingest
-    from records.registry import load_state
+    from pipelines.ingest import run_ingest
+    from workspace.registry import load_state
 
     history = [make_batch(4, batch=b, start=100 * b) for b in (1, 2)]
     source = _sqlite_history(tmp_path, {name: pd.concat([b.tables()[name] for b in history], ignore_index=True)

@@ -17,9 +17,9 @@ import pytest
 from pipelines.job import run_job
 from records import readers
 from records.errors import Retry, SourceUnavailable
-from records.ingest import run_ingest
+from pipelines.ingest import run_ingest
 from records.readers import read_source
-from records.registry import load_state, read_registry_table, registry_root
+from workspace.registry import load_state, read_registry_table, registry_root
 from records.schema import PROCEDURES
 from tests.conftest import AS_OF_YEAR, make_batch
 

@@ -17,10 +17,10 @@ import pytest
 
 from models.training import TrainingConfig
 from pipelines.job import run_job
-from records.synth import generate_registry, write_registry
+from synth.generator import generate_registry, write_registry
 from reports.publish import QI_UNITS_FILE, REPORT_FILE, SUBMISSION_DIR, publish_reports
 from reports.submission import validate_submission
-from records.suppression import SUPPRESSED, is_small, recoverable
+from reports.suppression import SUPPRESSED, is_small, recoverable
 
 FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
 SVG_NS = "http://www.w3.org/2000/svg"

@@ -11,9 +11,9 @@ import pytest
 
 from models.training import TrainingConfig
 from pipelines.job import run_job
-from records.registry import load_state
+from workspace.registry import load_state
 from records.schema import EXTRACT_BATCH, PROCEDURE_ID
-from records.synth import SyntheticRegistry, generate_registry, write_registry
+from synth.generator import SyntheticRegistry, generate_registry, write_registry
 from reports import scored
 from reports.publish import SUBMISSION_DIR, publish_reports
 from reports.scored import load_scored_state, read_outcome_frames, update_scored

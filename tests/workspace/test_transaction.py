@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from records import lock
-from records.lock import COMMIT_MARK, STAGING_DIR, read_bytes, recover, workspace_lock, write_file
+from workspace import transaction as lock
+from workspace.transaction import COMMIT_MARK, STAGING_DIR, read_bytes, recover, workspace_lock, write_file
 
 REPO = Path(__file__).resolve().parents[2]
 KILLED = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from records.lock import workspace_lock, write_file
+from workspace.transaction import workspace_lock, write_file
 workspace = Path({workspace!r})
 with workspace_lock(workspace, run_id="killed-run"):
     write_file(workspace, workspace / "registry" / "state.json", b"from the killed run")
@@ -32,7 +32,7 @@ with workspace_lock(workspace, run_id="killed-run"):
 def _reader(workspace: Path, target: Path) -> str:
     """What another process sees."""
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
-            f"from records.lock import read_bytes; print(read_bytes(Path({str(workspace)!r}), "
+            f"from workspace.transaction import read_bytes; print(read_bytes(Path({str(workspace)!r}), "
             f"Path({str(target)!r})))")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -87,7 +87,7 @@ def test_a_killed_run_is_discarded_by_the_next_and_its_manifest_says_failed(tmp_
         holder.wait()
     assert (tmp_path / STAGING_DIR / "killed-run" / "registry" / "state.json").is_file()
     assert read_bytes(tmp_path, target) == b"before"
-    # a temporary the killed run's writer left behind (records.durable), and one of Prefect's that is not ours
+    # a temporary the killed run's writer left behind (workspace.durable), and one of Prefect's that is not ours
     stray = tmp_path / "registry" / "procedures" / "extract_batch=2" / ".part-0.parquet.4242.0123456789ab.tmp"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"half")
@@ -139,7 +139,7 @@ def test_a_worker_process_of_the_run_writes_into_the_run(tmp_path):
     target = tmp_path / "models" / "leakage_any" / "champion.json"
     write_file(tmp_path, target, b"v0001")
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
-            f"from records.lock import write_file; "
+            f"from workspace.transaction import write_file; "
             f"print(write_file(Path({str(tmp_path)!r}), Path({str(target)!r}), b'v0002'))")
     with workspace_lock(tmp_path, run_id="r1"):
         written = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

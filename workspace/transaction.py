@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from records.durable import fsync_dir, write_durable, write_durably
-from records.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
+from workspace.durable import fsync_dir, write_durable, write_durably
+from workspace.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
 
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
@@ -198,7 +198,7 @@ def recover(workspace: Path, *, by_run: str) -> list[str]:
 
 
 def _sweep_temporaries(workspace: Path) -> None:
-    """Remove the temporaries (``.<name>.<pid>.<hex>.tmp``, :func:`records.durable.write_durable`) that writers of a
+    """Remove the temporaries (``.<name>.<pid>.<hex>.tmp``, :func:`workspace.durable.write_durable`) that writers of a
     run that ended without committing left behind; no other run writes while the lock is held. Prefect's home is
     not ours."""
     for tmp in Path(workspace).rglob(".*.tmp"):

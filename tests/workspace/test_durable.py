@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-import records.durable as durable
+import workspace.durable as durable
 import records.errors as errors
 from records.errors import Retry
 

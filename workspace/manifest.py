@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from records.durable import write_durably
+from workspace.durable import write_durably
 from records.schema import CONTRACT_VERSION, LEVELS, PROCEDURES
 
 RUNS_DIR = "runs"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from records.errors import InputError
 from records.guard import check_identifiers
-from records.manifest import (
+from workspace.manifest import (
     STATUS_FAILED,
     STATUS_REFUSED,
     RunManifest,
@@ -24,7 +24,7 @@ from records.manifest import (
     write_manifest,
 )
 from records.readers import RawBatch, describe_source, read_source
-from records.registry import Registration, load_state, register_batches, registered_procedure_ids
+from workspace.registry import Registration, load_state, register_batches, registered_procedure_ids
 from records.validation import ValidationResult, validate_batch
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ idempotent and a killed run leaves the registry as it was. Likewise only the qua
 ``state.json`` are part of the quarantine store, so the rows a killed run quarantined are not counted twice
 when the next run quarantines them again.
 
-Within a run (the workspace lock held, :mod:`records.lock`) ``state.json`` and the quarantine files are
+Within a run (the workspace lock held, :mod:`workspace.transaction`) ``state.json`` and the quarantine files are
 staged and take effect when the run commits, at its end: a run killed or failed after registering leaves
 the registry as it was before the run.
 """
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from records import lock
-from records.durable import write_durably
+from workspace import transaction as lock
+from workspace.durable import write_durably
 from records.readers import arrow_to_frame
 from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, TableSpec
 from records.validation import ValidationResult
@@ -73,7 +73,7 @@ def registry_root(workspace: Path) -> Path:
 def load_state(workspace: Path) -> RegistryState:
     """The registry state of a workspace; an empty state when nothing was registered yet.
 
-    Inside a run, the run's own staged state (see :mod:`records.lock`); elsewhere the committed one.
+    Inside a run, the run's own staged state (see :mod:`workspace.transaction`); elsewhere the committed one.
     """
     data = lock.read_bytes(workspace, registry_root(workspace) / STATE_FILE)
     if data is None:
@@ -217,5 +217,5 @@ def _write_partition(workspace: Path, table: TableSpec, batch: int, rows: pd.Dat
 
 
 def _write_atomic(workspace: Path, path: Path, text: str) -> None:
-    """Replace a file of the workspace whole (staged inside a run; see :func:`records.lock.write_file`)."""
+    """Replace a file of the workspace whole (staged inside a run; see :func:`workspace.transaction.write_file`)."""
     lock.write_file(workspace, path, text.encode("utf-8"))

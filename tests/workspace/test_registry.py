@@ -12,8 +12,8 @@ import pytest
 
 from records.errors import ContractError, SourceError
 from records.guard import IdentifierError
-from records.ingest import run_ingest
-from records.registry import load_state, read_quarantine, read_registry_table, registered_procedure_ids, registry_root
+from pipelines.ingest import run_ingest
+from workspace.registry import load_state, read_quarantine, read_registry_table, registered_procedure_ids, registry_root
 from records.schema import LEVELS, PROCEDURES
 from tests.conftest import AS_OF_YEAR, make_batch
 
@@ -154,8 +154,8 @@ def test_refused_runs_write_their_manifest_and_nothing_else(tmp_path, damage, er
 def test_quarantine_of_a_run_killed_before_it_recorded_its_batches_is_not_counted_twice(tmp_path):
     """A run that wrote its quarantine files and died before state.json: the rerun quarantines the same rows
     again in its own file; each row is read once, and recorded files are never removed."""
-    from records.ingest import check_batch, load_batch
-    from records.registry import write_quarantine
+    from pipelines.ingest import check_batch, load_batch
+    from workspace.registry import write_quarantine
 
     workspace = tmp_path / "ws"
     run_ingest(_two_batches(tmp_path / "night1", bad_level=True), workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
@@ -191,7 +191,7 @@ def test_a_state_written_before_quarantine_was_recorded_reads_every_file_and_rec
 
 
 def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_path):
-    from records.lock import workspace_lock
+    from workspace.transaction import workspace_lock
 
     workspace = tmp_path / "ws"
     run_ingest(_write(tmp_path / "night1", make_batch(3, batch=1)), workspace, as_of_year=AS_OF_YEAR)
@@ -211,7 +211,7 @@ def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_p
 def test_transient_write_errors_of_a_partition_are_retried(tmp_path, monkeypatch):
     import errno
 
-    import records.durable as durable
+    import workspace.durable as durable
     import records.errors as errors
     from records.errors import Retry
 

@@ -18,7 +18,7 @@ from records.schema import (
     PROCEDURE_ID, PROCEDURE_YEAR, PROCEDURES, SEX, SITE_ID, SITE_SEPARATOR, VERTEBRA,
     VERTEBRAL_BODY_VOLUME_ML, TableSpec, cross_table_violations, table_schema,
 )
-from records.synth import (
+from synth.generator import (
     P_INFECTION_90D, P_LEAKAGE_ANY, P_LEAKAGE_CANAL, P_LEAKAGE_VENOUS, TRUTH_LEVEL_COLUMNS,
     TRUTH_PROCEDURE_COLUMNS, SyntheticRegistry, generate_registry, write_registry,
 )

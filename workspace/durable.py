@@ -1,6 +1,6 @@
 """Durable, atomic file writes: a reader sees the old file or the new one, never a part, and a write that returned
 is on disk (fsync of the file and of its folder). Used for every file of the workspace that another step or run
-reads: registry partitions, manifests, the scored store, published reports, and (through :mod:`records.lock`,
+reads: registry partitions, manifests, the scored store, published reports, and (through :mod:`workspace.transaction`,
 which stages them) the state files."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from records.errors import retry_write
 def write_durable(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all, and on disk when this returns: a temporary file in the
     same folder, fsynced, renamed over ``path``, then the folder fsynced. A write that fails leaves ``path`` as
-    it was. Not staged (:func:`records.lock.write_file` stages a workspace's state files); no retry (wrap in
+    it was. Not staged (:func:`workspace.transaction.write_file` stages a workspace's state files); no retry (wrap in
     :func:`records.errors.retry_write`, or call :func:`write_durably`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # a name of its own for every write (two threads or two hosts may write the same file), created exclusively;
