@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/cementrisk run --source data/sample --workspace workspace
+	$(BIN)/cementrisk run --source data/sample --workspace var/workspace
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
@@ -23,4 +23,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 
 clean-workspace:
-	rm -rf workspace
+	rm -rf var/workspace

@@ -30,7 +30,6 @@ TRUTH = {"leakage_any": "p_leakage_any", "leakage_canal": "p_leakage_canal",
 
 
 def run_size(size: int, *, seed: int, n_boot: int, folds: int) -> dict:
-    import numpy as np
 
     from features.matrices import build_level_frame, build_procedure_frame
     from models.metrics import auroc

@@ -1,17 +1,19 @@
 """Benchmark a night's read from a source that keeps the whole history: PostgreSQL, and a Parquet folder.
 
-Each source is read whole, and with only the rows above the watermark.
+Each source is read whole, and with only the rows of batches the ledger does not hold (or holds with other row counts).
 
 A registry of 10k, 100k and 1M procedures (with their levels) is loaded into a fresh schema of the PostgreSQL at
 ``--url`` (default: ``$CEMENTRISK_TEST_POSTGRES_URL``), with one more batch of 1% on top, and indexes on
 ``procedures(extract_batch)`` and ``procedures(procedure_id)`` and ``levels(procedure_id)``. Then it times:
 
-- ``whole``: ``read_source(url)``, every row of both tables (what a night read before the watermark pushdown);
-- ``night``: ``read_source(url, after_batch=watermark)``, the new batch, with the rows of registered batches
-  counted in the database.
+- ``whole``: ``read_source(url)``, every row of both tables (what ``--verify-registered`` reads);
+- ``night``: ``read_source(url, registered=...)`` with the ledger's batches and row counts: the registered batches
+  whose procedure and level counts in the database equal the ledger's are left out (asked as ranges of batch
+  numbers), and counted there.
 
-Each read is followed by ``validate_batch`` at the watermark (timed apart): after a whole read, validation sets the
-history aside itself, after coercing every row. All four must accept the same procedures.
+Each read is followed by ``validate_batch`` against the ledger (timed apart): after a whole read, validation sets the
+history aside itself, after coercing every row and comparing each registered batch's content fingerprint. All four
+must accept the same procedures.
 
 The same rows are also written as one Parquet file per table (``synth.generator.write_registry``) and read the same
 two ways (``parquet_night``, ``parquet_whole``). Loading (COPY, Parquet writing) is set-up and not timed. The schema
@@ -69,13 +71,18 @@ def run_size(size: int, *, url: str, seed: int, folder: Path) -> dict:
     import sqlalchemy as sa
 
     from bench_nightly import split_night
-    from records.readers import read_source
-    from records.validation import validate_batch
+    from records.readers import RawBatch, read_source
+    from records.sources import connectable_url
+    from records.validation import Registered, validate_batch
     from synth.generator import write_registry
 
-    base, night, watermark = split_night(size, seed=seed)
+    base, night, _ = split_night(size, seed=seed)
+    # the ledger after registering the base: each batch's content fingerprint and row counts (set-up, not timed)
+    contents = validate_batch(RawBatch(procedures=base.procedures, levels=base.levels, source="base")).contents
+    registered = Registered(contents={b: c.sha256 for b, c in contents.items()})
+    counts_of = {b: c.rows() for b, c in contents.items()}
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    dsn = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = sa.engine.make_url(connectable_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
     import pandas as pd
 
     with psycopg.connect(dsn, autocommit=True) as connection:
@@ -96,22 +103,22 @@ def run_size(size: int, *, url: str, seed: int, folder: Path) -> dict:
             connection.execute(f"CREATE INDEX ON {schema}.levels (procedure_id)")
             connection.execute(f"ANALYZE {schema}.procedures")
             connection.execute(f"ANALYZE {schema}.levels")
-            source = f"{url}?options=-csearch_path%3D{schema}"
+            source = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
             peak = PeakRss()
             out = dict(counts)
-            for label, where, after in (("night", source, watermark), ("whole", source, 0),
-                                        ("parquet_night", folder, watermark), ("parquet_whole", folder, 0)):
+            for label, where, after in (("night", source, counts_of), ("whole", source, None),
+                                        ("parquet_night", folder, counts_of), ("parquet_whole", folder, None)):
                 peak.reset()
                 before = peak.peak_mb()
                 start = time.perf_counter()
-                raw = read_source(where, after_batch=after)
+                raw = read_source(where, registered=after)
                 out[f"{label}_s"] = round(time.perf_counter() - start, 2)
                 out[f"{label}_rows"] = len(raw.procedures) + len(raw.levels)
                 out[f"{label}_peak_mb"] = round(peak.peak_mb() - before)
                 if label.endswith("night"):
                     out[f"{label}_skipped"] = sum(raw.skipped.values())
                 start = time.perf_counter()
-                result = validate_batch(raw, watermark=watermark)  # the whole read sets the history aside here
+                result = validate_batch(raw, registered=registered)  # the whole read sets the history aside here
                 out[f"{label}_validate_s"] = round(time.perf_counter() - start, 2)
                 out[f"{label}_accepted"] = len(result.procedures.accepted)
                 del raw, result

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_curve
 
 from models import metrics as m
 from models.fanout import Mapper, sequential
-from reports.suppression import SUPPRESSED, suppress_table
+from models.suppression import SUPPRESSED, suppress_table
 
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.01, 0.51, 0.01))
 ROC_POINTS = 201
@@ -39,7 +39,7 @@ def subgroup_table(y: np.ndarray, p: np.ndarray, labels: np.ndarray) -> list[dic
     """Observed, expected, O/E, AUROC and calibration-in-the-large per subgroup; small cells withheld.
 
     A group whose rows, events or non-events number 1 to 10 is withheld, and so is a second group where
-    the first could be recovered from the published totals (:func:`reports.suppression.suppress_table`).
+    the first could be recovered from the published totals (:func:`models.suppression.suppress_table`).
     """
     rows: list[dict[str, object]] = []
     frame = pd.DataFrame({"g": pd.Series(labels).astype(str).to_numpy(), "y": y, "p": p})

@@ -17,7 +17,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSepar
 from features.dictionary import FeatureSpec
 from models.intervals import poisson_ratio_interval
 from models.metrics import _check_inputs, _check_level, _risk_table
-from reports.suppression import SUPPRESSED, is_small
+from models.suppression import SUPPRESSED, is_small
 
 Band = Literal["stable", "moderate", "major"]
 KINDS = ("numeric", "binary", "categorical")

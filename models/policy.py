@@ -28,8 +28,8 @@ class RetrainInputs:
     """What the decision looks at; gathered from the workspace by :mod:`models.refresh`."""
 
     asked: bool
-    watermark: int
-    last_watermark: int | None  # registry watermark at the last training; None: never trained
+    registrations: int  # batches registered (or replaced) so far, the ledger's sequence; 0: the registry is empty
+    last_registrations: int | None  # the same at the last training; None: never trained
     trained_on: _dt.date | None
     today: _dt.date
     new_events: int  # leakage events in the batches registered since the last training
@@ -60,25 +60,30 @@ def decide_retraining(inputs: RetrainInputs, *, policy: RetrainPolicy = RetrainP
             or policy.psi_threshold <= 0 or policy.new_events_fraction < 0):
         raise ValueError("policy thresholds and the count of new events must be non-negative "
                          f"(psi_threshold positive); got {policy} and {inputs.new_events} new events")
-    if inputs.watermark == 0:
+    if inputs.registrations == 0:
         return False, "the registry is empty: nothing to train on"
     if inputs.asked:
         return True, "retraining was asked for (--retrain)"
-    if inputs.last_watermark is None:
+    if inputs.last_registrations is None:
         return True, "no model has been trained in this workspace yet"
     age = None if inputs.trained_on is None else (inputs.today - inputs.trained_on).days
     if age is not None and age > policy.max_age_days:
         return True, f"the models are {age} days old, beyond the maximum of {policy.max_age_days}"
-    if inputs.last_watermark == inputs.watermark:
-        return False, f"the registry is unchanged since the models were trained (watermark {inputs.watermark})"
+    added = inputs.registrations - inputs.last_registrations
+    if added <= 0:
+        return False, "the registry is unchanged since the models were trained (no batch registered since)"
     needed = events_needed(inputs, policy)
     if inputs.new_events >= needed:
-        return True, (f"{inputs.new_events:,} new leakage events since the last training (watermark "
-                      f"{inputs.last_watermark} -> {inputs.watermark}; the policy retrains from "
-                      f"{needed:,})")
+        return True, (f"{inputs.new_events:,} new leakage events since the last training "
+                      f"({_batches(added)} registered since; the policy retrains from {needed:,})")
     if inputs.drift and inputs.drift.get("drifted"):
         return True, "the new batches drifted: " + "; ".join(inputs.drift.get("reasons", []))
     age_text = "" if age is None else f", and the models are {age} days old (maximum {policy.max_age_days})"
-    return False, (f"the registry grew (watermark {inputs.last_watermark} -> {inputs.watermark}) with fewer than "
+    return False, (f"the registry grew ({_batches(added)} registered since the last training) with fewer than "
                    f"{needed:,} new leakage events and no drift beyond the thresholds{age_text}: "
                    "the champions stay")
+
+
+def _batches(n: int) -> str:
+    """'1 batch', '12 batches' (a count of batches, not of patients: never withheld)."""
+    return f"{n} batch" if n == 1 else f"{n} batches"

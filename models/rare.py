@@ -35,7 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from reports.suppression import is_small
+from models.suppression import is_small
 
 # Riley et al. (2019, eq. 13; BMJ 2020 step 1) and pmsampsize use 1.96 exactly.
 Z_95 = 1.96

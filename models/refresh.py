@@ -8,11 +8,9 @@ id, so the same registry, code and seed give the same bytes.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import io
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,21 +22,15 @@ from models import store
 from models.drift import batch_calibration, drift_summary, feature_drift
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
-from models.training import (TRUSTED_OURS, OutcomeResult, TrainingConfig, train_outcome_from,
-                             write_model_frames)
+from models.training import TRUSTED_OURS, OutcomeResult, TrainingConfig, model_frames, train_outcome_from
 from records import schema as s
-from workspace import transaction as lock
-from workspace.durable import write_durably
-from workspace.manifest import RUNS_DIR, code_version
-from workspace.registry import RegistryState, load_state, read_registry_table
+from workspace.manifest import code_version
+from workspace import model_state, runs
+from workspace.ledger import load_ledger
+from workspace.registry import read_registry_table
 from records.schema import LEVELS, PROCEDURES
 
 METRICS_FILE = "metrics.json"
-TRAINED_FILE = "trained.json"
-SCRATCH_DIR = "scratch"  # workspace/scratch/<run_id>/: model frames handed to the fits, removed after
-METRICS_DIR = "metrics"  # workspace/models/metrics/<outcome>/<version>.json and latest.json
-LATEST = "latest"
-REFERENCE_FILE = "reference_levels.parquet"  # workspace/models/: the drift reference sample
 REFERENCE_ROWS = 100_000
 MONITORED_OUTCOME = "leakage_any"
 MIN_DRIFT_ROWS = 500  # PSI of fewer new level rows is mostly sampling noise (empty bins)
@@ -83,18 +75,19 @@ def retrain_decision(workspace: Path, *, retrain: bool, policy: RetrainPolicy = 
     Reads only the batches registered since the last training: new leakage events, and the drift of
     their features against the training reference sample and of the champion's calibration on them.
     """
-    state = load_state(workspace)
+    ledger = load_ledger(workspace)
     trained = _read_trained(workspace)
-    last = trained.get("watermark")
-    new_batches = sorted(b for b in state.batches if last is None or b > last)
+    last = _trained_sequence(trained, ledger)
+    new_batches = ledger.since(last) if last is not None else []
     drift, new_events = None, 0
-    if last is not None and new_batches and state.watermark != last:
-        new_state = RegistryState(watermark=state.watermark, batches={b: state.batches[b] for b in new_batches})
-        procedures = read_registry_table(workspace, PROCEDURES, state=new_state)
-        levels = read_registry_table(workspace, LEVELS, state=new_state)
+    if new_batches:
+        new = ledger.subset(new_batches)
+        procedures = read_registry_table(workspace, PROCEDURES, ledger=new)
+        levels = read_registry_table(workspace, LEVELS, ledger=new)
         new_events = int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())
         drift = measure_drift(workspace, procedures, levels, psi_threshold=policy.psi_threshold)
-    inputs = RetrainInputs(asked=retrain, watermark=state.watermark, last_watermark=last,
+    inputs = RetrainInputs(asked=retrain, registrations=ledger.sequence if ledger.batches else 0,
+                           last_registrations=last,
                            trained_on=_dt.date.fromisoformat(trained["trained_on"]) if trained.get("trained_on")
                            else None, today=today or _dt.date.today(), new_events=new_events, drift=drift,
                            trained_events=int(trained["events"]) if trained.get("events") is not None else None)
@@ -107,27 +100,44 @@ def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFram
     """Feature PSI of new level rows against the training reference, and the any-leakage champion's calibration
     on the new rows with outcomes; None when no reference sample was stored or the new batches hold fewer
     than :data:`MIN_DRIFT_ROWS` level rows (too few to tell drift from chance)."""
-    path = lock.visible_path(workspace, Path(workspace) / store.MODELS_DIR / REFERENCE_FILE)
-    if not path.exists() or len(levels) < MIN_DRIFT_ROWS:
+    stored = model_state.read_reference(workspace)
+    if stored is None or len(levels) < MIN_DRIFT_ROWS:
         return None
     spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
-    reference = pd.read_parquet(path)
+    reference = pd.read_parquet(io.BytesIO(stored))
     frame = build_level_frame(procedures, levels)
     features = feature_drift(reference, frame, features=spec.features)
-    calibration = None
+    calibration, refused = None, None
     if store.champion(workspace, spec.name) is not None:
         eligible, y = spec.labels(frame)
         if eligible.any():
-            model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
-            p = model.estimator.predict_proba(frame.loc[eligible, spec.feature_names])[:, 1]
-            calibration = batch_calibration(y, p)
-    return {"features": features, "calibration": calibration,
-            **drift_summary(features, calibration, psi_threshold=psi_threshold)}
+            try:
+                model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+            except store.ModelIntegrityError as error:  # never used, not even to measure drift; training replaces it
+                refused = str(error)
+            else:
+                p = model.estimator.predict_proba(frame.loc[eligible, spec.feature_names])[:, 1]
+                calibration = batch_calibration(y, p)
+    summary = {"features": features, "calibration": calibration,
+               **drift_summary(features, calibration, psi_threshold=psi_threshold)}
+    if refused is not None:
+        summary["champion_refused"] = refused
+    return summary
+
+
+def _trained_sequence(trained: dict[str, object], ledger: object) -> int | None:
+    """The ledger's registration number at the last training (None: never trained). A ``trained.json`` from before
+    the ledger holds the highest batch then registered: the registrations of the batches up to it."""
+    if trained.get("sequence") is not None:
+        return int(trained["sequence"])
+    if trained.get("watermark") is None:
+        return None
+    old = int(trained["watermark"])
+    return max((int(e.get("sequence", 0)) for b, e in ledger.batches.items() if b <= old), default=0)
 
 
 def _read_trained(workspace: Path) -> dict[str, object]:
-    content = lock.read_bytes(workspace, Path(workspace) / store.MODELS_DIR / TRAINED_FILE)
-    return json.loads(content.decode("utf-8")) if content is not None else {}
+    return model_state.read_trained(workspace)
 
 
 def _save_reference(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *, seed: int) -> None:
@@ -138,7 +148,7 @@ def _save_reference(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFr
         frame = frame.sample(n=REFERENCE_ROWS, random_state=seed)
     buffer = io.BytesIO()
     frame.reset_index(drop=True).to_parquet(buffer, index=False)
-    lock.write_file(workspace, Path(workspace) / store.MODELS_DIR / REFERENCE_FILE, buffer.getvalue())
+    model_state.write_reference(workspace, buffer.getvalue())
 
 
 FitOutcomes = Callable[[Path, Path, TrainingConfig], dict[str, OutcomeResult]]
@@ -161,33 +171,25 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     decision = retrain_decision(workspace, retrain=retrain, policy=policy)
     if not decision.retrain:
         return ModelsSummary(trained=False, reason=decision.reason, drift=decision.drift, policy=decision.policy)
-    state = load_state(workspace)
-    procedures = read_registry_table(workspace, PROCEDURES, state=state)
-    levels = read_registry_table(workspace, LEVELS, state=state)
-    scratch = Path(workspace) / SCRATCH_DIR / run_id
-    try:
-        results = fit(Path(workspace), write_model_frames(procedures, levels, scratch), config)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            scratch.parent.rmdir()  # only when no other run's frames are there
+    ledger = load_ledger(workspace)
+    procedures = read_registry_table(workspace, PROCEDURES, ledger=ledger)
+    levels = read_registry_table(workspace, LEVELS, ledger=ledger)
+    with runs.scratch_frames(workspace, run_id, model_frames(procedures, levels)) as frames_dir:
+        results = fit(Path(workspace), frames_dir, config)
     metrics = {
         "code_version": code_version(),
         "config": asdict(config),
-        "registry": {"watermark": state.watermark, "procedures": len(procedures), "levels": len(levels)},
+        "registry": {"batches": len(ledger.batches), "registrations": ledger.sequence,
+                     "highest_batch": ledger.watermark, "procedures": len(procedures), "levels": len(levels)},
         "outcomes": {name: result.metrics for name, result in results.items()},
     }
-    path = Path(workspace) / RUNS_DIR / run_id / METRICS_FILE
-    _write_json(path, metrics)
+    path = runs.write_run_file(workspace, run_id, METRICS_FILE, metrics_json(metrics).encode("utf-8"))
     for name, result in results.items():  # the workspace's state: staged with the run, kept only if it commits
-        folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / name
-        if result.version is not None:
-            _write_state_json(workspace, folder / f"{result.version}.json", result.metrics)
-        _write_state_json(workspace, folder / f"{LATEST}.json", result.metrics)
+        model_state.write_outcome_metrics(workspace, outcome=name, version=result.version,
+                                          text=metrics_json(result.metrics))
     _save_reference(workspace, procedures, levels, seed=config.seed)
-    _write_state_json(workspace, Path(workspace) / store.MODELS_DIR / TRAINED_FILE,
-                {"watermark": state.watermark, "trained_on": _dt.date.today().isoformat(),
-                 "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())})
+    model_state.write_trained(workspace, {"sequence": ledger.sequence, "trained_on": _dt.date.today().isoformat(),
+                                          "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
     return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,
@@ -201,28 +203,14 @@ def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:
     """
     out: dict[str, dict[str, object]] = {}
     for spec in OUTCOMES:
-        folder = Path(workspace) / store.MODELS_DIR / METRICS_DIR / spec.name
-        version = store.champion(workspace, spec.name)
-        paths = [folder / f"{version}.json"] if version else []
-        visible = [lock.visible_path(workspace, p) for p in [*paths, folder / f"{LATEST}.json"]]
-        path = next((p for p in visible if p.exists()), None)
-        if path is not None:
-            out[spec.name] = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            out[spec.name] = {"outcome": spec.name, "status": "not_trained",
-                              "reason": "no model has been trained for this outcome in this workspace"}
+        figures = model_state.read_outcome_metrics(workspace, outcome=spec.name,
+                                                   version=store.champion(workspace, spec.name))
+        out[spec.name] = figures if figures is not None else {
+            "outcome": spec.name, "status": "not_trained",
+            "reason": "no model has been trained for this outcome in this workspace"}
     return out
 
 
 def metrics_json(metrics: dict[str, object]) -> str:
     """Stable JSON text: fixed key order as built, two-space indent, no NaN."""
     return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
-
-
-def _write_state_json(workspace: Path, path: Path, payload: dict[str, object]) -> None:
-    """A file of the workspace's model state: staged with the run that holds the lock (workspace.transaction)."""
-    lock.write_file(workspace, path, metrics_json(payload).encode("utf-8"))
-
-
-def _write_json(path: Path, payload: dict[str, object]) -> None:
-    write_durably(path, metrics_json(payload).encode("utf-8"))

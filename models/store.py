@@ -1,37 +1,27 @@
-"""The model store of a workspace: versioned, checksummed skops files with their model cards and feature lists.
+"""The model store: what a stored model is (estimator, model card, feature list), skops serialisation with an
+explicit list of trusted types, and the store's API; every file it keeps is read and written by
+:mod:`workspace.model_files`.
 
-Layout, one folder per outcome and version, never rewritten once in place::
-
-    <workspace>/models/<outcome>/v0001/model.skops      the fitted estimator (skops format, never pickle)
-                                      /model.sha256     its SHA-256 (``sha256sum -c model.sha256`` checks it)
-                                      /card.json        the model card, machine-readable
-                                      /card.md          the model card for people
-                                      /features.json    ordered input features as the caller described them
-    <workspace>/models/<outcome>/champion.json          {"version", "since", "decision", "history"}
-
-A version is written into a hidden temporary folder, loaded back, and only then renamed into place, so a
-killed run leaves no half-written version (the next run that saves a version of the outcome while holding the
-workspace lock removes such leftovers). A stored version that is not the champion is never loaded unless asked
-for by name: a version saved by a run that was then killed is harmless. ``champion.json`` is replaced whole
-(write, fsync, rename); within a run (the workspace lock held, :mod:`workspace.transaction`) it is staged and takes
-effect when the run commits, all outcomes together: a run killed or failed after promoting leaves every
-champion as it was. The SHA-256 is checked before a byte is deserialised, and
-skops rebuilds only the types of :func:`trusted_types`. The checksum guards against corruption and
-accidental edits, not against someone who can rewrite both files.
+Each version of an outcome is a folder of ``models/<outcome>/`` holding ``model.skops``, ``model.sha256``,
+``card.json``, ``card.md``, ``features.json`` and ``integrity.json`` (the SHA-256 and size of the four others); the
+champion is named by ``champion.json``. A version is written into a hidden folder, loaded back, and only then
+renamed into place, so a killed run leaves no half-written version. A stored version that is not the champion
+is never loaded unless asked for by name: a version saved by a run that was then killed is harmless. Within a
+run (the workspace lock held, :mod:`workspace.transaction`) a new champion pointer is staged and takes effect
+when the run commits, all outcomes together: a run killed or failed after promoting leaves every champion as it
+was. On every load every file is checked against ``integrity.json`` before a byte is deserialised or any JSON
+trusted (the calibration band the case planner prints lives in ``card.json``), and skops rebuilds only the types
+of :func:`trusted_types`. The manifest guards against corruption and edits, not against someone who can rewrite
+it too.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import hashlib
 import json
-import os
-import re
-import secrets
-import shutil
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -39,23 +29,11 @@ import numpy as np
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from workspace import transaction as lock
+from workspace import model_files
 from workspace.manifest import code_version, utc_now
-
-MODELS_DIR = "models"
-MODEL_FILE = "model.skops"
-SHA_FILE = "model.sha256"
-CARD_JSON = "card.json"
-CARD_MD = "card.md"
-FEATURES_FILE = "features.json"
-CHAMPION_FILE = "champion.json"
-REQUIRED_FILES = (MODEL_FILE, SHA_FILE, CARD_JSON, FEATURES_FILE)
-
-_OUTCOME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-_VERSION = re.compile(r"^v(\d{4,})$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_RENAME_ATTEMPTS = 5
-_STAGING_PREFIX = ".incomplete-"
+from workspace.model_files import (CARD_JSON, CARD_MD, CHAMPION_FILE, FEATURES_FILE, INTEGRITY_FILE,  # noqa: F401
+                                   MODEL_FILE, MODELS_DIR, REQUIRED_FILES, SHA_FILE,  # the store's names, kept public
+                                   VersionFiles)
 
 # Every type our pipelines contain beyond what skops always trusts (builtins, containers, numpy arrays,
 # numpy scalars, bit generators). Listed explicitly even where skops also trusts it by default, so this
@@ -105,7 +83,7 @@ class ModelStoreError(Exception):
 
 
 class ModelIntegrityError(ModelStoreError):
-    """A stored model's files are missing, inconsistent, or fail their SHA-256."""
+    """A stored model's files are missing, inconsistent, or do not match its integrity manifest."""
 
 
 class UntrustedTypeError(ModelStoreError):
@@ -262,8 +240,8 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     """Store a fitted estimator as the next version of ``outcome`` and return it as loaded back.
 
     The card's ``version`` is set to the version assigned; an empty ``created_at`` or ``code_version`` is
-    filled in. The files are written to a hidden folder, loaded back with the trusted list, and the
-    folder is then renamed into place.
+    filled in. The files are written to a hidden folder (``integrity.json`` last), loaded back with the trusted
+    list, and the folder is then renamed into place (:func:`workspace.model_files.save_version`).
 
     Parameters
     ----------
@@ -287,7 +265,6 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     UntrustedTypeError
         The estimator contains a type outside the trusted list (named in the message).
     """
-    outcome_dir = _outcome_dir(workspace, outcome)
     if card.outcome not in ("", outcome):
         raise ModelStoreError(f"the card is for outcome {card.outcome!r}, not {outcome!r}")
     feature_list = _check_feature_list(features, card, estimator)
@@ -299,71 +276,55 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     _refuse_untrusted(data, trusted, what=f"the new model of {outcome}")
     card = replace(card, outcome=outcome, created_at=card.created_at or utc_now(),
                    code_version=card.code_version or code_version())
-    outcome_dir.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(workspace, outcome_dir)
-    staging = outcome_dir / f"{_STAGING_PREFIX}{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        _write_bytes(staging / MODEL_FILE, data)
-        _write_bytes(staging / SHA_FILE, f"{hashlib.sha256(data).hexdigest()}  {MODEL_FILE}\n".encode())
-        _write_bytes(staging / FEATURES_FILE, _to_json(feature_list, "features").encode())
-        for _ in range(_RENAME_ATTEMPTS):
-            version = _next_version(outcome_dir)
-            versioned = replace(card, version=version)
-            _write_bytes(staging / CARD_JSON, _to_json(versioned.to_dict(), "the model card").encode())
-            _write_bytes(staging / CARD_MD, versioned.to_markdown().encode())
-            stored = _read_version(staging, outcome=outcome, version=version, trusted=trusted)
-            try:
-                os.rename(staging, outcome_dir / version)
-            except OSError as error:
-                if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    continue  # another run took this version meanwhile: take the next
-                raise
-            return replace(stored, path=outcome_dir / version)
-        raise ModelStoreError(f"could not claim a new version of {outcome} in {outcome_dir} after "
-                              f"{_RENAME_ATTEMPTS} attempts: other runs keep saving concurrently")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def card_for(version: str) -> tuple[dict, str]:
+        versioned = replace(card, version=version)
+        return _json_ready(versioned.to_dict(), "the model card"), versioned.to_markdown()
+
+    with _file_errors():
+        folder, stored = model_files.save_version(
+            workspace, outcome=outcome, model=data, features=_json_ready(feature_list, "features"),
+            card_for=card_for, check=lambda files: _rebuild(files, trusted=trusted))
+    return replace(stored, path=folder)
 
 
 def load_model(workspace: Path, *, outcome: str, version: str | None = None,
                extra_trusted: Sequence[str] = ()) -> StoredModel:
-    """Load a stored model, the champion when ``version`` is None, checking its SHA-256 before deserialising.
+    """Load a stored model, the champion when ``version`` is None, checking every file of the version against its
+    integrity manifest before a byte is deserialised or any JSON trusted.
 
     Raises
     ------
     ModelStoreError
         No such version, or no champion.
     ModelIntegrityError
-        A file is missing, the model file does not match its SHA-256, or card and folder disagree.
+        The version has no ``integrity.json`` (it predates the manifest), a file is missing, a file differs from its
+        manifest entry (the model, the card with its calibration band, the card for people, the feature list; the
+        message names the file and says to retrain), or card and folder disagree.
     UntrustedTypeError
         The file contains a type outside :func:`trusted_types` (named in the message).
     """
-    outcome_dir = _outcome_dir(workspace, outcome)
     from_pointer = version is None
     if version is None:
         version = champion(workspace, outcome)
         if version is None:
-            raise ModelStoreError(f"no champion model for {outcome} in {outcome_dir}; stored versions: "
+            raise ModelStoreError(f"no champion model for {outcome} in {_outcome_folder(workspace, outcome)}; "
+                                  f"stored versions: {', '.join(list_versions(workspace, outcome)) or 'none'}")
+    with _file_errors():
+        if not model_files.has_version(workspace, outcome=outcome, version=version):
+            folder = model_files.outcome_folder(workspace, outcome)
+            if from_pointer:
+                raise ModelIntegrityError(f"{folder / CHAMPION_FILE} points to {version}, which is not stored")
+            raise ModelStoreError(f"no version {version} of model {outcome} in {folder}; stored versions: "
                                   f"{', '.join(list_versions(workspace, outcome)) or 'none'}")
-    _check_version_name(version)
-    if not (outcome_dir / version).is_dir():
-        if from_pointer:
-            raise ModelIntegrityError(f"{outcome_dir / CHAMPION_FILE} points to {version}, which is not stored")
-        raise ModelStoreError(f"no version {version} of model {outcome} in {outcome_dir}; stored versions: "
-                              f"{', '.join(list_versions(workspace, outcome)) or 'none'}")
-    return _read_version(outcome_dir / version, outcome=outcome, version=version,
-                         trusted=trusted_types(extra_trusted))
+        files = model_files.read_version(workspace, outcome=outcome, version=version)
+    return _rebuild(files, trusted=trusted_types(extra_trusted))
 
 
 def list_versions(workspace: Path, outcome: str) -> list[str]:
     """Stored versions of ``outcome``, oldest first (``[]`` when there are none)."""
-    outcome_dir = _outcome_dir(workspace, outcome)
-    if not outcome_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p.name) for p in outcome_dir.iterdir()
-             if p.is_dir() and (m := _VERSION.match(p.name))]
-    return [name for _, name in sorted(found)]
+    with _file_errors():
+        return model_files.list_versions(workspace, outcome)
 
 
 def champion(workspace: Path, outcome: str) -> str | None:
@@ -374,7 +335,8 @@ def champion(workspace: Path, outcome: str) -> str | None:
     ModelStoreError
         ``champion.json`` exists but cannot be read.
     """
-    pointer = _read_champion(workspace, outcome)
+    with _file_errors():
+        pointer = model_files.read_champion(workspace, outcome)
     return None if pointer is None else str(pointer["version"])
 
 
@@ -394,17 +356,19 @@ def set_champion(workspace: Path, *, outcome: str, version: str, decision: Mappi
     ModelStoreError
         The version is not stored, or ``decision`` is not JSON-serialisable.
     """
-    outcome_dir = _outcome_dir(workspace, outcome)
-    _check_version_name(version)
-    if version not in list_versions(workspace, outcome):
-        raise ModelStoreError(f"cannot make {version} the champion of {outcome}: not stored in {outcome_dir}; "
-                              f"stored versions: {', '.join(list_versions(workspace, outcome)) or 'none'}")
-    previous = _read_champion(workspace, outcome)
-    history = [] if previous is None else [*previous.get("history", []),
-                                           {k: v for k, v in previous.items() if k != "history"}]
-    pointer = {"version": version, "since": utc_now(), "decision": dict(decision), "history": history}
-    text = _to_json(pointer, "the champion decision")
-    lock.write_file(workspace, outcome_dir / CHAMPION_FILE, text.encode())
+    with _file_errors():
+        model_files.check_version_name(version)
+        stored = model_files.list_versions(workspace, outcome)
+        if version not in stored:
+            raise ModelStoreError(f"cannot make {version} the champion of {outcome}: not stored in "
+                                  f"{model_files.outcome_folder(workspace, outcome)}; stored versions: "
+                                  f"{', '.join(stored) or 'none'}")
+        previous = model_files.read_champion(workspace, outcome)
+        history = [] if previous is None else [*previous.get("history", []),
+                                               {k: v for k, v in previous.items() if k != "history"}]
+        pointer = {"version": version, "since": utc_now(), "decision": dict(decision), "history": history}
+        model_files.write_champion(workspace, outcome=outcome,
+                                   pointer=_json_ready(pointer, "the champion decision"))
 
 
 def check_features(stored: StoredModel, columns: Iterable[str]) -> None:
@@ -424,20 +388,21 @@ def check_features(stored: StoredModel, columns: Iterable[str]) -> None:
 
 # --- private steps -------------------------------------------------------------------------------------
 
-def _outcome_dir(workspace: Path, outcome: str) -> Path:
-    if not isinstance(outcome, str) or not _OUTCOME.match(outcome):
-        raise ModelStoreError(f"outcome must be lower case letters, digits, '_' or '-'; got {outcome!r}")
-    return Path(workspace) / MODELS_DIR / outcome
+@contextmanager
+def _file_errors() -> Iterator[None]:
+    """The file layer's errors as the store's: an integrity failure as :class:`ModelIntegrityError`, any other as
+    :class:`ModelStoreError`, with the same message."""
+    try:
+        yield
+    except model_files.ModelFilesIntegrityError as error:
+        raise ModelIntegrityError(str(error)) from error
+    except model_files.ModelFilesError as error:
+        raise ModelStoreError(str(error)) from error
 
 
-def _check_version_name(version: str) -> None:
-    if not isinstance(version, str) or not _VERSION.match(version):
-        raise ModelStoreError(f"a version is 'v' and at least 4 digits, such as 'v0001'; got {version!r}")
-
-
-def _next_version(outcome_dir: Path) -> str:
-    numbers = [int(m.group(1)) for p in outcome_dir.iterdir() if (m := _VERSION.match(p.name))]
-    return f"v{max(numbers, default=0) + 1:04d}"
+def _outcome_folder(workspace: Path, outcome: str) -> Path:
+    with _file_errors():
+        return model_files.outcome_folder(workspace, outcome)
 
 
 def _check_feature_list(features: Sequence[Mapping[str, str]], card: ModelCard,
@@ -474,81 +439,36 @@ def _refuse_untrusted(data: bytes, trusted: list[str], *, what: str) -> None:
             "models.store.BASE_TRUSTED_TYPES")
 
 
-def _read_version(folder: Path, *, outcome: str, version: str, trusted: list[str]) -> StoredModel:
-    label = f"model {outcome} {version}"
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ModelIntegrityError(f"{label} is incomplete: {', '.join(missing)} missing from {folder}; "
-                                  "refusing to load")
-    data = (folder / MODEL_FILE).read_bytes()
-    recorded = (folder / SHA_FILE).read_bytes().decode("ascii", errors="replace").split()
-    expected = recorded[0].lower() if recorded else ""
-    if not _SHA256.match(expected):
-        raise ModelIntegrityError(f"{folder / SHA_FILE} holds no SHA-256 hex digest; refusing to load {label}")
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise ModelIntegrityError(f"model file {folder / MODEL_FILE} does not match its SHA-256; refusing to load")
-    card_data = _read_json(folder / CARD_JSON, label)
+def _rebuild(files: VersionFiles, *, trusted: list[str]) -> StoredModel:
+    """The model of a version whose files matched their integrity manifest: card and feature list checked against
+    the folder, then the estimator rebuilt from the trusted types only."""
+    label = f"model {files.outcome} {files.version}"
     try:
-        card = ModelCard.from_dict(card_data if isinstance(card_data, dict) else {})
+        card = ModelCard.from_dict(files.card if isinstance(files.card, dict) else {})
     except ModelStoreError as error:
-        raise ModelIntegrityError(f"{folder / CARD_JSON}: {error}") from error
-    if (card.outcome, card.version) != (outcome, version):
-        raise ModelIntegrityError(f"{folder / CARD_JSON} describes {card.outcome} {card.version}, not {label}")
-    features = _read_json(folder / FEATURES_FILE, label)
+        raise ModelIntegrityError(f"{files.shown_file(CARD_JSON)}: {error}") from error
+    if (card.outcome, card.version) != (files.outcome, files.version):
+        raise ModelIntegrityError(f"{files.shown_file(CARD_JSON)} describes {card.outcome} {card.version}, "
+                                  f"not {label}")
+    features = files.features
     if (not isinstance(features, list) or not all(isinstance(f, dict) for f in features)
             or [f.get("name") for f in features] != list(card.features)):
-        raise ModelIntegrityError(f"{folder / FEATURES_FILE} does not list the card's features of {label}")
-    _refuse_untrusted(data, trusted, what=f"{label} ({folder / MODEL_FILE})")
+        raise ModelIntegrityError(f"{files.shown_file(FEATURES_FILE)} does not list the card's features of {label}")
+    _refuse_untrusted(files.model, trusted, what=f"{label} ({files.shown_file(MODEL_FILE)})")
     try:
-        estimator = sio.loads(data, trusted=trusted)
+        estimator = sio.loads(files.model, trusted=trusted)
     except UntrustedTypesFoundException as error:
         raise UntrustedTypeError(f"{label}: {error}") from error
     except (ImportError, AttributeError, TypeError, ValueError) as error:
         raise ModelStoreError(f"{label} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
-    return StoredModel(outcome=outcome, version=version, estimator=estimator, card=card, features=features,
-                       path=folder)
+    return StoredModel(outcome=files.outcome, version=files.version, estimator=estimator, card=card,
+                       features=features, path=files.folder)
 
 
-def _read_champion(workspace: Path, outcome: str) -> dict | None:
-    """The champion pointer as this process sees it (a run's own staged pointer; else the committed one)."""
-    path = _outcome_dir(workspace, outcome) / CHAMPION_FILE
+def _json_ready(value: object, what: str) -> object:
+    """``value`` with numpy scalars and arrays as plain numbers and lists: what the file layer writes as JSON."""
     try:
-        data = lock.read_bytes(workspace, path)
-    except OSError as error:
-        raise ModelIntegrityError(f"{path} of the champion pointer cannot be read: {error}") from error
-    if data is None:
-        return None
-    try:
-        pointer = json.loads(data.decode("utf-8"))
-    except ValueError as error:
-        raise ModelIntegrityError(f"{path} of the champion pointer cannot be read: {error}") from error
-    if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
-        raise ModelStoreError(f"{path} names no champion version")
-    return pointer
-
-
-def _remove_leftovers(workspace: Path, outcome_dir: Path) -> None:
-    """Half-written versions of killed runs: removed only while this process holds the workspace lock (no other
-    run can be writing one then)."""
-    if lock.held_run(workspace) is None:
-        return
-    for path in outcome_dir.iterdir():
-        if path.name.startswith(_STAGING_PREFIX) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.name.startswith(f".{CHAMPION_FILE}.") and path.name.endswith(".tmp"):
-            path.unlink(missing_ok=True)
-
-
-def _read_json(path: Path, what: str) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelIntegrityError(f"{path} of {what} cannot be read: {error}") from error
-
-
-def _to_json(value: object, what: str) -> str:
-    try:
-        return json.dumps(value, indent=2, default=_json_default) + "\n"
+        return json.loads(json.dumps(value, default=_json_default))
     except (TypeError, ValueError) as error:
         raise ModelStoreError(f"{what} is not JSON-serialisable: {error}") from error
 
@@ -559,13 +479,6 @@ def _json_default(value: object) -> object:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 @functools.cache

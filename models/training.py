@@ -8,7 +8,7 @@ the gate against the champion; every version stored, the champion switched only 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
 from models import store
 from models.assessment import assess
-from reports.suppression import is_small
+from models.suppression import is_small
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.development import Development, develop
 from models.fanout import Mapper, sequential
@@ -29,6 +29,7 @@ from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
 from models.rare import assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
+from records.batches import batch_ranges
 from workspace.manifest import code_version
 
 TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression")
@@ -79,19 +80,10 @@ def train_all(procedures: pd.DataFrame, levels: pd.DataFrame, *, config: Trainin
             for spec in OUTCOMES}
 
 
-def write_model_frames(procedures: pd.DataFrame, levels: pd.DataFrame, folder: Path) -> Path:
-    """The level and procedure model frames as Parquet files in ``folder`` (what per-outcome fits read)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for unit, frame in model_frames(procedures, levels).items():
-        frame.to_parquet(folder / f"{unit}.parquet", index=False)
-    return folder
-
-
 def train_outcome_from(outcome: str, frames_dir: Path, *, config: TrainingConfig, workspace: Path | None,
                        mapper: Mapper = sequential) -> OutcomeResult:
-    """One outcome's fit from the model frames written by :func:`write_model_frames` (a path, not a frame, is
-    what crosses to another process)."""
+    """One outcome's fit from the model frames written to a folder (:func:`workspace.runs.scratch_frames`; a path,
+    not a frame, is what crosses to another process)."""
     spec = OUTCOMES_BY_NAME[outcome]
     frame = pd.read_parquet(Path(frames_dir) / f"{spec.unit}.parquet")
     return train_outcome(spec, frame, config=config, workspace=workspace, mapper=mapper)
@@ -153,15 +145,23 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
     validated_slope = metrics["validation"]["validated"]["calibration_slope"]["estimate"]
     current = store.champion(workspace, spec.name)
     comparison: dict[str, object] = {}
+    refused_champion = None
     if current is not None:
-        champion = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+        try:
+            champion = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+        except store.ModelIntegrityError as error:  # a champion whose files changed is never used, even to compare
+            champion, refused_champion, current = None, str(error), None
+    if current is not None:
         store.check_features(champion, rows.columns)
-        unseen = (rows[s.EXTRACT_BATCH].to_numpy() > champion.card.training_data["extract_batch_max"])
+        unseen = _unseen_by(champion.card.training_data, rows[s.EXTRACT_BATCH])
         if unseen.any():
             comparison = {"y": y[unseen], "p_new": dev.validated[unseen], "groups": rows.loc[unseen, s.PROCEDURE_ID].to_numpy(),
                           "p_champion": champion.estimator.predict_proba(rows.loc[unseen, spec.feature_names])[:, 1]}
     decision = decide(validated_slope=validated_slope, has_champion=current is not None, n_boot=config.n_boot,
                       seed=config.seed, **comparison)
+    if refused_champion is not None:
+        decision = replace(decision, reasons=[*decision.reasons, f"the champion was refused: {refused_champion}; "
+                                                                 "gated as if there were none"])
     card = store.ModelCard(
         outcome=spec.name, version="", created_at="", code_version=code_version(), intended_use=INTENDED_USE,
         outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
@@ -200,9 +200,23 @@ def _data_summary(rows: pd.DataFrame, y: np.ndarray, all_rows: int) -> dict[str,
     return summary
 
 
+def _unseen_by(training_data: dict, batches: pd.Series) -> np.ndarray:
+    """Rows of batches a model was not trained on: outside its recorded batch ranges (batches come in any order), or,
+    for a card from before they were recorded, above its highest batch."""
+    ranges = training_data.get("extract_batches")
+    values = batches.to_numpy(dtype="int64")
+    if ranges is None:
+        return values > int(training_data["extract_batch_max"])
+    seen = np.zeros(len(values), dtype=bool)
+    for low, high in ranges:
+        seen |= (values >= int(low)) & (values <= int(high))
+    return ~seen
+
+
 def _training_range(rows: pd.DataFrame, y: np.ndarray) -> dict[str, object]:
     return {"procedure_year_min": int(rows[s.PROCEDURE_YEAR].min()), "procedure_year_max": int(rows[s.PROCEDURE_YEAR].max()),
             "extract_batch_min": int(rows[s.EXTRACT_BATCH].min()), "extract_batch_max": int(rows[s.EXTRACT_BATCH].max()),
+            "extract_batches": [list(r) for r in batch_ranges(rows[s.EXTRACT_BATCH].unique())],
             "rows": len(y), "events": "<11" if is_small(int(y.sum())) else int(y.sum()),
             "procedures": int(rows[s.PROCEDURE_ID].nunique()),
             "sites": int(rows[s.SITE_ID].nunique())}

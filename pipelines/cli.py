@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
 from records.errors import InputError, SourceUnavailable
@@ -32,8 +33,9 @@ WORKSPACE_ENV = "CEMENTRISK_WORKSPACE"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cementrisk: cement leakage and infection risk for kyphoplasty and vertebroplasty.")
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False, highlight=False)
+errors = Console(stderr=True, markup=False, highlight=False)
+"""Markup is off: text from the input (paths, column names, messages that quote them) is printed as it is."""
 
 
 class Engine(str, Enum):
@@ -78,37 +80,69 @@ def run(
     dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler "
                                                           "(tcp://host:8786); default: a local cluster for the run.")]
     = None,
+    replace_batch: Annotated[list[int] | None, typer.Option(
+        "--replace-batch", min=1, help="Register this batch as the source now holds it, in place of the registered "
+                                       "one (a correction; the registered rows are kept in the registry's history). "
+                                       "Repeat for several batches.")] = None,
+    verify_registered: Annotated[bool, typer.Option(
+        "--verify-registered", help="Read every row of a database or Parquet-folder source and compare every "
+                                    "registered batch it holds with its recorded content (a night compares their "
+                                    "row counts only).")] = False,
 ) -> None:
     """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
-    workspace = workspace or _default_workspace()
+    workspace = _checked_workspace(workspace)
     run_id = new_run_id()
     if task_runner is TaskRunner.dask and engine is Engine.local:
-        errors.print("[bold red]refused:[/] --task-runner dask needs --engine prefect (the runner is Prefect's)")
+        _refused("--task-runner dask needs --engine prefect (the runner is Prefect's)")
         raise typer.Exit(EXIT_BAD_INPUT)
+    manifest_file = Path(workspace) / "runs" / run_id / "manifest.json"
     try:
-        with console.status(f"run {run_id}: reading, checking and registering {source} ...") as status:
+        with console.status(Text(f"run {run_id}: reading, checking and registering {_shown(source)} ...")) as status:
             outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
-                           on_step=lambda step: status.update(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."),
-                           task_runner=task_runner.value, dask_address=dask_address)
+                           on_step=lambda step: status.update(Text(f"run {run_id}: {_STEP_WORDS.get(step, step)} ...")),
+                           task_runner=task_runner.value, dask_address=dask_address,
+                           replacing=tuple(replace_batch or ()), verify_registered=verify_registered)
     except WorkspaceBusy as error:
-        errors.print(f"[bold red]busy:[/] {error}")
+        _say("busy:", str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except SourceUnavailable as error:
-        errors.print(f"[bold red]source unavailable:[/] {error}")
-        errors.print(f"nothing was registered; manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
+        _say("source unavailable:", str(error))
+        errors.print("nothing was registered" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_UNAVAILABLE) from None
     except InputError as error:
-        errors.print(f"[bold red]refused:[/] {error}")
-        errors.print(f"manifest: {Path(workspace) / 'runs' / run_id / 'manifest.json'}")
+        _refused(str(error))
+        errors.print("nothing was registered" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        _say("internal error:", f"{type(error).__name__}: {error}")
+        errors.print("the run was rolled back" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_INTERNAL) from None
+    manifest = outcome.manifest
+    try:
+        _print_outcome(outcome, workspace)
+    except Exception as error:  # noqa: BLE001 - the run is done and published: printing must not undo that
+        _say("note:", f"the run finished ({manifest.status}) but its summary could not be printed: "
+                      f"{type(error).__name__}; see {outcome.manifest_path}")
+    if manifest.batches_refused:
+        for refusal in manifest.batches_refused:
+            _refused(str(refusal["reason"]))
+        others = ("the other batches were registered and published" if manifest.batches_loaded
+                  else "no other batch was new")
+        errors.print(f"{others}; manifest: {outcome.manifest_path}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _print_outcome(outcome: Any, workspace: Path) -> None:
     manifest = outcome.manifest
     _print_counts(f"run {manifest.run_id}: {manifest.status}", manifest.tables)
     console.print("batches loaded: " + (", ".join(str(b) for b in manifest.batches_loaded) or "none (nothing new)"))
+    if manifest.batches_replaced:
+        console.print("batches replaced (the registered rows kept in registry/history/): "
+                      + ", ".join(str(b) for b in manifest.batches_replaced))
     _print_models(manifest.models)
-    console.print(f"registry:   {Path(workspace) / 'registry'} (watermark {manifest.watermark_after})")
+    registry = manifest.registry or {}
+    console.print(f"registry:   {Path(workspace) / 'registry'} ({registry.get('batches_after', '?')} batches "
+                  f"registered; ledger {Path(workspace) / 'registry' / 'ledger.json'})")
     console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
     console.print(f"manifest:   {outcome.manifest_path}")
     outputs = manifest.outputs or {}
@@ -121,6 +155,37 @@ def run(
         console.print(f"note: {note}")
 
 
+def _say(label: str, message: str) -> None:
+    """One line on stderr: a bold label, then the message as plain text (never read as markup)."""
+    errors.print(Text.assemble((label, "bold red"), " ", message))
+
+
+def _refused(message: str) -> None:
+    _say("refused:", message)
+
+
+def _manifest_note(path: Path) -> str:
+    """'; manifest: PATH' when the run wrote its manifest; nothing when it did not get that far."""
+    return f"; manifest: {path}" if path.is_file() else ""
+
+
+def _shown(source: str) -> str:
+    from records.sources import display_source
+
+    return display_source(source)
+
+
+def _checked_workspace(workspace: Path | None) -> Path:
+    """The workspace folder, refusing the folder of cementrisk's own ``workspace`` package (a run started in the
+    source tree without ``--workspace``)."""
+    folder = Path(workspace) if workspace is not None else _default_workspace()
+    if (folder / "__init__.py").is_file() and (folder / "transaction.py").is_file():
+        _refused(f"{folder} is cementrisk's own workspace package, not a workspace; pass --workspace DIR "
+                 f"(or set {WORKSPACE_ENV})")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return folder
+
+
 _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers",
                "validate": "checking the contract", "register": "registering accepted rows and the quarantine",
                "models": "training, calibrating and validating the risk models",
@@ -128,13 +193,16 @@ _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers
 
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
-         wait: float, on_step, task_runner: str = "default", dask_address: str | None = None):
+         wait: float, on_step, task_runner: str = "default", dask_address: str | None = None,
+         replacing: tuple[int, ...] = (), verify_registered: bool = False):
     if engine is Engine.local:
         from pipelines.job import run_job
 
         return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
-                       train=train, lock_wait_seconds=wait, on_step=on_step)
+                       train=train, lock_wait_seconds=wait, on_step=on_step, replacing=replacing,
+                       verify_registered=verify_registered)
     from pipelines.prefect_env import PrefectConfigError, configure_prefect
+    from records.sources import SOURCE_ENV_PREFIX, has_password
 
     try:
         configure_prefect(workspace)
@@ -142,10 +210,20 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
         raise InputError(str(error)) from None
     from pipelines.flows import flow_with_runner
 
+    if has_password(source):  # Prefect stores a flow's parameters: pass the source by reference
+        from pipelines.serve import SOURCE_ENV
+
+        os.environ[SOURCE_ENV] = source
+        source = f"{SOURCE_ENV_PREFIX}{SOURCE_ENV}"
     on_step(f"run as the Prefect flow cementrisk-run ({task_runner} task runner)")
     run_flow = flow_with_runner(task_runner, dask_address=dask_address)
-    return run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
-                    lock_wait_seconds=wait)
+    state = run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
+                     lock_wait_seconds=wait, replace_batches=list(replacing),
+                     verify_registered=verify_registered, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _print_models(models: dict) -> None:
@@ -204,17 +282,17 @@ def serve(
     """
     from contextlib import ExitStack
 
-    from rich.markup import escape
-
     from pipelines import serve as nightly
-    from records.readers import describe_source
+    from records.sources import display_source, has_password
 
-    workspace = workspace or _default_workspace()
-    parameters = nightly.deployment_parameters(source, workspace, train=models, seed=seed, lock_wait_seconds=wait)
-    if nightly.source_has_password(source):
-        errors.print("[bold yellow]warning:[/] the source URL holds a password, which Prefect stores with the "
-                     "deployment's parameters; prefer ~/.pgpass or PGPASSWORD in serve's environment")
+    workspace = _checked_workspace(workspace)
+    secret = has_password(source)
+    parameters = nightly.deployment_parameters(source, workspace, train=models, seed=seed, lock_wait_seconds=wait,
+                                               environ=os.environ)  # the runs serve starts inherit its environment
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    if secret:
+        say(f"the source holds a password: each run reads it from serve's environment (${nightly.SOURCE_ENV}); "
+            "Prefect stores only the reference. Runs started by another process need that variable set there.")
     registered: list[str] = []
     paused = False
     try:
@@ -223,14 +301,14 @@ def serve(
             if api:
                 _configure_prefect(workspace)
                 nightly.wait_for_api(api, timeout=server_timeout)
-                say(f"Prefect API: {escape(api)} (from PREFECT_API_URL)")
+                say(f"Prefect API: {api} (from PREFECT_API_URL)")
             else:
-                with console.status("starting a loopback Prefect server (the first start can take a minute) ..."):
+                with console.status(Text("starting a loopback Prefect server (the first start can take a minute) ...")):
                     server = stack.enter_context(nightly.local_server(workspace, port=port, timeout=server_timeout))
                 api = os.environ["PREFECT_API_URL"] = server.api_url
                 _configure_prefect(workspace)
-                say(f"Prefect server started: pid {server.pid}, home {escape(str(server.home))}, "
-                    f"log {escape(str(server.log))}; it stops when serve stops")
+                say(f"Prefect server started: pid {server.pid}, home {server.home}, "
+                    f"log {server.log}; it stops when serve stops")
                 say(f"Prefect API: {api}")
             ui = nightly.ui_url(api)
             say(f"Prefect UI: {ui}")
@@ -241,8 +319,8 @@ def serve(
                 when = f"; next run {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else ""
                 say(f"deployment {nightly.FULL_NAME} registered (id {deployment_id}): cron '{cron}' "
                     f"({timezone}){when}")
-                say(f"  each run: source {escape(describe_source(parameters['source']))}, workspace "
-                    f"{escape(parameters['workspace'])}, models {'on' if models else 'off'}, waits up to {wait:g} s "
+                say(f"  each run: source {display_source(parameters['source'])}, workspace "
+                    f"{parameters['workspace']}, models {'on' if models else 'off'}, waits up to {wait:g} s "
                     "for a busy workspace")
                 say(f"  in the UI: {ui}/deployments/deployment/{deployment_id}")
                 say(f"  run it now: PREFECT_API_URL={api} prefect deployment run '{nightly.FULL_NAME}'")
@@ -253,13 +331,13 @@ def serve(
     except KeyboardInterrupt:
         pass
     except InputError as error:
-        errors.print(f"[bold red]refused:[/] {error}")
+        _refused(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except nightly.ServerError as error:
-        errors.print(f"[bold red]Prefect server:[/] {escape(str(error))}")
+        _say("Prefect server:", str(error))
         raise typer.Exit(EXIT_INTERNAL) from None
     except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}")
+        _say("internal error:", f"{type(error).__name__}: {error}")
         raise typer.Exit(EXIT_INTERNAL) from None
     if not registered:
         console.print("stopped")
@@ -292,13 +370,13 @@ def _exit_codes(*, refused: tuple[type[Exception], ...]) -> Iterator[None]:
     try:
         yield
     except refused as error:
-        errors.print(f"[bold red]refused:[/] {error}")
+        _refused(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except SourceUnavailable as error:
-        errors.print(f"[bold red]source unavailable:[/] {error}")
+        _say("source unavailable:", str(error))
         raise typer.Exit(EXIT_UNAVAILABLE) from None
     except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
-        errors.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}")
+        _say("internal error:", f"{type(error).__name__}: {error}")
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -315,9 +393,9 @@ def score(
     from models.store import ModelStoreError
 
     workspace = workspace or _default_workspace()
-    with _exit_codes(refused=(InputError, ModelStoreError)), console.status(f"scoring {input} ..."):
+    with _exit_codes(refused=(InputError, ModelStoreError)), console.status(Text(f"scoring {_shown(input)} ...")):
         result = score_source(input, output, workspace=workspace, fmt=fmt.value)
-    _print_counts(f"score {input}", result.counts)
+    _print_counts(f"score {_shown(input)}", result.counts)
     for note in result.notes:
         console.print(f"note: {note}")
     console.print("models: " + ", ".join(f"{k} {v or '-'}" for k, v in result.versions.items()))
@@ -358,20 +436,25 @@ def validate(
     from pipelines.ingest import check_batch, load_batch, screen_batch
     from records.validation import REASON
 
-    with _exit_codes(refused=(InputError,)), console.status(f"checking {source} ..."):
+    with _exit_codes(refused=(InputError,)), console.status(Text(f"checking {_shown(source)} ...")):
         registry = workspace if workspace and workspace.exists() else None
         raw = load_batch(source, workspace=registry)
         screen_batch(raw)
         result = check_batch(raw, workspace=registry)
         rules = result.reason_counts()
-    _print_counts(f"validate {source} (dry run, nothing written)", {
+    _print_counts(f"validate {_shown(source)} (dry run, nothing written)", {
         name: TableCounts(rows_in=outcome.rows_in, rows_accepted=len(outcome.accepted),
                           rows_quarantined=len(outcome.quarantined), rows_skipped_registered=outcome.skipped,
-                          columns_dropped=list(outcome.dropped_columns), quarantine_rules=rules[name])
+                          rows_refused=outcome.refused, columns_dropped=list(outcome.dropped_columns),
+                          quarantine_rules=rules[name])
         for name, outcome in result.tables().items()})
     for name, outcome in result.tables().items():
         for row in outcome.quarantined.head(show).itertuples(index=False):
             console.print(f"  {name} row {getattr(row, 'source_row')}: {getattr(row, REASON)}")
+    for change in result.conflicts.values():
+        _refused(change.describe())
+    if result.conflicts:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command()
@@ -384,7 +467,7 @@ def synth(
     """Write a synthetic, de-identified registry in the contract, with literature-based risks."""
     from synth.generator import generate_registry, write_registry
 
-    with _exit_codes(refused=()), console.status(f"generating {procedures:,} procedures (seed {seed}) ..."):
+    with _exit_codes(refused=()), console.status(Text(f"generating {procedures:,} procedures (seed {seed}) ...")):
         registry = generate_registry(procedures, seed=seed)
         paths = write_registry(registry, out)
     console.print(f"{len(registry.procedures):,} procedures, {len(registry.levels):,} levels written:")
@@ -395,15 +478,17 @@ def synth(
 def _print_counts(title: str, tables: dict[str, TableCounts]) -> None:
     """Row accounting per table and, where rows were quarantined, how many each rule caught."""
     table = Table(title=title)
-    for column in ("table", "rows in", "accepted", "quarantined", "skipped (registered)", "columns dropped"):
+    for column in ("table", "rows in", "accepted", "quarantined", "skipped (registered)", "refused",
+                   "columns dropped"):
         table.add_column(column)
     for name, counts in tables.items():
         table.add_row(name, str(counts.rows_in), str(counts.rows_accepted), str(counts.rows_quarantined),
-                      str(counts.rows_skipped_registered), ", ".join(counts.columns_dropped) or "-")
+                      str(counts.rows_skipped_registered), str(counts.rows_refused),
+                      ", ".join(counts.columns_dropped) or "-")
     console.print(table)
     for name, counts in tables.items():
         if counts.quarantine_rules:
-            console.print(f"[bold]{name}[/] rows quarantined by rule: "
+            console.print(f"{name} rows quarantined by rule: "
                           + ", ".join(f"{rule} {n}" for rule, n in counts.quarantine_rules.items()))
 
 

@@ -8,6 +8,7 @@ read retries when the source cannot be reached. Call ``pipelines.prefect_env.con
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,13 +20,14 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.states import Failed, State
 
 from models.outcomes import OUTCOMES
 from models.refresh import ModelsSummary, refresh_models
 from models.training import OutcomeResult, TrainingConfig, train_outcome_from
 from pipelines.job import JobSteps, run_job
 from pipelines import ingest
-from records.errors import SourceUnavailable, is_transient_write_error
+from records.errors import InputError, SourceUnavailable, is_transient_write_error
 from workspace.manifest import new_run_id
 from reports.publish import publish_reports
 from reports.summary import run_summary_markdown, run_summary_tables
@@ -55,11 +57,27 @@ _retry_when_unavailable = _retry_condition(lambda error: isinstance(error, Sourc
 # files are replaced whole)
 _retry_on_transient_io = _retry_condition(is_transient_write_error, unreadable=False)
 _WRITES = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_transient_io)
-read_task = task(ingest.load_batch, name="read source", retries=2, retry_delay_seconds=[2, 8],
+
+
+def _refusal_as_value(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step``, returning a refusal (:class:`pipelines.ingest.Refused`) instead of raising it: a refused input is an
+    outcome of the run, so its task completes (no failed task, no traceback in the log) and the flow ends in a
+    failed state whose message is the reason (:func:`run_flow`)."""
+    @functools.wraps(step)
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except InputError as error:
+            return ingest.Refused(error)
+
+    return refusing
+
+
+read_task = task(_refusal_as_value(ingest.load_batch), name="read source", retries=2, retry_delay_seconds=[2, 8],
                  retry_condition_fn=_retry_when_unavailable, cache_policy=NO_CACHE)
-guard_task = task(ingest.screen_batch, name="refuse identifiers", cache_policy=NO_CACHE)
-validate_task = task(ingest.check_batch, name="check contract", cache_policy=NO_CACHE)
-register_task = task(ingest.register, name="register", cache_policy=NO_CACHE, **_WRITES)
+guard_task = task(_refusal_as_value(ingest.screen_batch), name="refuse identifiers", cache_policy=NO_CACHE)
+validate_task = task(_refusal_as_value(ingest.check_batch), name="check contract", cache_policy=NO_CACHE)
+register_task = task(_refusal_as_value(ingest.register), name="register", cache_policy=NO_CACHE, **_WRITES)
 reports_task = task(publish_reports, name="publish reports", cache_policy=NO_CACHE, **_WRITES)
 
 
@@ -124,16 +142,35 @@ def summarise_task(manifest: dict) -> None:
 def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retrain: bool = False,
              train: bool = True, seed: int = TrainingConfig.seed, lock_wait_seconds: float = 0.0,
              n_folds: int = TrainingConfig.n_folds, repeats: int = TrainingConfig.repeats,
-             n_boot: int = TrainingConfig.n_boot, on_dask: bool = False) -> ingest.IngestOutcome:
+             n_boot: int = TrainingConfig.n_boot, on_dask: bool = False,
+             replace_batches: list[int] | None = None,
+             verify_registered: bool = False) -> ingest.IngestOutcome | State:
     """Load, screen, check and register one source; refresh the models; publish; summarise for the UI.
 
-    A scheduled (deployed) run passes no ``run_id``: each run gets a fresh one. Use :func:`flow_with_runner` to run
-    the fits on Dask (``on_dask`` is then set for you).
+    ``source`` is a path, a URL without a password, or a reference such as ``env:CEMENTRISK_SOURCE_URL`` (resolved
+    where the source is read, :func:`records.sources.resolve_source`): a password never is a flow parameter, which
+    Prefect would store in its database. A scheduled (deployed) run passes no ``run_id``: each run gets a fresh one.
+    Use :func:`flow_with_runner` to run the fits on Dask (``on_dask`` is then set for you).
+
+    Returns
+    -------
+    IngestOutcome or State
+        The outcome; or a Failed state whose message is the reason when the input was refused (its ``data`` the
+        refusal) or when batches were refused (its ``data`` the outcome: the other batches were registered and
+        published). Neither logs a traceback.
     """
-    outcome = run_job(source, Path(workspace), run_id=run_id or new_run_id(), steps=prefect_steps(on_dask=on_dask),
-                      config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot),
-                      retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds)
+    try:
+        outcome = run_job(source, Path(workspace), run_id=run_id or new_run_id(),
+                          steps=prefect_steps(on_dask=on_dask),
+                          config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot),
+                          retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds,
+                          replacing=tuple(replace_batches or ()), verify_registered=verify_registered)
+    except InputError as error:
+        return Failed(message=f"refused: {error}", data=error)
     summarise_task(asdict(outcome.manifest))
+    if outcome.manifest.batches_refused:
+        reasons = "; ".join(f"batch {r['batch']} refused: {r['reason']}" for r in outcome.manifest.batches_refused)
+        return Failed(message=reasons, data=outcome)
     return outcome
 
 

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from workspace.runs import PREFECT_DIR, prefect_home
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -30,7 +32,7 @@ def configure_prefect(workspace: Path) -> dict[str, str]:
     settings = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "PREFECT_HOME": str(Path(workspace).resolve() / ".prefect"),
+        "PREFECT_HOME": str(Path(workspace).resolve() / PREFECT_DIR),
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -51,5 +53,8 @@ def configure_prefect(workspace: Path) -> dict[str, str]:
         else:
             os.environ.setdefault(key, value)
         applied[key] = os.environ[key]
-    Path(applied["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    if Path(applied["PREFECT_HOME"]) == Path(workspace).resolve() / PREFECT_DIR:
+        prefect_home(workspace)  # the workspace's own: made by its owner
+    else:
+        Path(applied["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # a home the user chose, elsewhere
     return applied

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -131,30 +131,46 @@ def _croniter_module() -> ModuleType | None:
 # ------------------------------------------------------------------------------------- the deployment
 
 
+SOURCE_ENV = "CEMENTRISK_SOURCE_URL"
+"""serve's environment variable holding a source with a password; each run's parameter is ``env:`` and its name."""
+
+
 def absolute_source(source: str | Path) -> str:
-    """A path source made absolute (flow runs need not share serve's working directory); URLs as given."""
+    """A path source made absolute (flow runs need not share serve's working directory); URLs and references
+    (``env:NAME``) as given."""
+    from records.sources import is_reference
+
     text = str(source)
-    return text if "://" in text else str(Path(text).expanduser().resolve())
+    return text if "://" in text or is_reference(text) else str(Path(text).expanduser().resolve())
 
 
 def deployment_parameters(source: str | Path, workspace: Path, *, train: bool = True, seed: int | None = None,
-                          lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> dict[str, Any]:
-    """The nightly run's parameters of ``run_flow``: no ``run_id`` (each run gets a fresh one)."""
-    parameters: dict[str, Any] = {"source": absolute_source(source),
+                          lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+                          environ: MutableMapping[str, str] | None = None) -> dict[str, Any]:
+    """The nightly run's parameters of ``run_flow``: no ``run_id`` (each run gets a fresh one), and never a password.
+
+    A source that holds a password is put in ``environ`` under :data:`SOURCE_ENV` (serve passes its own environment,
+    which the runs it starts inherit), and the parameter is the reference ``env:CEMENTRISK_SOURCE_URL``.
+
+    Raises
+    ------
+    ValueError
+        The source holds a password and no ``environ`` was given to hold it.
+    """
+    from records.sources import SOURCE_ENV_PREFIX, has_password
+
+    text = absolute_source(source)
+    if has_password(text):
+        if environ is None:
+            raise ValueError("the source holds a password: give an environment to hold it (environ=...)")
+        environ[SOURCE_ENV] = text
+        text = f"{SOURCE_ENV_PREFIX}{SOURCE_ENV}"
+    parameters: dict[str, Any] = {"source": text,
                                   "workspace": str(Path(workspace).expanduser().resolve()),
                                   "retrain": False, "train": train, "lock_wait_seconds": float(lock_wait_seconds)}
     if seed is not None:
         parameters["seed"] = int(seed)
     return parameters
-
-
-def source_has_password(source: str | Path) -> bool:
-    """True when a URL source carries a password (it would be stored in Prefect's database)."""
-    text = str(source)
-    if "://" not in text:
-        return False
-    authority = text.split("://", 1)[1].split("/", 1)[0]
-    return "@" in authority and ":" in authority.rsplit("@", 1)[0]
 
 
 # ---------------------------------------------------------------------------------- the local server
@@ -177,7 +193,10 @@ def ui_url(api: str) -> str:
 
 
 def prefect_home(workspace: Path) -> Path:
-    return Path(workspace).expanduser().resolve() / ".prefect"
+    """Prefect's home in the workspace (created: :func:`workspace.runs.prefect_home`)."""
+    from workspace.runs import prefect_home as home_of
+
+    return home_of(Path(workspace).expanduser())
 
 
 def server_command(host: str, port: int, *, python: str | None = None) -> list[str]:
@@ -282,7 +301,6 @@ def start_server(workspace: Path, *, host: str = LOOPBACK, port: int = 0,
     stopped before the error propagates.
     """
     home = prefect_home(workspace)
-    home.mkdir(parents=True, exist_ok=True)
     log = home / SERVER_LOG
     port = port or free_port(host)
     with log.open("ab") as out:

@@ -2,7 +2,9 @@
 
 Reference: 45 CFR 164.514(b)(2) (Safe Harbor de-identification); shared record-contract.md,
 "What a de-identified source must never contain". Findings and messages name the table, the
-column and the kind of identifier, never a value.
+column and the kind of identifier, never a value. Before any value is screened, each table's
+header is checked (:mod:`records.columns`): too many columns, twin names and nested columns,
+whose fields cannot be screened column by column, are refused as contract errors.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa_arrow
 
+from records.columns import check_column_names, check_flat_frame
 from records.errors import InputError
 from records.schema import AGE_YEARS, LEVELS, PROCEDURE_YEAR, PROCEDURES
 
@@ -40,6 +43,9 @@ BY_VALUE = "values"
 
 OLDEST_REPORTABLE_AGE = 89
 """Safe Harbor allows ages up to 89; the contract codes 90 as '90 or older'."""
+OLDEST_POSSIBLE_AGE = 120
+"""No one is older: an age above it (or below 0) is an impossible value, not an identifier. The guard lets it
+through; validation quarantines it (``age_years`` must be between 18 and 90) and an unknown column is dropped."""
 
 _CONTRACT_NAMES = frozenset(PROCEDURES.names) | frozenset(LEVELS.names)
 _KEY_NAMES = frozenset(c.name for t in (PROCEDURES, LEVELS) for c in t.columns if c.kind == "id")
@@ -114,6 +120,16 @@ def find_identifiers(frames: Mapping[str, pd.DataFrame]) -> list[IdentifierFindi
     list of IdentifierFinding
         In table, column, kind order; empty when the batch is clean.
 
+    Raises
+    ------
+    records.errors.ContractError
+        Before any value is screened, when a table has more than :data:`records.columns.MAX_COLUMNS` columns or
+        two columns of one name (:func:`records.columns.check_column_names`).
+    records.columns.NestedColumnError
+        Before any value is screened, when a table has a nested column (struct, list, map: a dict, list, tuple,
+        set or array in a cell, or a nested Arrow dtype): nested fields cannot be screened column by column, and
+        the contract has flat columns only (:func:`records.columns.check_flat_frame`).
+
     Notes
     -----
     Rules, per column:
@@ -136,12 +152,17 @@ def find_identifiers(frames: Mapping[str, pd.DataFrame]) -> list[IdentifierFindi
        Date and timestamp typed columns are refused as dates finer than the year.
     3. Ages: ``age_years`` above 90 (90 means 90 or older); any other column with an ``age``
        token (not in days, weeks, months or hours) above 89; a year-of-birth column giving an
-       age above 89 at ``procedure_year`` (or this year when there is none).
+       age above 89 at ``procedure_year`` (or this year when there is none). Only ages up to
+       :data:`OLDEST_POSSIBLE_AGE` (120) identify anyone: an age of 150 or -3 is an impossible
+       value, which validation quarantines (``age_years``) or drops with its unknown column.
     """
-    findings: list[IdentifierFinding] = []
     for table, frame in frames.items():
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"frames[{table!r}] must be a pandas DataFrame, not {type(frame).__name__}")
+        check_column_names(str(table), list(frame.columns))
+        check_flat_frame(str(table), frame)
+    findings: list[IdentifierFinding] = []
+    for table, frame in frames.items():
         findings.extend(_table_findings(str(table), frame))
     return findings
 
@@ -159,6 +180,9 @@ def check_identifiers(frames: Mapping[str, pd.DataFrame]) -> None:
     IdentifierError
         When :func:`find_identifiers` finds anything; the message and the findings name
         table, column and kind, never a value.
+    records.errors.ContractError, records.columns.NestedColumnError
+        As for :func:`find_identifiers`: too many columns, twin names or a nested column, found
+        before any value is screened.
     """
     findings = find_identifiers(frames)
     if findings:
@@ -262,7 +286,7 @@ _VALUE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (  # first match wins
     (SSN, (r"\b\d{3}-\d{2}-\d{4}\b", r"(?i:\bssn\b)\W*\d{9}\b")),
     (ZIP, (r"\b\d{5}-\d{4}\b",)),
     (DATE, (rf"\b(?:19|20)\d{{2}}[-/.]{_MONTH_NUMBER}[-/.]{_DAY}(?:\D|$)",
-            rf"\b(?:19|20)\d{{2}}[-/](?:0[1-9]|1[0-2])(?:\D|$)",
+            r"\b(?:19|20)\d{2}[-/](?:0[1-9]|1[0-2])(?:\D|$)",
             rf"\b{_DAY}[./-]{_DAY}[./-](?:\d{{4}}|\d{{2}})\b",
             rf"(?i:\b{_MONTH}\.?\s+{_DAY}(?:st|nd|rd|th)?,?\s+\d{{4}}\b)",
             rf"(?i:\b{_MONTH}\.?,?\s+(?:19|20)\d{{2}}\b)")),
@@ -275,7 +299,7 @@ _VALUE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (  # first match wins
     (ADDRESS, (rf"\b\d{{1,5}}[A-Za-z]?\s+(?:{_UP}[A-Za-zß-öø-ÿ'.-]*\s+){{1,3}}"
                r"(?i:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|way"
                r"|terrace|highway|hwy|square|sq)\b",
-               rf"(?i:\b[a-zß-öø-ÿ]{{3,}}(?:strasse|straße|str\.|gasse|weg|allee|platz)\s+\d{{1,4}}[a-z]?\b)",
+               r"(?i:\b[a-zß-öø-ÿ]{3,}(?:strasse|straße|str\.|gasse|weg|allee|platz)\s+\d{1,4}[a-z]?\b)",
                r"(?i:\bp\.?\s?o\.?\s+box\s+\d+)")),
     (NAME, (rf"^{_UP}{_LOW}+(?:[-' ]{_UP}{_LOW}+)?,\s*{_UP}{_LOW}+(?:[- ]{_UP}{_LOW}*\.?)?$",
             rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Herr|Frau|Mme|Mlle)\.?\s+{_UP}{_LOW}+")),
@@ -311,6 +335,51 @@ def _classify(texts: pd.Series, *, key: bool) -> pd.Series:
     return kinds.dropna()
 
 
+# --- headers ------------------------------------------------------------------------------
+def header_labels(names: Sequence[object]) -> list[str]:
+    """How findings and messages name each column of a header: its name, or ``"column N (name
+    withheld)"`` (N counted from 1) when the header itself looks like an identifier value, as in a
+    CSV read without its header row. All names are screened together, with the value rules.
+
+    Parameters
+    ----------
+    names
+        The header in column order (any objects; compared as ``str(name)``).
+
+    Returns
+    -------
+    list of str
+        One label per name, in order.
+    """
+    texts = [str(name) for name in names]
+    withheld = _header_kinds(texts)
+    return [withheld_label(p) if p in withheld else text for p, text in enumerate(texts)]
+
+
+def header_label(name: object, position: int) -> str:
+    """The label of one header: ``str(name)``, or ``"column {position + 1} (name withheld)"`` when the
+    name looks like an identifier value (:func:`header_labels`).
+
+    Parameters
+    ----------
+    name
+        The column's name as given.
+    position
+        Its 0-based position in the header (shown counted from 1).
+    """
+    return withheld_label(position) if _header_kinds([str(name)]) else str(name)
+
+
+def _header_kinds(names: list[str]) -> dict[int, str]:
+    """Position -> kind of identifier, for the headers that look like an identifier value."""
+    return {int(p): str(kind) for p, kind in _classify(pd.Series(names, dtype=_ARROW_TEXT), key=False).items()}
+
+
+def withheld_label(position: int) -> str:
+    """``"column {position + 1} (name withheld)"``: a column named by its 0-based ``position``, counted from 1."""
+    return f"column {position + 1} (name withheld)"
+
+
 # --- one table, one column ---------------------------------------------------------------
 _Finding = tuple[str, str, "int | None"]
 
@@ -320,9 +389,9 @@ def _table_findings(table: str, frame: pd.DataFrame) -> list[IdentifierFinding]:
     that of all its other text columns in another."""
     names = [str(name) for name in frame.columns]
     found: dict[int, list[_Finding]] = {position: [] for position in range(len(names))}
-    for position, kind in _classify(pd.Series(names, dtype=_ARROW_TEXT), key=False).items():
+    for position, kind in _header_kinds(names).items():
         found[position].append((kind, BY_NAME, None))  # a header holding a value: CSV read without its header
-    labels = [f"column {p + 1} (name withheld)" if found[p] else name for p, name in enumerate(names)]
+    labels = [withheld_label(p) if found[p] else name for p, name in enumerate(names)]
     text_columns: dict[bool, dict[int, pd.Series]] = {True: {}, False: {}}
     for position, name in enumerate(names):
         column = frame.iloc[:, position]
@@ -385,7 +454,7 @@ def _distinct_texts(column: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]
     values, and their text (RE2-ready), the last two aligned."""
     try:
         originals = pd.Series(pd.unique(column))
-    except TypeError:  # unhashable cells (lists from a nested Parquet column): scan their text
+    except TypeError:  # unhashable cells that are not nested values (refused before): scan their text
         column = column.map(str, na_action="ignore")
         originals = pd.Series(pd.unique(column))
     originals = originals.dropna().reset_index(drop=True)
@@ -409,16 +478,23 @@ def _rows_beyond_zip3(column: pd.Series) -> int:
 
 def _rows_over_age(name: str, tokens: list[str], column: pd.Series, *, contract: bool,
                    frame: pd.DataFrame) -> int:
-    """Rows giving an age above 89 as such (``age_years`` above its '90 or older' code)."""
+    """Rows giving an age above 89 as such (``age_years`` above its '90 or older' code), up to the
+    oldest possible age (an older 'age' is an impossible value, not a person's age)."""
     if name == AGE_YEARS:
-        return int((_numbers(column) > _AGE_YEARS_TOP).sum())
+        return _identifying_ages(_numbers(column), above=_AGE_YEARS_TOP)
     if contract:
         return 0
     if "age" in tokens and not _DURATION_TOKENS.intersection(tokens):
-        return int((_numbers(column) > OLDEST_REPORTABLE_AGE).sum())
+        return _identifying_ages(_numbers(column), above=OLDEST_REPORTABLE_AGE)
     if "yob" in tokens or "birthyear" in tokens or {"birth", "year"} <= set(tokens):
-        return int(((_reference_year(frame) - _numbers(column)) > OLDEST_REPORTABLE_AGE).sum())
+        return _identifying_ages(_reference_year(frame) - _numbers(column), above=OLDEST_REPORTABLE_AGE)
     return 0
+
+
+def _identifying_ages(ages: np.ndarray, *, above: float) -> int:
+    """How many ages are above ``above`` and at most :data:`OLDEST_POSSIBLE_AGE` (NaN counts as none)."""
+    with np.errstate(invalid="ignore"):
+        return int(((ages > above) & (ages <= OLDEST_POSSIBLE_AGE)).sum())
 
 
 def _numbers(column: pd.Series) -> np.ndarray:

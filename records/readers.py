@@ -13,7 +13,9 @@ what failed, never the password.
 
 from __future__ import annotations
 
+import csv
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,18 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from records.batches import batch_ranges
+from records.coerce import MISSING_TOKENS
+from records.columns import check_arrow_schema, check_column_names
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
-from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, PROCEDURE_ID, PROCEDURES, TEXT_DTYPE
+from records.sources import connectable_url, display_source, mask_secrets
+from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, PROCEDURE_ID, PROCEDURES
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
-MISSING_TOKENS = ("", "na", "n/a", "null", "none", "nan")
 _ID_CHARS = re.fullmatch(r"(\[.*\])\{1,\d+\}", ID_PATTERN).group(1)  # type: ignore[union-attr]
 """The characters of an id, as a regular-expression class (``[A-Za-z0-9_-]``)."""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -48,7 +54,7 @@ class RawBatch:
     source: str
     formats: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
-    """Rows of batches at or below ``after_batch`` that the source kept back (a database read), per table."""
+    """Rows of registered batches that the source kept back (a database or Parquet-folder read), per table."""
     skipped_batches: tuple[int, ...] = ()
     """The batches those rows belong to."""
 
@@ -56,24 +62,26 @@ class RawBatch:
         return {PROCEDURES.name: self.procedures, LEVELS.name: self.levels}
 
 
-def describe_source(source: str | Path) -> str:
-    """The source as it may be written to a manifest: a URL's password is masked."""
-    text = str(source)
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", text)
-
-
 def is_url(source: str | Path) -> bool:
     return "://" in str(source)
 
 
-def read_source(source: str | Path, *, retry: Retry | None = None, after_batch: int = 0) -> RawBatch:
+BatchRows = Mapping[str, int]
+"""Rows of one batch per table, ``{"procedures": n, "levels": m}``, as the ledger recorded them when it was taken."""
+
+
+def read_source(source: str | Path, *, retry: Retry | None = None,
+                registered: Mapping[int, BatchRows | None] | None = None) -> RawBatch:
     """Read the `procedures` and `levels` tables of a source.
 
-    With ``after_batch`` (the registry's watermark) a database or a Parquet folder returns only what validation would
-    not skip: the procedures of later batches (or with no valid batch) and the levels not belonging only to earlier
-    ones; the rows kept back are counted in :attr:`RawBatch.skipped` (:func:`records.validation.validate_batch` adds
-    them to its own). This needs an integer ``extract_batch`` column; otherwise, and for CSV, everything is read and
-    validation sets the registered batches aside.
+    With ``registered`` (the ledger's batches and the rows each held when it was taken) a database or a Parquet
+    folder leaves out the batches it holds with the same row counts (a batch with another count is read, so that
+    validation can compare its content), and counts them in :attr:`RawBatch.skipped`; a batch recorded without counts
+    (None) is left out whenever present. Everything else is read: unregistered batches whatever their number, rows
+    without a valid batch, levels without a procedure. The source is asked with ranges of batch numbers (one per gap
+    in the registry), so a night transfers the new rows, not the history. This needs an integer ``extract_batch``
+    column and ids stored as validation reads them; otherwise, and for CSV, everything is read and validation sets
+    the registered batches aside by their content.
 
     Parameters
     ----------
@@ -82,32 +90,48 @@ def read_source(source: str | Path, *, retry: Retry | None = None, after_batch: 
         part files), a SQLite file, or a SQLAlchemy URL (``postgresql+psycopg://...``, ``sqlite:///...``).
     retry
         Attempts at a database and the waits between them; default :data:`SOURCE_RETRY`.
-    after_batch
-        The highest extract batch already registered (0: none).
+    registered
+        Batches the source may leave out, with their recorded row counts (None or empty: read everything).
 
     Raises
     ------
     SourceError
         The source is missing, empty, unreadable, truncated, not UTF-8, or lacks a table.
+    ContractError
+        A table has too many columns, two columns of one name, or a nested column.
     SourceUnavailable
         A database could not be reached, or the connection was lost mid-read, at every attempt.
     """
+    registered = dict(registered or {})
     if is_url(source):
-        return _read_sql(str(source), retry=retry, after_batch=after_batch)
+        return _read_sql(str(source), retry=retry, registered=registered)
     path = Path(source)
     if not path.exists():
-        raise SourceError(f"source not found: {path}")
+        raise SourceError(f"source not found: {display_source(path)}")
     if path.is_file():
         if path.suffix.lower() in _SQLITE_SUFFIXES or _has_sqlite_magic(path):
-            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry, after_batch=after_batch)
-        raise SourceError(f"source {path} is a file but not a SQLite database; give a folder or a database URL")
-    if after_batch > 0 and (night := _read_parquet_night(path, after_batch)) is not None:
+            return _read_sql(f"sqlite:///{path.resolve()}", shown=str(path), retry=retry, registered=registered)
+        raise SourceError(f"source {display_source(path)} is a file but not a SQLite database; give a folder or a "
+                          "database URL")
+    if registered and (night := _read_parquet_night(path, registered)) is not None:
         return night
     frames: dict[str, pd.DataFrame] = {}
     formats: dict[str, str] = {}
     for table in TABLE_NAMES:
         frames[table], formats[table] = _read_table_from_folder(path, table)
-    return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=str(path), formats=formats)
+    return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=display_source(path),
+                    formats=formats)
+
+
+def skippable_batches(registered: Mapping[int, BatchRows | None], counts: Mapping[str, Mapping[int, int]]
+                      ) -> set[int]:
+    """The registered batches a source may leave out: those it holds with the row counts recorded when they were taken
+    (``counts``: per table, the source's rows per batch), and those recorded without counts."""
+    skip = set()
+    for batch, rows in registered.items():
+        if rows is None or all(int(counts[table].get(batch, 0)) == int(rows.get(table, -1)) for table in TABLE_NAMES):
+            skip.add(int(batch))
+    return skip
 
 
 def _has_sqlite_magic(path: Path) -> bool:
@@ -146,19 +170,22 @@ def _read_table_from_folder(folder: Path, table: str) -> tuple[pd.DataFrame, str
     else:
         frame = pd.concat([_read_csv(p, table) for p in paths], ignore_index=True)
     if frame.empty:
-        raise SourceError(f"table {table} in {folder} is empty (no rows)")
+        raise SourceError(f"table {table} in {display_source(folder)} is empty (no rows)")
     return frame, fmt
 
 
-def _read_parquet_night(folder: Path, after_batch: int) -> RawBatch | None:
-    """Both Parquet tables of a folder without the rows validation would skip at watermark ``after_batch``, which are
-    counted instead: the rule of :class:`_NewRowsPlan`, applied by Arrow. Only two key columns of the history are
-    read whole. None when the folder is not Parquet or ``extract_batch`` is not an integer column (read it all)."""
+def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]) -> RawBatch | None:
+    """Both Parquet tables of a folder without the registered batches it holds with their recorded row counts, which
+    are counted instead (the rule of :func:`skippable_batches` and :class:`_NewRowsPlan`, applied by Arrow). Only
+    two key columns of the history are read whole. None when the folder is not Parquet or ``extract_batch`` is not an
+    integer column (read it all)."""
     files = {table: _table_files(folder, table) for table in TABLE_NAMES}
     if any(fmt != "parquet" for _, fmt in files.values()):
         return None
     try:
         data = {table: ds.dataset([str(p) for p in paths], format="parquet") for table, (paths, _) in files.items()}
+        for table, dataset in data.items():
+            _check_arrow_columns(table, dataset.schema)
         procedures, levels = data[PROCEDURES.name], data[LEVELS.name]
         batch_field = procedures.schema.field(EXTRACT_BATCH) if EXTRACT_BATCH in procedures.schema.names else None
         if (batch_field is None or not pa.types.is_integer(batch_field.type)
@@ -166,38 +193,53 @@ def _read_parquet_night(folder: Path, after_batch: int) -> RawBatch | None:
                 or not all(pa.types.is_string(t) or pa.types.is_large_string(t)
                            for t in (d.schema.field(PROCEDURE_ID).type for d in data.values()))):
             return None
-        low, high = int(PROCEDURES.column(EXTRACT_BATCH).low), int(after_batch)
-        batch = ds.field(EXTRACT_BATCH)
         keys = procedures.to_table(columns=[PROCEDURE_ID, EXTRACT_BATCH])
         level_ids = levels.to_table(columns=[PROCEDURE_ID])[PROCEDURE_ID]
         if not (_ids_are_clean(keys[PROCEDURE_ID]) and _ids_are_clean(level_ids)):
             return None
-        old = pc.fill_null(pc.and_(pc.greater_equal(keys[EXTRACT_BATCH], low),
-                                   pc.less_equal(keys[EXTRACT_BATCH], high)), False)
         ids = keys[PROCEDURE_ID].cast(pa.string())
+        batches = keys[EXTRACT_BATCH].cast(pa.int64())
+        wanted = pa.array(sorted(registered), type=pa.int64())
+        in_registry = pc.fill_null(pc.is_in(batches, value_set=wanted), False)
+        first = pc.index_in(level_ids.cast(pa.string()), value_set=ids)  # the first procedure with the level's id
+        level_batch = pc.take(batches, pc.fill_null(first, 0)).combine_chunks() if len(ids) else pa.array([], pa.int64())
+        level_batch = pc.if_else(pc.is_null(first), pa.scalar(None, pa.int64()), level_batch)
+        counts = {PROCEDURES.name: _value_counts(batches.filter(in_registry)),
+                  LEVELS.name: _value_counts(pc.filter(level_batch, pc.fill_null(
+                      pc.is_in(level_batch, value_set=wanted), False)))}
+        skip = pa.array(sorted(skippable_batches(registered, counts)), type=pa.int64())
+        old = pc.fill_null(pc.is_in(batches, value_set=skip), False)
         old_ids = pc.unique(ids.filter(old).drop_null())
         new_ids = pc.unique(ids.filter(pc.invert(old)).drop_null())
         only_old = old_ids.filter(pc.invert(pc.is_in(old_ids, value_set=new_ids)))
-        fresh = procedures.to_table(filter=batch.is_null() | (batch < low) | (batch > high))
+        batch = ds.field(EXTRACT_BATCH)
+        fresh = procedures.to_table(filter=batch.is_null() | ~batch.isin(skip.cast(batch_field.type)))
         level_id = ds.field(PROCEDURE_ID)
         only_old = only_old.cast(levels.schema.field(PROCEDURE_ID).type)  # isin wants the column's own type
         kept_levels = levels.to_table(filter=level_id.is_null() | ~level_id.isin(only_old))
         totals = {PROCEDURES.name: keys.num_rows, LEVELS.name: len(level_ids)}  # the key columns are whole
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"source {folder}: a Parquet file is not readable (truncated or corrupt?): "
+        raise SourceError(f"source {display_source(folder)}: a Parquet file is not readable (truncated or corrupt?): "
                           f"{_first_line(exc)}") from None
     for table, total in totals.items():
         if total == 0:
-            raise SourceError(f"table {table} in {folder} is empty (no rows)")
-    skipped_batches = tuple(sorted(int(b) for b in pc.unique(keys[EXTRACT_BATCH].filter(old)).to_pylist()))
-    return RawBatch(procedures=arrow_to_frame(fresh), levels=arrow_to_frame(kept_levels), source=str(folder),
-                    formats=dict.fromkeys(TABLE_NAMES, "parquet"),
+            raise SourceError(f"table {table} in {display_source(folder)} is empty (no rows)")
+    skipped_batches = tuple(sorted(int(b) for b in pc.unique(batches.filter(old)).to_pylist()))
+    return RawBatch(procedures=arrow_to_frame(fresh), levels=arrow_to_frame(kept_levels),
+                    source=display_source(folder), formats=dict.fromkeys(TABLE_NAMES, "parquet"),
                     skipped={PROCEDURES.name: int(pc.sum(old).as_py() or 0),
                              LEVELS.name: totals[LEVELS.name] - kept_levels.num_rows},
                     skipped_batches=skipped_batches)
 
 
+def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict[int, int]:
+    counted = pc.value_counts(values.drop_null() if isinstance(values, pa.ChunkedArray) else values.drop_null())
+    return {int(v): int(n) for v, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())}
+
+
 def _arrow_to_pandas_type(arrow_type: pa.DataType) -> object | None:
+    if pa.types.is_uint64(arrow_type):
+        return None  # may exceed Int64: NumPy's own type, which coercion checks for range
     if pa.types.is_integer(arrow_type):
         return pd.Int64Dtype()
     if pa.types.is_boolean(arrow_type):
@@ -216,10 +258,9 @@ def arrow_to_frame(table: pa.Table) -> pd.DataFrame:
 
 def _read_parquet(paths: list[Path], table: str) -> pd.DataFrame:
     try:
-        if len(paths) == 1:
-            arrow_table = pq.read_table(paths[0])
-        else:
-            arrow_table = ds.dataset([str(p) for p in paths], format="parquet").to_table()
+        dataset = ds.dataset([str(p) for p in paths], format="parquet")
+        _check_arrow_columns(table, dataset.schema)
+        arrow_table = pq.read_table(paths[0]) if len(paths) == 1 else dataset.to_table()
     except (pa.ArrowException, OSError) as exc:
         names = ", ".join(p.name for p in paths)
         raise SourceError(f"table {table}: {names} is not a readable Parquet file "
@@ -227,29 +268,68 @@ def _read_parquet(paths: list[Path], table: str) -> pd.DataFrame:
     return arrow_to_frame(arrow_table)
 
 
+def _check_arrow_columns(table: str, schema: pa.Schema) -> None:
+    """Refuse too many columns, twin names and nested columns before any row is read."""
+    check_column_names(table, schema.names)
+    check_arrow_schema(table, schema)
+
+
 def _read_csv(path: Path, table: str) -> pd.DataFrame:
+    """A CSV file as text columns, every byte of a cell kept (a NUL or a line break inside a quoted cell stays in the
+    value, for validation to quarantine), the header checked before any row is parsed."""
+    names = _csv_header(path, table)
+    check_column_names(table, names)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+        arrow_table = pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "UTF8" in message or "UTF-8" in message:
+            raise SourceError(f"table {table}: {path.name} is not UTF-8 text; export it as UTF-8") from None
+        if "Empty CSV file" in message:
+            raise SourceError(f"table {table}: {path.name} is empty (no header, no rows)") from None
+        raise SourceError(f"table {table}: {path.name} is not well-formed CSV: {_csv_problem(message)}") from None
+    frame = arrow_to_frame(arrow_table)
+    frame.columns = [str(c).strip().lower() for c in names]
+    return frame
+
+
+def _csv_header(path: Path, table: str) -> list[str]:
+    """The names in a CSV file's first record, read without parsing the rest (a header of 100,000 columns is refused
+    in milliseconds by :func:`records.columns.check_column_names`)."""
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
     except UnicodeDecodeError:
         raise SourceError(f"table {table}: {path.name} is not UTF-8 text; export it as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise SourceError(f"table {table}: {path.name} is empty (no header, no rows)") from None
-    except pd.errors.ParserError as exc:
+    except csv.Error as exc:
         raise SourceError(f"table {table}: {path.name} is not well-formed CSV: {_first_line(exc)}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    return frame.astype(TEXT_DTYPE)
+    if not header:
+        raise SourceError(f"table {table}: {path.name} is empty (no header, no rows)")
+    return header
 
 
-def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None, after_batch: int = 0) -> RawBatch:
+def _csv_problem(message: str) -> str:
+    """Arrow's CSV error without the row it quotes, which holds values: 'CSV parse error: Expected 24 columns, got 23'."""
+    first = message.strip().splitlines()[0] if message.strip() else "unreadable"
+    return ": ".join(first.split(": ")[:2])
+
+
+def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None,
+              registered: Mapping[int, BatchRows | None] | None = None) -> RawBatch:
     """Both tables of a database in one snapshot, retried from the start while the database cannot be reached."""
     import sqlalchemy as sa
 
-    shown = shown or describe_source(url)
+    shown = shown or display_source(url)
+    url = connectable_url(url)
     policy = retry or SOURCE_RETRY
     try:
         parsed = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
+        raise SourceError(f"source {shown} is not a usable database URL: {_driver_message(exc, url)}") from None
     failures: list[str] = []
 
     def unavailable(error: BaseException) -> bool:
@@ -259,7 +339,7 @@ def _read_sql(url: str, *, shown: str | None = None, retry: Retry | None = None,
         return False
 
     try:
-        return retry_call(lambda: _read_sql_once(url, parsed, shown, after_batch), policy=policy,
+        return retry_call(lambda: _read_sql_once(url, parsed, shown, registered or {}), policy=policy,
                           retry_if=unavailable)
     except SourceUnavailable as error:
         if policy.attempts == 1:
@@ -279,7 +359,7 @@ def _attempts(failures: list[str]) -> str:
                      for text, n in seen.items())
 
 
-def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -> RawBatch:
+def _read_sql_once(url: str, parsed: object, shown: str, registered: Mapping[int, BatchRows | None]) -> RawBatch:
     import sqlalchemy as sa
 
     where = _host_port(parsed)
@@ -289,7 +369,7 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
     try:
         engine = sa.create_engine(url, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise SourceError(f"source {shown} is not a usable database URL: {_first_line(exc)}") from None
+        raise SourceError(f"source {shown} is not a usable database URL: {_driver_message(exc, url)}") from None
     if engine.dialect.name == "sqlite":
         _one_sqlite_transaction(engine)
     frames: dict[str, pd.DataFrame] = {}
@@ -306,8 +386,9 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
             for table in TABLE_NAMES:
                 if table not in present:
                     raise SourceError(f"table {table} not found in database {shown}")
+                check_column_names(table, [str(c["name"]) for c in inspector.get_columns(table)])
             step = "checking whether it can leave out the registered batches"
-            plan = _new_rows_plan(connection, inspector, after_batch) if after_batch > 0 else None
+            plan = _new_rows_plan(connection, inspector, registered) if registered else None
             for table in TABLE_NAMES:
                 step = f"reading table {table}"
                 if plan is None:
@@ -322,12 +403,11 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
                 frames[table] = frame
             if plan is not None:
                 step = "counting the rows of registered batches"
-                batches = connection.execute(sa.text(plan.skipped_batches()), plan.bounds).all()
                 # every level is either read or skipped (the skip test is never NULL): count the table, not the test
                 levels = int(connection.execute(sa.text(f'SELECT COUNT(*) FROM "{LEVELS.name}"')).scalar())
-                skipped = {PROCEDURES.name: int(sum(n for _, n in batches)),
+                skipped = {PROCEDURES.name: int(sum(plan.skipped_rows.values())),
                            LEVELS.name: levels - len(frames[LEVELS.name])}
-                skipped_batches = tuple(sorted(int(b) for b, _ in batches))
+                skipped_batches = tuple(sorted(plan.skipped_rows))
     except sa.exc.DBAPIError as exc:
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
             what = ("could not connect" if step is None
@@ -341,7 +421,7 @@ def _read_sql_once(url: str, parsed: object, shown: str, after_batch: int = 0) -
                           f"{_driver_message(exc, url)}") from None
     finally:
         engine.dispose()
-    return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=shown,
+    return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=display_source(shown),
                     formats={t: engine.dialect.name for t in TABLE_NAMES}, skipped=skipped,
                     skipped_batches=skipped_batches)
 
@@ -360,32 +440,59 @@ def _one_sqlite_transaction(engine: object) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+MAX_RANGES = 500
+"""Beyond this many ranges of registered batches (gaps in the registry) a SQLite source is read whole; PostgreSQL is
+asked with an array instead."""
+
+
 @dataclass(frozen=True)
 class _NewRowsPlan:
-    """The SQL that reads only what validation would not skip at watermark ``high``, and counts the rest.
+    """The SQL that reads only what validation would not skip, and what it leaves out.
 
-    It mirrors :func:`records.validation.validate_batch`: a procedure is skipped when its extract_batch lies in
-    [low, high]; a level is skipped when a skipped procedure has its procedure_id and no other procedure does.
-    Everything else is read (a NULL or out-of-range batch, an orphan level), so validation sees it as before.
+    It mirrors :func:`records.validation.validate_batch`: a procedure is left out when its extract_batch is one of the
+    skipped batches (:func:`skippable_batches`, given as ranges); a level is left out when a left-out procedure has its
+    procedure_id and no other procedure does. Everything else is read (a NULL or invalid batch, an unregistered one,
+    an orphan level), so validation sees it as in a whole read.
     """
 
-    bounds: dict[str, int]
+    ranges: tuple[tuple[int, int], ...]
     dialect: str
+    skipped_rows: dict[int, int]
+    """The procedures of each left-out batch that the source holds."""
+
+    @property
+    def bounds(self) -> dict[str, object]:
+        if self._as_array:
+            return {"skip": [b for low, high in self.ranges for b in range(low, high + 1)]}
+        return {**{f"a{i}": low for i, (low, _) in enumerate(self.ranges)},
+                **{f"b{i}": high for i, (_, high) in enumerate(self.ranges)}}
+
+    @property
+    def _as_array(self) -> bool:
+        return len(self.ranges) > MAX_RANGES
 
     @property
     def _OLD(self) -> str:  # noqa: N802 - a fragment of SQL
-        """A batch in [low, high]; in SQLite also a whole number (it may hold 1.5 in an INTEGER column, which
-        validation quarantines). PostgreSQL's integer columns hold whole numbers, and the plain range keeps its
-        index usable."""
+        """A batch in one of the ranges; in SQLite also a whole number (it may hold 1.5 in an INTEGER column, which
+        validation quarantines). PostgreSQL's integer columns hold whole numbers, and plain ranges keep its index
+        usable."""
+        if self._as_array:
+            return "(p.extract_batch = ANY(CAST(:skip AS bigint[])))"
         whole = " AND p.extract_batch = CAST(p.extract_batch AS INTEGER)" if self.dialect == "sqlite" else ""
-        return f"(p.extract_batch >= :low AND p.extract_batch <= :high{whole})"
+        terms = " OR ".join(f"(p.extract_batch >= :a{i} AND p.extract_batch <= :b{i})" for i in range(len(self.ranges)))
+        return f"(({terms}){whole})"
 
     @property
     def _NOT_OLD(self) -> str:  # noqa: N802
-        """The exact complement of :attr:`_OLD`, NULL included."""
+        """The exact complement of :attr:`_OLD`, NULL included: in PostgreSQL as the gaps between the ranges."""
         if self.dialect == "sqlite":
             return f"(NOT COALESCE({self._OLD}, FALSE))"
-        return "(p.extract_batch IS NULL OR p.extract_batch < :low OR p.extract_batch > :high)"
+        if self._as_array:
+            return f"(p.extract_batch IS NULL OR NOT {self._OLD})"
+        gaps = ["p.extract_batch < :a0"]
+        gaps += [f"(p.extract_batch > :b{i - 1} AND p.extract_batch < :a{i})" for i in range(1, len(self.ranges))]
+        gaps.append(f"p.extract_batch > :b{len(self.ranges) - 1}")
+        return "(p.extract_batch IS NULL OR " + " OR ".join(gaps) + ")"
 
     def _level_skipped(self) -> str:
         return (f'EXISTS (SELECT 1 FROM "procedures" p WHERE p.procedure_id = l.procedure_id AND {self._OLD}) '
@@ -397,16 +504,26 @@ class _NewRowsPlan:
             return f'SELECT p.* FROM "procedures" p WHERE {self._NOT_OLD}'
         return f'SELECT l.* FROM "levels" l WHERE NOT ({self._level_skipped()})'
 
-    def skipped_batches(self) -> str:
-        return f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {self._OLD} GROUP BY p.extract_batch'
+
+def _registered_counts_sql(ranges: list[tuple[int, int]], dialect: str) -> tuple[dict[str, str], dict[str, int]]:
+    """SQL counting, per registered batch the source holds, its procedures and its levels (those of its procedures)."""
+    whole = " AND p.extract_batch = CAST(p.extract_batch AS INTEGER)" if dialect == "sqlite" else ""
+    terms = " OR ".join(f"(p.extract_batch >= :a{i} AND p.extract_batch <= :b{i})" for i in range(len(ranges)))
+    where = f"(({terms}){whole})"
+    bounds = {**{f"a{i}": low for i, (low, _) in enumerate(ranges)}, **{f"b{i}": high for i, (_, high) in enumerate(ranges)}}
+    return ({PROCEDURES.name: f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {where} '
+                              'GROUP BY p.extract_batch',
+             LEVELS.name: f'SELECT p.extract_batch, COUNT(*) FROM "levels" l JOIN "procedures" p '
+                          f'ON p.procedure_id = l.procedure_id WHERE {where} GROUP BY p.extract_batch'}, bounds)
 
 
-def _new_rows_plan(connection: object, inspector: object, after_batch: int) -> _NewRowsPlan | None:
+def _new_rows_plan(connection: object, inspector: object, registered: Mapping[int, BatchRows | None]
+                   ) -> _NewRowsPlan | None:
     """The plan when the database can apply validation's skip rule itself; else None (everything is read).
 
     That needs an integer ``extract_batch``, ``procedure_id`` as text in both tables, and every id reading as
     stored (:func:`_unclean_id_sql`): validation strips blanks and reads "NA" as missing, the database compares
-    ids as stored.
+    ids as stored. The registered batches' row counts are compared with the ledger's (:func:`skippable_batches`).
     """
     import sqlalchemy as sa
 
@@ -415,15 +532,27 @@ def _new_rows_plan(connection: object, inspector: object, after_batch: int) -> _
     if not isinstance(batch_type, sa.Integer) or any(
             not isinstance(cols.get(PROCEDURE_ID), sa.String) for cols in columns.values()):
         return None
-    unclean = _unclean_id_sql(connection.dialect.name)
+    dialect = connection.dialect.name
+    unclean = _unclean_id_sql(dialect)
     if unclean is None:
         return None
     for table in TABLE_NAMES:
         probe = f'SELECT 1 FROM "{table}" t WHERE t.procedure_id IS NOT NULL AND ({unclean}) LIMIT 1'
         if connection.execute(sa.text(probe)).first() is not None:
             return None
-    return _NewRowsPlan(bounds={"low": int(PROCEDURES.column(EXTRACT_BATCH).low), "high": int(after_batch)},
-                        dialect=connection.dialect.name)
+    registered_ranges = batch_ranges(registered)
+    if len(registered_ranges) > MAX_RANGES and dialect != "postgresql":
+        return None
+    counts: dict[str, dict[int, int]] = {table: {} for table in TABLE_NAMES}
+    for start in range(0, len(registered_ranges), MAX_RANGES):  # bounded statements, whatever the gaps
+        queries, bounds = _registered_counts_sql(registered_ranges[start:start + MAX_RANGES], dialect)
+        for table, query in queries.items():
+            counts[table].update({int(b): int(n) for b, n in connection.execute(sa.text(query), bounds).all()})
+    skip = skippable_batches(registered, counts)
+    present = {b: n for b, n in counts[PROCEDURES.name].items() if b in skip}
+    if not skip:
+        return None
+    return _NewRowsPlan(ranges=tuple(batch_ranges(skip)), dialect=dialect, skipped_rows=present)
 
 
 def _unclean_id_sql(dialect: str) -> str | None:
@@ -467,16 +596,7 @@ def _host_port(parsed: object) -> str:
 
 def _driver_message(exc: BaseException, url: str) -> str:
     """The driver's first line, any URL in it masked, and the password of ``url`` never shown."""
-    text = describe_source(_first_line(getattr(exc, "orig", None) or exc))
-    try:
-        import sqlalchemy as sa
-
-        password = sa.engine.make_url(url).password
-    except Exception:  # noqa: BLE001 - a URL that cannot be parsed has no password to hide here
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+    return mask_secrets(_first_line(getattr(exc, "orig", None) or exc), source=url)
 
 
 def _first_line(exc: BaseException) -> str:

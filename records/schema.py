@@ -22,6 +22,9 @@ TEXT_DTYPE = "string[pyarrow]"
 
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 FIRST_PROCEDURE_YEAR = 2000
+BATCH_MAX = 2**31 - 1
+"""The highest extract batch number the contract accepts (a signed 32-bit integer: every warehouse and every
+Parquet or SQL integer type holds it exactly). A number outside 1..BATCH_MAX is quarantined with rule ``range``."""
 
 # --- column names: procedures -------------------------------------------------------------
 PROCEDURE_ID = "procedure_id"
@@ -190,7 +193,7 @@ PROCEDURES = TableSpec(
         _col(PROCEDURE_ID, "id", True, description="pseudonymous procedure key"),
         _col(SITE_ID, "id", True, description="pseudonymous hospital / centre"),
         _col(OPERATOR_ID, "id", True, description="pseudonymous operator"),
-        _col(EXTRACT_BATCH, "int", True, 1, None, description="warehouse extract number"),
+        _col(EXTRACT_BATCH, "int", True, 1, BATCH_MAX, description="warehouse extract number"),
         # upper bound is 'this year', applied at validation time (see procedures_schema)
         _col(PROCEDURE_YEAR, "int", True, FIRST_PROCEDURE_YEAR, None, description="year of the procedure"),
         _col(AGE_YEARS, "int", True, 18, 90, description="age in years, 90 = 90 or older"),
@@ -260,6 +263,7 @@ RULE_ORPHAN_LEVEL = "level_without_procedure"
 RULE_PROCEDURE_QUARANTINED = "procedure_quarantined"
 RULE_LEVEL_QUARANTINED = "level_quarantined"
 RULE_ALREADY_REGISTERED = "already_registered"
+RULE_CONTROL_CHARACTER = "control_character"
 
 _SITES_REGEX = "(?:{0})(?:;(?:{0}))*".format("|".join(LEAKAGE_SITE_NAMES))
 
@@ -335,6 +339,8 @@ def rule_message(rule: str, *, table: str, column: str | None = None) -> str:
         RULE_PROCEDURE_QUARANTINED: "its procedure is quarantined",
         RULE_LEVEL_QUARANTINED: "a level row of this procedure is quarantined",
         RULE_ALREADY_REGISTERED: "procedure_id is already in the registry from an earlier batch",
+        RULE_CONTROL_CHARACTER: (f"{column} holds a control character (NUL, a line break or another C0 character "
+                                 "other than tab); the cell is kept as it came, in the quarantine file"),
     }
     return messages[rule]
 

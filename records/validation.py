@@ -7,13 +7,15 @@ stay consistent. Rows of batches already registered (at or below the watermark) 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pandera.pandas as pa
 
+from records.batches import BatchChange, BatchContent, batch_contents, describe_change, level_batches, valid_batch_mask
 from records.coerce import FAILURE_COLUMNS, CoercedTable, coerce_table
+from records.errors import InputError
 from records.readers import RawBatch
 from records.schema import (
     EXTRACT_BATCH,
@@ -60,8 +62,9 @@ class TableOutcome:
 
     accepted: pd.DataFrame      # contract columns and dtypes
     quarantined: pd.DataFrame   # the raw row as text, its extract_batch, source_row (1-based), reason, rules
-    skipped: int                # rows of batches already registered
+    skipped: int                # rows of batches registered with the same content
     dropped_columns: tuple[str, ...]
+    refused: int = 0            # rows of batches refused as a whole (registered with other content)
 
     @property
     def rows_in(self) -> int:
@@ -70,20 +73,26 @@ class TableOutcome:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Both tables after validation; rows in = accepted + quarantined for each."""
+    """Both tables after validation; rows in = accepted + quarantined for each.
+
+    ``contents`` holds the batches this input registers (new ones and corrections), ``skipped_batches`` those already
+    registered with the same content, ``conflicts`` those registered with other content (refused: nothing of them is
+    taken) and ``replaced_batches`` the registered batches this input replaces (``--replace-batch``).
+    """
 
     procedures: TableOutcome
     levels: TableOutcome
     skipped_batches: tuple[int, ...] = ()
+    contents: Mapping[int, BatchContent] = field(default_factory=dict)
+    conflicts: Mapping[int, BatchChange] = field(default_factory=dict)
+    replaced_batches: tuple[int, ...] = ()
 
     def tables(self) -> dict[str, TableOutcome]:
         return {PROCEDURES.name: self.procedures, LEVELS.name: self.levels}
 
     def batches(self) -> list[int]:
-        """The valid extract batches this input brings (accepted or quarantined)."""
-        seen = pd.concat([self.procedures.accepted[EXTRACT_BATCH],
-                          self.procedures.quarantined[EXTRACT_BATCH]]).dropna()
-        return sorted(int(b) for b in seen.unique())
+        """The batches this input registers (accepted or quarantined rows): new batches and corrections."""
+        return sorted(self.contents)
 
     def reason_counts(self) -> dict[str, dict[str, int]]:
         """Per table, how many quarantined rows each rule caught (a row may count under several)."""
@@ -94,9 +103,45 @@ class ValidationResult:
         return counts
 
 
-def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: int = 0,
-                   registered_ids: Iterable[str] | Callable[[pd.Series], Iterable[str]] = ()) -> ValidationResult:
-    """Check a raw batch against the contract and split every row into accepted or quarantined.
+@dataclass(frozen=True)
+class Registered:
+    """What the registry holds, as validation needs it.
+
+    Attributes
+    ----------
+    contents
+        Every registered batch and the SHA-256 of its content (:func:`records.batches.batch_contents`); None for a
+        batch registered before contents were recorded (taken to be the same when sent again).
+    run_ids
+        The run that registered each batch (named in a refusal).
+    ids
+        Procedure ids already in the registry (a new row with one of them is quarantined), or a lookup that, given
+        the input's checked ids, returns those of them already registered (outside the batches being replaced).
+    rows
+        A lookup of a registered batch's rows, typed (``{"procedures": ..., "levels": ...}``, accepted and
+        quarantined), to say what differs when it is sent again with other content.
+    """
+
+    contents: Mapping[int, str | None] = field(default_factory=dict)
+    run_ids: Mapping[int, str] = field(default_factory=dict)
+    ids: Iterable[str] | Callable[[pd.Series], Iterable[str]] = ()
+    rows: Callable[[int], Mapping[str, pd.DataFrame]] | None = None
+
+
+class BatchError(InputError):
+    """A correction that cannot be made as asked (``--replace-batch`` of a batch that is absent, unregistered or the
+    same as registered)."""
+
+
+def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, registered: Registered = Registered(),
+                   replacing: Collection[int] = ()) -> ValidationResult:
+    """Check a raw input against the contract and the registry, and split every row into accepted or quarantined.
+
+    Each valid batch of the input (:mod:`records.batches`) is new (validated and taken), registered with the same
+    content (skipped: counted, neither accepted nor quarantined), registered with other content (refused: counted,
+    nothing taken, described in ``conflicts``), or a correction named in ``replacing`` (validated and taken in place
+    of the registered batch). Rows without a valid batch number are validated and quarantined: they belong to no batch
+    and never change what the registry holds.
 
     Parameters
     ----------
@@ -105,42 +150,55 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
         registered (:attr:`RawBatch.skipped`) are added to the skipped counts and batches.
     as_of_year
         The upper bound of ``procedure_year`` ('this year'); defaults to today's year.
-    watermark
-        The highest extract batch already registered: procedures of batches at or below it, and their
-        levels, are skipped (counted, neither accepted nor quarantined).
-    registered_ids
-        Procedure ids already in the registry: a new row with one of them is quarantined. Or a lookup that,
-        given the batch's (checked) procedure ids, returns those of them already registered, so a large
-        registry need not hand over every id (:func:`workspace.registry.registered_procedure_ids`).
+    registered
+        What the registry holds (:class:`Registered`).
+    replacing
+        Registered batches this input corrects: each must be in the input and registered with other content.
 
     Raises
     ------
     ContractError
         A required column is absent from a table.
+    BatchError
+        A batch of ``replacing`` is not in the input, not registered, or the same as registered.
     """
     year = as_of_year if as_of_year is not None else current_year()
-    proc = coerce_table(raw.procedures.reset_index(drop=True), PROCEDURES)
-    lev = coerce_table(raw.levels.reset_index(drop=True), LEVELS)
+    raw_tables = {PROCEDURES.name: raw.procedures.reset_index(drop=True), LEVELS.name: raw.levels.reset_index(drop=True)}
+    proc = coerce_table(raw_tables[PROCEDURES.name], PROCEDURES)
+    lev = coerce_table(raw_tables[LEVELS.name], LEVELS)
+    contents = batch_contents(raw_tables, {PROCEDURES.name: proc, LEVELS.name: lev})
+    replacing = {int(b) for b in replacing}
+    _check_replacing(replacing, contents, registered)
 
-    batch_low = PROCEDURES.column(EXTRACT_BATCH).low
-    skip_proc = ((proc.frame[EXTRACT_BATCH] >= batch_low) & (proc.frame[EXTRACT_BATCH] <= watermark)
-                 ).fillna(False).astype(bool)
-    skipped_batches = tuple(sorted({int(b) for b in proc.frame.loc[skip_proc, EXTRACT_BATCH].unique()}
-                                   | set(raw.skipped_batches)))
+    skip: set[int] = set()
+    conflicts: dict[int, BatchChange] = {}
+    for batch, content in contents.items():
+        if batch in registered.contents and batch not in replacing:
+            known = registered.contents[batch]
+            if known is None or known == content.sha256:
+                skip.add(batch)
+            else:
+                conflicts[batch] = _change(batch, proc, lev, registered)
+    proc_batch = proc.frame[EXTRACT_BATCH].where(valid_batch_mask(proc.frame[EXTRACT_BATCH]))
+    skip_proc = proc_batch.isin(skip).fillna(False).astype(bool)
+    refuse_proc = proc_batch.isin(set(conflicts)).fillna(False).astype(bool)
+    kept_ids = proc.frame.loc[~(skip_proc | refuse_proc), PROCEDURE_ID].dropna()
     # a missing id matches nothing: a level without one is quarantined, never set aside with some old procedure
-    new_ids = proc.frame.loc[~skip_proc, PROCEDURE_ID].dropna()
-    old_ids = proc.frame.loc[skip_proc, PROCEDURE_ID].dropna()
-    skip_lev = (lev.frame[PROCEDURE_ID].isin(old_ids) & ~lev.frame[PROCEDURE_ID].isin(new_ids)).astype(bool)
-    proc = _subset(proc, ~skip_proc)
-    lev = _subset(lev, ~skip_lev)
+    level_ids = lev.frame[PROCEDURE_ID]
+    kept = level_ids.isin(kept_ids)
+    refuse_lev = (level_ids.isin(proc.frame.loc[refuse_proc, PROCEDURE_ID].dropna()) & ~kept).astype(bool)
+    skip_lev = (level_ids.isin(proc.frame.loc[skip_proc, PROCEDURE_ID].dropna()) & ~kept & ~refuse_lev).astype(bool)
+    proc = _subset(proc, ~(skip_proc | refuse_proc))
+    lev = _subset(lev, ~(skip_lev | refuse_lev))
 
     proc_fail = pd.concat([proc.failures, _schema_failures(proc, PROCEDURES, year)], ignore_index=True)
     lev_fail = pd.concat([lev.failures, _schema_failures(lev, LEVELS, year)], ignore_index=True)
     cross_proc, cross_lev = cross_table_violations(proc.frame, lev.frame)
-    if callable(registered_ids):
-        registered_ids = registered_ids(pd.Series(proc.frame[PROCEDURE_ID].dropna().unique(), dtype=TEXT_DTYPE))
-    registered = pd.Index(pd.Series(list(registered_ids), dtype=TEXT_DTYPE).unique())
-    already = proc.frame.index[proc.frame[PROCEDURE_ID].isin(registered).fillna(False).to_numpy(dtype=bool)]
+    ids = registered.ids
+    if callable(ids):
+        ids = ids(pd.Series(proc.frame[PROCEDURE_ID].dropna().unique(), dtype=TEXT_DTYPE))
+    known_ids = pd.Index(pd.Series(list(ids), dtype=TEXT_DTYPE).unique())
+    already = proc.frame.index[proc.frame[PROCEDURE_ID].isin(known_ids).fillna(False).to_numpy(dtype=bool)]
     proc_fail = pd.concat([proc_fail, cross_proc, _rule_rows(already, PROCEDURE_ID, RULE_ALREADY_REGISTERED)],
                           ignore_index=True)
     lev_fail = pd.concat([lev_fail, cross_lev], ignore_index=True)
@@ -156,14 +214,42 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, watermark: i
     lev_fail = pd.concat([lev_fail, _rule_rows(lev.frame.index[lev_by_proc], PROCEDURE_ID,
                                                RULE_PROCEDURE_QUARANTINED)], ignore_index=True)
 
+    taken = {b: c for b, c in contents.items() if b not in skip and b not in conflicts}
     return ValidationResult(
-        procedures=_split(raw.procedures, proc, proc_fail, PROCEDURES, year,
-                          skipped=int(skip_proc.sum()) + raw.skipped.get(PROCEDURES.name, 0)),
-        levels=_split(raw.levels, lev, lev_fail, LEVELS, year,
-                      skipped=int(skip_lev.sum()) + raw.skipped.get(LEVELS.name, 0),
-                      batch_of=proc.frame.set_index(PROCEDURE_ID)[EXTRACT_BATCH]),
-        skipped_batches=skipped_batches,
+        procedures=_split(raw_tables[PROCEDURES.name], proc, proc_fail, PROCEDURES, year,
+                          skipped=int(skip_proc.sum()) + raw.skipped.get(PROCEDURES.name, 0),
+                          refused=int(refuse_proc.sum())),
+        levels=_split(raw_tables[LEVELS.name], lev, lev_fail, LEVELS, year,
+                      skipped=int(skip_lev.sum()) + raw.skipped.get(LEVELS.name, 0), refused=int(refuse_lev.sum()),
+                      batch_of=proc.frame),
+        skipped_batches=tuple(sorted(skip | set(raw.skipped_batches))),
+        contents=taken, conflicts=dict(sorted(conflicts.items())),
+        replaced_batches=tuple(sorted(replacing)),
     )
+
+
+def _check_replacing(replacing: set[int], contents: Mapping[int, BatchContent], registered: Registered) -> None:
+    for batch in sorted(replacing):
+        if batch not in registered.contents:
+            raise BatchError(f"--replace-batch {batch}: batch {batch} is not registered; a batch the registry does not "
+                             "hold is loaded without --replace-batch")
+        if batch not in contents:
+            raise BatchError(f"--replace-batch {batch}: the source holds no procedure of batch {batch}; export the "
+                             "corrected batch whole and run again")
+        if registered.contents[batch] == contents[batch].sha256:
+            raise BatchError(f"--replace-batch {batch}: batch {batch} in the source is the same as the registered one "
+                             "(same rows and values); there is nothing to replace")
+
+
+def _change(batch: int, proc: CoercedTable, lev: CoercedTable, registered: Registered) -> BatchChange:
+    """What differs between the registered batch and the batch as sent again."""
+    mask = valid_batch_mask(proc.frame[EXTRACT_BATCH]) & proc.frame[EXTRACT_BATCH].eq(batch).fillna(False)
+    new_proc = proc.frame[mask.to_numpy(dtype=bool)]
+    new_lev = lev.frame[lev.frame[PROCEDURE_ID].isin(new_proc[PROCEDURE_ID].dropna()).to_numpy(dtype=bool)]
+    empty = {PROCEDURES.name: new_proc.iloc[0:0], LEVELS.name: new_lev.iloc[0:0]}
+    before = registered.rows(batch) if registered.rows is not None else empty
+    return describe_change(batch, registered_by=registered.run_ids.get(batch, "unknown"), before=before,
+                           after={PROCEDURES.name: new_proc, LEVELS.name: new_lev})
 
 
 def _subset(table: CoercedTable, keep: pd.Series) -> CoercedTable:
@@ -208,29 +294,23 @@ def _rule_of(spec: TableSpec, check: str, column: object, is_wide: bool) -> str:
     return _KIND_RULES[spec.column(str(column)).kind]
 
 
-def _message(column: str, rule: str, value: object, spec: TableSpec, year: int) -> str:
+def _message(column: str, rule: str, spec: TableSpec, year: int) -> str:
+    """The reason in words: the column and its rule, never the value (values stay in the quarantine file)."""
     if rule == RULE_TYPE:
         kind = spec.column(column).kind
         wanted = {"int": "a whole number", "float": "a number", "bool": "true/false, 1/0 or yes/no"}.get(kind, kind)
-        text = f"{column} must be {wanted}"
-    elif rule == RULE_REQUIRED:
-        text = f"{column} is required but missing"
-    elif rule in (RULE_RANGE, RULE_CATEGORY, RULE_FORMAT):
-        text = f"{column} {range_text(spec.column(column), as_of_year=year)}"
-    else:
-        return rule_message(rule, table=spec.name, column=column)
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return text
-    if spec.column(column).withhold_values:
-        return text + " (value withheld)"
-    return f"{text} (got {value!r})"
+        return f"{column} must be {wanted}"
+    if rule == RULE_REQUIRED:
+        return f"{column} is required but missing"
+    if rule in (RULE_RANGE, RULE_CATEGORY, RULE_FORMAT):
+        return f"{column} {range_text(spec.column(column), as_of_year=year)}"
+    return rule_message(rule, table=spec.name, column=column)
 
 
 def _split(raw: pd.DataFrame, table: CoercedTable, failures: pd.DataFrame, spec: TableSpec, year: int, *,
-           skipped: int, batch_of: pd.Series | None = None) -> TableOutcome:
+           skipped: int, refused: int = 0, batch_of: pd.DataFrame | None = None) -> TableOutcome:
     failures = failures.drop_duplicates(["index", "column", "rule"])
-    messages = [_message(c, r, v, spec, year) for c, r, v in
-                zip(failures["column"], failures["rule"], failures["value"])]
+    messages = [_message(c, r, spec, year) for c, r in zip(failures["column"], failures["rule"])]
     failures = failures.assign(message=messages)
     grouped = failures.groupby("index", sort=True)
     reasons = grouped["message"].agg("; ".join)
@@ -238,15 +318,14 @@ def _split(raw: pd.DataFrame, table: CoercedTable, failures: pd.DataFrame, spec:
     bad_index = pd.Index(reasons.index)
     accepted = table.frame.drop(index=bad_index)
 
-    raw_rows = raw.reset_index(drop=True).loc[bad_index, [c for c in spec.names if c in raw.columns]]
+    raw_rows = raw.loc[bad_index, [c for c in spec.names if c in raw.columns]]
     quarantined = raw_rows.astype(TEXT_DTYPE)
-    if batch_of is None:
+    if batch_of is None:  # a procedure's own batch, when it is a batch number of the contract
         batch = table.frame.loc[bad_index, EXTRACT_BATCH]
-    else:
-        ids = table.frame.loc[bad_index, PROCEDURE_ID]
-        lookup = batch_of[~batch_of.index.duplicated()]
-        batch = ids.map(lookup).astype("Int64")
-    quarantined[EXTRACT_BATCH] = batch.astype("Int64")
+        batch = batch.where(valid_batch_mask(batch))
+    else:  # a level's: that of its procedure
+        batch = level_batches(batch_of, table.frame.loc[bad_index])
+    quarantined[EXTRACT_BATCH] = batch.astype("Int64").to_numpy()
     quarantined[SOURCE_ROW] = bad_index.to_numpy(dtype="int64") + 1  # 1-based, as a person counts rows
     quarantined[REASON] = reasons.reindex(bad_index).to_numpy(dtype=object)
     quarantined[RULES] = rules.reindex(bad_index).to_numpy(dtype=object)
@@ -254,4 +333,4 @@ def _split(raw: pd.DataFrame, table: CoercedTable, failures: pd.DataFrame, spec:
     quarantined[REASON] = quarantined[REASON].astype(TEXT_DTYPE)
     quarantined[RULES] = quarantined[RULES].astype(TEXT_DTYPE)
     return TableOutcome(accepted=accepted.reset_index(drop=True), quarantined=quarantined, skipped=skipped,
-                        dropped_columns=table.dropped_columns)
+                        dropped_columns=table.dropped_columns, refused=refused)

@@ -1,7 +1,7 @@
 """Every figure of one run's report, JSON-ready: what metrics.json holds and report.html shows.
 
 Pure functions of the registry, its scores, the models' figures and the run's manifest. Every count
-that leaves is passed through :mod:`reports.suppression` first.
+that leaves is passed through :mod:`models.suppression` first.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models.scoring import Scores
 from records import schema as s
 from reports import qi
 from reports import seed_outcomes as so
-from reports.suppression import SUPPRESSED, is_small, suppress_table
+from models.suppression import SUPPRESSED, is_small, suppress_table
 from reports.trends import observed_rates_by_year
 
 UNIT_TYPES = {"site": s.SITE_ID, "operator": s.OPERATOR_ID}

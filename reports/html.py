@@ -15,7 +15,7 @@ import numpy as np
 
 from reports import plots
 from records import schema as s
-from reports.suppression import SUPPRESSED
+from models.suppression import SUPPRESSED
 from reports import seed_outcomes as so
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -26,6 +26,7 @@ from models.training import TRUSTED_OURS
 from models.uncertainty import band_at, outside_band
 from records import schema as s
 from records.errors import InputError
+from records.columns import NestedColumnError
 from records.guard import AGE_OVER_89, IdentifierError, check_identifiers
 from records.readers import RawBatch
 from records.validation import REASON, SOURCE_ROW, validate_batch
@@ -97,7 +98,14 @@ def load_case(path: Path) -> PlannedCase:
                           parse_constant=lambda token: _refuse([f"numbers must be finite, not {token}"], "case"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CaseError(f"cannot read the case file {path} as JSON: {error}") from None
-    return parse_case(data, source=Path(path).name)
+    except RecursionError:
+        raise CaseError(f"cannot read the case file {path}: it nests objects or lists too deeply; a planned case "
+                        "is an object of fields with one list of levels") from None
+    try:
+        return parse_case(data, source=Path(path).name)
+    except RecursionError:
+        raise CaseError(f"{Path(path).name}: it nests objects or lists too deeply; a planned case is an object of "
+                        "fields with one list of levels") from None
 
 
 def parse_case(data: object, *, source: str = "case") -> PlannedCase:
@@ -201,6 +209,11 @@ def _screen_identifiers(top: Mapping[str, object], levels: list[Mapping[str, obj
     try:
         check_identifiers({s.PROCEDURES.name: pd.DataFrame([dict(top)], dtype=object),
                            s.LEVELS.name: pd.DataFrame([dict(x) for x in levels], dtype=object)})
+    except NestedColumnError as error:
+        where = {s.PROCEDURES.name: "", s.LEVELS.name: "levels[]: "}
+        raise CaseError(f"{source}: " + "; ".join(
+            f"{where.get(c.table, '')}{c.column} must be a single value (a number, text or true/false), not a "
+            f"{c.kind}" for c in error.columns)) from None
     except IdentifierError as error:
         age_rule = f"; {s.AGE_YEARS} {s.PROCEDURES.column(s.AGE_YEARS).rule_text()} (90 = 90 or older)"
         found = [f.describe() + (age_rule if f.kind == AGE_OVER_89 else "") for f in error.findings]

@@ -6,20 +6,17 @@ metrics.json holds no run id and no time stamp, so the same registry, models and
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from models.refresh import METRICS_FILE, metrics_json, published_model_metrics
-from workspace import transaction as lock
-from workspace.durable import write_durably
 from records import schema as s
-from workspace.manifest import RUNS_DIR, code_version
-from workspace.registry import load_state, read_registry_table
+from workspace.manifest import code_version
+from workspace import runs
+from workspace.ledger import load_ledger
+from workspace.registry import read_registry_table
 from records.schema import LEVELS, PROCEDURES
 from reports.figures import MONITORED, build_figures
 from reports.html import render_report
@@ -29,7 +26,7 @@ from reports.seed_outcomes import LEVEL_COLUMNS, PROCEDURE_COLUMNS
 from reports.submission import MANIFEST_FILE as SUBMISSION_MANIFEST
 from reports.submission import SubmissionWithheld, assemble_submission, validate_submission
 
-PUBLISHED_FILE = "published.json"
+PUBLISHED_FILE = runs.PUBLISHED_FILE
 REPORT_FILE = "report.html"
 QI_UNITS_FILE = "qi_units.csv"
 SUBMISSION_DIR = "submission"
@@ -67,14 +64,13 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
         A published model does not fit the registry or fails its SHA-256 check.
     """
     workspace = Path(workspace)
-    run_dir = workspace / RUNS_DIR / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = load_state(workspace)
+    run_dir = runs.run_dir(workspace, run_id)
+    state = load_ledger(workspace)
     update = update_scored(workspace, state)
     notes = list(update.notes)
     frames = read_outcome_frames(workspace, state)
-    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), state=state)
-    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), state=state)
+    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), ledger=state)
+    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), ledger=state)
     versions = update.versions if update.versions.get(MONITORED) else {}
     if procedures.empty:
         notes.append("the registry is empty: nothing to score")
@@ -82,15 +78,14 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
         notes.append(f"no expected risks: no published model for {MONITORED}")
     else:
         notes.append("level risks are the risk of a leak seen on CT where the imaging was not given")
-    submission = _submission(run_dir / SUBMISSION_DIR, workspace, state, versions, notes)
+    submission = _submission(workspace, run_id, state, versions, notes)
     built = build_figures(run={"code_version": code_version()}, manifest=manifest, procedures=procedures,
                           levels=levels, scores=None, frames=frames, versions=versions,
                           model_metrics=published_model_metrics(workspace), submission=submission,
                           watermark=state.watermark)
-    metrics_path = _write_text(run_dir / METRICS_FILE, metrics_json(built.figures))
-    qi_path = run_dir / QI_UNITS_FILE
-    _write_text(qi_path, built.qi_units.to_csv(index=False, lineterminator="\n"))
-    report_path = _write_text(run_dir / REPORT_FILE, render_report(built.figures, run_id=run_id))
+    metrics_path = _write_text(workspace, run_id, METRICS_FILE, metrics_json(built.figures))
+    qi_path = _write_text(workspace, run_id, QI_UNITS_FILE, built.qi_units.to_csv(index=False, lineterminator="\n"))
+    report_path = _write_text(workspace, run_id, REPORT_FILE, render_report(built.figures, run_id=run_id))
     return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path),
                          submission=str(run_dir / SUBMISSION_DIR) if submission.get("files") else None, notes=notes,
                          scored=update.to_dict())
@@ -107,7 +102,7 @@ def publish_run(workspace: Path, *, run_id: str) -> Path:
     FileNotFoundError
         A file the run must have published is missing.
     """
-    run_dir = Path(workspace) / RUNS_DIR / run_id
+    run_dir = runs.run_dir(workspace, run_id)
     needed = [run_dir / name for name in ("manifest.json", METRICS_FILE, QI_UNITS_FILE, REPORT_FILE)]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
@@ -117,40 +112,41 @@ def publish_run(workspace: Path, *, run_id: str) -> Path:
         raise FileNotFoundError(f"run {run_id} cannot be published: its submission package has no manifest")
     payload = {"run_id": run_id, "run_dir": str(run_dir), "report": str(run_dir / REPORT_FILE),
                "submission": str(submission) if submission.exists() else None, **_published_basis(workspace)}
-    return _write_text(Path(workspace) / PUBLISHED_FILE, json.dumps(payload, indent=2) + "\n")
+    return runs.write_published(workspace, payload)
 
 
 def published_run(workspace: Path) -> str | None:
     """The run id that ``published.json`` points at, or None before the first published run."""
-    path = Path(workspace) / PUBLISHED_FILE
-    return json.loads(path.read_text(encoding="utf-8"))["run_id"] if path.exists() else None
+    payload = runs.read_published(workspace)
+    return None if payload is None else payload["run_id"]
 
 
 def current_published_run(workspace: Path) -> str | None:
-    """The published run id when it was made from this registry watermark, these champions and this code.
+    """The published run id when it was made from this registry, these champions and this code.
 
     A run that loads nothing new and trains nothing then has nothing new to publish (None: it must publish).
     """
-    path = Path(workspace) / PUBLISHED_FILE
-    if not path.exists():
+    payload = runs.read_published(workspace)
+    if payload is None:
         return None
-    payload = json.loads(path.read_text(encoding="utf-8"))
     basis = _published_basis(workspace)
     return payload["run_id"] if all(payload.get(key) == value for key, value in basis.items()) else None
 
 
 def _published_basis(workspace: Path) -> dict[str, Any]:
-    """What a published run was made from: registry watermark and batches, champion generation, code version."""
-    state = load_state(workspace)
-    return {"watermark": state.watermark, "batches": len(state.batches),
+    """What a published run was made from: the registry (its batches, their contents and registering runs), the
+    champion generation and the code version."""
+    ledger = load_ledger(workspace)
+    return {"registry": ledger.digest(), "batches": len(ledger.batches),
             "models": generation_of(champion_versions(workspace)), "code_version": code_version()}
 
 
-def _submission(out_dir: Path, workspace: Path, state: Any, versions: dict[str, str | None],
+def _submission(workspace: Path, run_id: str, state: Any, versions: dict[str, str | None],
                 notes: list[str]) -> dict[str, Any]:
+    out_dir = runs.run_dir(workspace, run_id) / SUBMISSION_DIR
     parts = submission_parts(workspace, state) if versions else None
     if not parts:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        runs.remove_run_folder(workspace, run_id, SUBMISSION_DIR)
         return {"reason": "no submission: no published leakage model, so no expected risks to submit"}
     try:
         result = assemble_submission(out_dir, parts=parts, model_versions=versions, code_version=code_version(),
@@ -174,6 +170,5 @@ def _submission_summary(result: Any) -> dict[str, Any]:
     return {"files": files, "period": text, "rows": manifest["rows"], "model_versions": manifest["model_versions"]}
 
 
-def _write_text(path: Path, text: str) -> Path:
-    write_durably(path, text.encode("utf-8"))
-    return path
+def _write_text(workspace: Path, run_id: str, name: str, text: str) -> Path:
+    return runs.write_run_file(workspace, run_id, name, text.encode("utf-8"))

@@ -21,34 +21,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from models import store
 from models.outcomes import OUTCOMES
 from models.scoring import NoModelError, score_records
-from workspace import transaction as lock
-from workspace.durable import write_durably
+from workspace import scored_files
 from records import schema as s
-from workspace.registry import RegistryState, read_registry_table
+from workspace.ledger import Ledger
+from workspace.registry import read_registry_table
 from reports.figures import outcome_frames
 from reports.submission import Part, render_part
 
-SCORED_DIR = "scored"
-STATE_FILE = "state.json"
-SUBMISSION_DIR = "submission"
+SCORED_DIR = scored_files.SCORED_DIR
+STATE_FILE = scored_files.STATE_FILE
 FORMAT = 1
 """Bump when the kept rows change meaning: every batch is then scored again."""
 CHUNK_PROCEDURES = 250_000
 """Batches are scored together up to about this many procedures (bounds memory when a generation is rebuilt)."""
-_PARTITIONING = ds.partitioning(pa.schema([(s.EXTRACT_BATCH, pa.int64())]), flavor="hive")
 
 
 @dataclass(frozen=True)
@@ -95,7 +90,7 @@ def generation_of(versions: dict[str, str | None]) -> str:
 
 def load_scored_state(workspace: Path) -> ScoredState:
     """The kept state; an empty one before anything was scored or after a format change."""
-    content = lock.read_bytes(workspace, Path(workspace) / SCORED_DIR / STATE_FILE)
+    content = scored_files.read_state(workspace)
     if content is None:
         return ScoredState()
     payload = json.loads(content.decode("utf-8"))
@@ -105,7 +100,7 @@ def load_scored_state(workspace: Path) -> ScoredState:
                        batches={int(b): part for b, part in payload["batches"].items()})
 
 
-def update_scored(workspace: Path, registry: RegistryState, *,
+def update_scored(workspace: Path, registry: Ledger, *,
                   on_chunk: Callable[[list[int]], None] | None = None) -> ScoredUpdate:
     """Score the registered batches not yet kept under the current champions, and keep them.
 
@@ -119,7 +114,7 @@ def update_scored(workspace: Path, registry: RegistryState, *,
     generation = generation_of(versions)
     current = load_scored_state(workspace)
     rescored = current.generation != generation
-    _remove_unused_generations(workspace, keep={current.generation, generation})
+    scored_files.remove_unused_generations(workspace, keep={current.generation, generation})
     kept = {} if rescored else {b: info for b, info in current.batches.items()
                                 if info.get("run_id") == registry.batches.get(b, {}).get("run_id")}
     todo = sorted(b for b in registry.batches if b not in kept)
@@ -132,14 +127,14 @@ def update_scored(workspace: Path, registry: RegistryState, *,
         if on_chunk is not None:
             on_chunk(chunk)
         if not rescored or len(kept) == len(registry.batches):
-            _write_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
+            _keep_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
     if rescored and not todo:
-        _write_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
+        _keep_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
     return ScoredUpdate(generation=generation, versions=versions, scored_batches=todo, rescored_all=rescored,
                         notes=notes)
 
 
-def read_outcome_frames(workspace: Path, registry: RegistryState) -> dict[str, pd.DataFrame]:
+def read_outcome_frames(workspace: Path, registry: Ledger) -> dict[str, pd.DataFrame]:
     """Each outcome's kept rows for the registered batches (what the QI figures need, nothing more).
 
     Raises
@@ -151,22 +146,19 @@ def read_outcome_frames(workspace: Path, registry: RegistryState) -> dict[str, p
     missing = sorted(set(registry.batches) - set(state.batches))
     if missing:
         raise RuntimeError(f"batches {missing[:5]} are registered but not scored; run update_scored first")
-    wanted = pa.array(sorted(registry.batches), type=pa.int64())
     frames = {}
     for spec in OUTCOMES:
-        root = _generation_dir(workspace, state.generation) / spec.name
-        if not wanted or not root.exists():
+        table = scored_files.read_kept_rows(workspace, generation=state.generation, outcome=spec.name,
+                                            batches=registry.batches)
+        if table is None:
             frames[spec.name] = _empty_frame(spec.unit)
             continue
-        dataset = ds.dataset(root, format="parquet", partitioning=_PARTITIONING)
-        table = dataset.to_table(filter=ds.field(s.EXTRACT_BATCH).isin(wanted))
-        frame = table.to_pandas()
-        frames[spec.name] = frame[_frame_columns(spec.unit)].sort_values(
+        frames[spec.name] = table.to_pandas()[_frame_columns(spec.unit)].sort_values(
             [s.EXTRACT_BATCH, *_keys(spec.unit)], kind="stable", ignore_index=True)
     return frames
 
 
-def submission_parts(workspace: Path, registry: RegistryState) -> list[tuple[Path, Part]] | None:
+def submission_parts(workspace: Path, registry: Ledger) -> list[tuple[Path, Part]] | None:
     """The kept submission data file of every registered batch, or None when they were not rendered (no model)."""
     state = load_scored_state(workspace)
     parts = []
@@ -175,17 +167,16 @@ def submission_parts(workspace: Path, registry: RegistryState) -> list[tuple[Pat
         if not info:
             return None
         part = Part.from_dict(info)
-        parts.append((_generation_dir(workspace, state.generation) / SUBMISSION_DIR / f"{part.name.split('/')[-1]}",
-                      part))
+        parts.append((scored_files.kept_submission_path(workspace, generation=state.generation, name=part.name), part))
     return parts
 
 
 # --- internals ---------------------------------------------------------------------------------------------
-def _score_chunk(workspace: Path, generation: str, registry: RegistryState, chunk: list[int],
+def _score_chunk(workspace: Path, generation: str, registry: Ledger, chunk: list[int],
                  versions: dict[str, str | None], notes: list[str]) -> dict[int, dict]:
-    subset = RegistryState(watermark=registry.watermark, batches={b: registry.batches[b] for b in chunk})
-    procedures = read_registry_table(workspace, s.PROCEDURES, state=subset)
-    levels = read_registry_table(workspace, s.LEVELS, state=subset)
+    subset = registry.subset(chunk)
+    procedures = read_registry_table(workspace, s.PROCEDURES, ledger=subset)
+    levels = read_registry_table(workspace, s.LEVELS, ledger=subset)
     try:
         scores = score_records(procedures, levels, workspace=workspace) if len(procedures) else None
     except NoModelError as error:
@@ -193,7 +184,6 @@ def _score_chunk(workspace: Path, generation: str, registry: RegistryState, chun
         if str(error) not in notes:
             notes.append(f"no expected risks: {error}")
     frames = outcome_frames(procedures, levels, scores)
-    folder = _generation_dir(workspace, generation)
     by_batch = {spec.name: dict(tuple(frames[spec.name].groupby(s.EXTRACT_BATCH, sort=True)))
                 for spec in OUTCOMES}
     parts: dict[int, dict] = {}
@@ -201,8 +191,9 @@ def _score_chunk(workspace: Path, generation: str, registry: RegistryState, chun
     for batch in chunk:
         for spec in OUTCOMES:
             rows = by_batch[spec.name].get(batch, _empty_frame(spec.unit))
-            _write_parquet(folder / spec.name / f"{s.EXTRACT_BATCH}={batch}" / "part-0.parquet",
-                           rows[_frame_columns(spec.unit)].reset_index(drop=True))
+            frame = rows[_frame_columns(spec.unit)].reset_index(drop=True).drop(columns=[s.EXTRACT_BATCH])
+            scored_files.write_kept_rows(workspace, generation=generation, outcome=spec.name, batch=batch,
+                                         table=pa.Table.from_pandas(frame, preserve_index=False))
         parts[batch] = {"run_id": registry.batches[batch].get("run_id"), "part": None}
         batch_procedures = procedures[procedures[s.EXTRACT_BATCH] == batch]
         if scores is None or batch_procedures.empty:
@@ -212,12 +203,12 @@ def _score_chunk(workspace: Path, generation: str, registry: RegistryState, chun
             procedures=batch_procedures, levels=levels[level_batch == batch],
             level_risks=scores.levels[scores.levels[s.PROCEDURE_ID].isin(ids)],
             procedure_risks=scores.procedures[scores.procedures[s.PROCEDURE_ID].isin(ids)], model_versions=versions)
-        _write_bytes(folder / SUBMISSION_DIR / part.name.split("/")[-1], content)
+        scored_files.write_kept_submission(workspace, generation=generation, name=part.name, content=content)
         parts[batch]["part"] = part.to_dict()
     return parts
 
 
-def _chunks(batches: list[int], registry: RegistryState) -> Iterator[list[int]]:
+def _chunks(batches: list[int], registry: Ledger) -> Iterator[list[int]]:
     chunk: list[int] = []
     size = 0
     for batch in batches:
@@ -244,36 +235,10 @@ def _empty_frame(unit: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, s.TEXT_DTYPE)) for c in _frame_columns(unit)})
 
 
-def _generation_dir(workspace: Path, generation: str) -> Path:
-    return Path(workspace) / SCORED_DIR / generation
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(frame.drop(columns=[s.EXTRACT_BATCH]), preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    write_durably(path, sink.getvalue().to_pybytes())
-
-
-def _write_bytes(path: Path, content: bytes) -> None:
-    write_durably(path, content)
-
-
-def _write_state(workspace: Path, state: ScoredState) -> None:
-    """The state is part of the workspace's state: staged with the run that holds the lock (workspace.transaction), so a run
-    that fails or is killed leaves the state of the last finished run."""
-    lock.write_file(workspace, Path(workspace) / SCORED_DIR / STATE_FILE, state.to_json().encode("utf-8"))
-
-
-def _remove_unused_generations(workspace: Path, keep: set[str]) -> None:
-    """Generations neither the visible state nor this run uses are never read again; runs that published their
-    files keep them through hard links."""
-    root = Path(workspace) / SCORED_DIR
-    if not root.is_dir():
-        return
-    for path in root.iterdir():
-        if path.is_dir() and path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+def _keep_state(workspace: Path, state: ScoredState) -> None:
+    """The state is part of the workspace's state: staged with the run, so a run that fails or is killed leaves the
+    state of the last finished run."""
+    scored_files.write_state(workspace, state.to_json())
 
 
 def _describe(versions: dict[str, str | None]) -> str:

@@ -13,7 +13,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from records import schema as s
-from reports.suppression import suppress_table
+from models.suppression import suppress_table
 
 ALL_SITES = "all sites"
 LEVEL = 0.95
@@ -77,7 +77,7 @@ def seed_outcomes(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFram
     whose leakage was assessed (leakage known, and symptom status known when leakage occurred), with a
     Clopper-Pearson interval. All intervals are 95%.
 
-    Suppression (:func:`reports.suppression.suppress_table`): counts 1..10 are ``"<11"``; same-day and
+    Suppression (:func:`models.suppression.suppress_table`): counts 1..10 are ``"<11"``; same-day and
     symptomatic counts are also withheld when their complement (denominator - count) is 1..10; a site
     with 1..10 procedures has every count and statistic withheld; a statistic is withheld with any count
     it is computed from (so no mean of fewer than 11 cases is published); further site cells are

@@ -17,9 +17,7 @@ import codecs
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +31,9 @@ from pandera.errors import SchemaErrors
 
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.scoring import PROCEDURE_LEAKAGE_RISK
+from workspace.durable import replace_folder
 from records import schema as s
-from reports.suppression import SMALL_CELL, is_small
+from models.suppression import SMALL_CELL, is_small
 
 FORMAT_VERSION = "1"
 DATA_DIR, SCHEMA_FILE, MANIFEST_FILE = "data", "schema.json", "manifest.json"
@@ -207,7 +206,7 @@ def assemble_submission(out_dir: Path, *, parts: Sequence[tuple[Path, Part]], mo
                 "period": {**period, "registry_watermark": int(watermark)},
                 "rows": {s.LEVELS.name: sum(part.levels for _, part in ordered), s.PROCEDURES.name: n_procedures}}
     linked = {part.name: Path(path) for path, part in ordered}
-    _replace_directory(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)}, linked=linked)
+    replace_folder(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)}, linked=linked)
     names = tuple(sorted([*files, *linked, MANIFEST_FILE], key=_file_order))
     return SubmissionResult(out_dir=Path(out_dir), files=names, manifest=manifest)
 
@@ -529,33 +528,3 @@ def _file_problems(out_dir: Path, listed: list[dict[str, Any]]) -> tuple[list[st
                        for name in present if name not in expected], digests
 
 
-def _replace_directory(out_dir: Path, files: Mapping[str, bytes], *, linked: Mapping[str, Path]) -> None:
-    """Write ``files`` and link ``linked`` into a sibling temporary folder, rename it to ``out_dir``.
-
-    Never a mix of old and new files. A linked file is a hard link (no copy, no extra disk) where the file system
-    allows one, a copy otherwise.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SubmissionError(f"{out_dir} exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".new", dir=out_dir.parent))
-    retired = staging.with_suffix(".old")
-    try:
-        os.chmod(staging, 0o755)
-        for name, content in files.items():
-            (staging / name).write_bytes(content)
-        for name, source in linked.items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
-        if out_dir.exists():
-            os.replace(out_dir, retired)
-        os.replace(staging, out_dir)
-    finally:
-        if retired.exists() and not out_dir.exists():
-            os.replace(retired, out_dir)  # the new package could not be put in place: keep the old one
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reports.suppression import SUPPRESSED, is_small
+from models.suppression import SUPPRESSED, is_small
 from reports.figures import data_figures
 from reports.qi import FLAG_HIGH, FLAG_LOW
 
@@ -24,8 +24,14 @@ def run_summary_markdown(manifest: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {_count(counts['rows_in'])} | {_count(counts['rows_accepted'])} | "
                      f"{_count(counts['rows_quarantined'])} | {_count(counts['rows_skipped_registered'])} |")
     batches = ", ".join(str(b) for b in manifest.get("batches_loaded", [])) or "none (nothing new)"
-    lines += ["", f"**Batches loaded:** {batches}; watermark {manifest.get('watermark_before')} -> "
-                  f"{manifest.get('watermark_after')}."]
+    registry = manifest.get("registry") or {}
+    lines += ["", f"**Batches loaded:** {batches}; batches registered {registry.get('batches_before', '-')} -> "
+                  f"{registry.get('batches_after', '-')}."]
+    if manifest.get("batches_replaced"):
+        lines.append("**Batches replaced** (corrections; the registered rows kept in the registry's history): "
+                     + ", ".join(str(b) for b in manifest["batches_replaced"]) + ".")
+    for refusal in manifest.get("batches_refused") or []:
+        lines.append(f"**Batch {refusal['batch']} refused:** {refusal['reason']}")
     models = manifest.get("models") or {}
     if models:
         verb = "retrained" if models.get("trained") else "not retrained"

@@ -8,7 +8,7 @@ from numpy.typing import ArrayLike
 from statsmodels.stats.proportion import proportion_confint
 
 from records import schema as s
-from reports.suppression import suppress_table
+from models.suppression import suppress_table
 
 ALL_YEARS = "all_years"
 """Boolean output column: True on the last row, which holds the totals over all years."""
@@ -31,7 +31,7 @@ def observed_rates_by_year(frame: pd.DataFrame, *, outcome: str | ArrayLike, yea
     ``n_missing``. A last row (``all_years`` True, year missing) holds the totals; it is the published
     margin against which the years are protected.
 
-    Suppression (:func:`reports.suppression.suppress_table`, one group - the outcome): counts 1..10 are
+    Suppression (:func:`models.suppression.suppress_table`, one group - the outcome): counts 1..10 are
     ``"<11"``; events are also withheld when ``n - events`` is 1..10; a year with ``n`` 1..10 has every
     count and statistic withheld; rate and interval are withheld with ``n`` or ``events``; further years
     are withheld so that no withheld count can be worked out from the total row.

@@ -6,7 +6,10 @@ which stages them) the state files."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from records.errors import retry_write
@@ -48,3 +51,41 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def replace_folder(out_dir: Path, files: Mapping[str, bytes], *, linked: Mapping[str, Path]) -> None:
+    """Write ``files`` and link ``linked`` into a sibling temporary folder, rename it to ``out_dir`` (a folder of a run
+    that appears whole: the submission package).
+
+    Never a mix of old and new files. A linked file is a hard link (no copy, no extra disk) where the file system
+    allows one, a copy otherwise.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".new", dir=out_dir.parent))
+    retired = staging.with_suffix(".old")
+    try:
+        os.chmod(staging, 0o755)
+        for name, content in files.items():
+            with open(staging / name, "xb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name, source in linked.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        fsync_dir(staging)
+        if out_dir.exists():
+            os.replace(out_dir, retired)
+        os.replace(staging, out_dir)
+        fsync_dir(out_dir.parent)
+    finally:
+        if retired.exists() and not out_dir.exists():
+            os.replace(retired, out_dir)  # the new package could not be put in place: keep the old one
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)

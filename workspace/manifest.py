@@ -18,6 +18,7 @@ from records.schema import CONTRACT_VERSION, LEVELS, PROCEDURES
 
 RUNS_DIR = "runs"
 MANIFEST_FILE = "manifest.json"
+STATUS_RUNNING = "running"
 STATUS_OK = "ok"
 STATUS_REFUSED = "refused"
 STATUS_FAILED = "failed"
@@ -25,7 +26,9 @@ STATUS_FAILED = "failed"
 
 @dataclass
 class TableCounts:
-    """Row accounting of one table: rows_in = rows_accepted + rows_quarantined, always."""
+    """Row accounting of one table: rows_in = rows_accepted + rows_quarantined, always; rows of registered batches sent
+    again unchanged are ``rows_skipped_registered``, rows of refused batches (or of an input refused whole)
+    ``rows_refused``."""
 
     rows_in: int = 0
     rows_accepted: int = 0
@@ -43,7 +46,7 @@ class RunManifest:
     run_id: str
     source: str
     workspace: str
-    status: str = STATUS_OK
+    status: str = STATUS_RUNNING
     reason: str | None = None
     code_version: str = ""
     contract_version: str = CONTRACT_VERSION
@@ -53,8 +56,12 @@ class RunManifest:
         default_factory=lambda: {PROCEDURES.name: TableCounts(), LEVELS.name: TableCounts()})
     batches_loaded: list[int] = field(default_factory=list)
     batches_skipped: list[int] = field(default_factory=list)
-    watermark_before: int | None = None
-    watermark_after: int | None = None
+    batches_replaced: list[int] = field(default_factory=list)
+    batches_refused: list[dict[str, object]] = field(default_factory=list)
+    """``{"batch": n, "reason": ...}`` per batch refused (sent again with other content than registered)."""
+    registry: dict[str, object] = field(default_factory=dict)
+    """``batches_before``, ``batches_after`` (registered batches) and ``highest_batch`` (informational: batches are
+    loaded by the ledger, whatever their number)."""
     quarantine_files: list[str] = field(default_factory=list)
     models: dict[str, object] = field(default_factory=dict)
     outputs: dict[str, object] = field(default_factory=dict)
@@ -91,13 +98,34 @@ def code_version() -> str:
     return f"{version}+g{commit}{'.dirty' if dirty else ''}" if commit else version
 
 
-def write_manifest(workspace: Path, manifest: RunManifest) -> Path:
-    """Write ``runs/<run_id>/manifest.json`` atomically and return its path."""
-    run_dir = Path(workspace) / RUNS_DIR / manifest.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / MANIFEST_FILE
-    write_durably(path, manifest.to_json().encode("utf-8"))
+def manifest_path(workspace: Path, run_id: str) -> Path:
+    return Path(workspace) / RUNS_DIR / run_id / MANIFEST_FILE
+
+
+def write_manifest(workspace: Path, manifest: RunManifest, *, with_commit: bool = False) -> Path:
+    """Write ``runs/<run_id>/manifest.json`` atomically and return its path.
+
+    With ``with_commit`` the manifest is staged with the run that holds the workspace's lock
+    (:func:`workspace.transaction.write_file`): it replaces the visible one only if the run commits, so a run whose
+    commit fails (a full disk, a kill) never shows a manifest that says ``ok``.
+    """
+    path = manifest_path(workspace, manifest.run_id)
+    data = manifest.to_json().encode("utf-8")
+    if with_commit:
+        from workspace import transaction  # noqa: PLC0415 - transaction reads manifests when it recovers
+
+        transaction.write_file(workspace, path, data)
+    else:
+        write_durably(path, data)
     return path
+
+
+def read_manifest_status(workspace: Path, run_id: str) -> str | None:
+    """The status a run's visible manifest holds, or None when it has none."""
+    try:
+        return json.loads(manifest_path(workspace, run_id).read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @dataclass
@@ -116,3 +144,29 @@ class StepTimer:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def mark_failed(workspace: Path, run_id: str, *, reason: str) -> bool:
+    """Make a run's visible manifest say ``failed`` with ``reason`` when it still says ``running`` or ``ok`` and the run
+    did not commit (a commit that stopped half way is finished by the next run: then nothing is changed). Best
+    effort: False when the manifest could not be written (a full disk; the next run marks it then).
+    """
+    from workspace import transaction  # noqa: PLC0415
+
+    if transaction.committed_but_unapplied(workspace, run_id):
+        return False
+    path = manifest_path(workspace, run_id)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("status") not in (STATUS_RUNNING, STATUS_OK):
+        return False
+    manifest["status"] = STATUS_FAILED
+    manifest["reason"] = reason
+    manifest["finished_at"] = utc_now()
+    try:
+        write_durably(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    except OSError:
+        return False
+    return True

@@ -28,12 +28,12 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from workspace.durable import fsync_dir, write_durable, write_durably
-from workspace.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK
 
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
@@ -84,13 +84,15 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
                 if time.monotonic() >= deadline:
                     raise WorkspaceBusy(_busy_message(path, wait_seconds)) from None
                 time.sleep(POLL_SECONDS)
+        ended_well = False
         try:
+            previous = _holder(handle)
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps({"pid": os.getpid(), "run_id": run_id,
                                      "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}))
             handle.flush()
-            recover(workspace, by_run=run_id)
+            recover(workspace, by_run=run_id, previous=previous)
             (_staging_root(workspace) / run_id).mkdir(parents=True, exist_ok=True)
             key = _key(workspace)
             with _held_guard:
@@ -103,10 +105,12 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
                 raise
             _release(key)
             _commit(workspace, run_id)
+            ended_well = True
         finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
+            if ended_well:  # a run that raised stays named, so the next run can make its manifest say failed
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
         handle.close()
@@ -135,6 +139,34 @@ def write_file(workspace: Path, target: Path, data: bytes) -> Path:
     run_id = held_run(workspace) or _locking_run(workspace)
     dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
     write_durably(dest, data)
+    return dest
+
+
+def link_file(workspace: Path, source: Path, target: Path) -> Path:
+    """Make ``target`` (a file inside ``workspace``) hold what ``source`` holds now, without copying it: a hard link,
+    staged like :func:`write_file` (or put in place at once without the lock). The link keeps the content even when
+    ``source`` is later replaced by a rename (a corrected registry partition replacing the one kept in history).
+    Copies where the file system has no hard links.
+
+    Returns
+    -------
+    Path
+        Where the link was made (the staged copy or ``target``).
+    """
+    rel = _relative(workspace, target)
+    run_id = held_run(workspace) or _locking_run(workspace)
+    dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -169,17 +201,28 @@ def read_bytes(workspace: Path, target: Path) -> bytes | None:
     return None
 
 
-def recover(workspace: Path, *, by_run: str) -> list[str]:
+def committed_but_unapplied(workspace: Path, run_id: str) -> bool:
+    """True when run ``run_id`` passed its commit point but not all its staged files are in place yet (the next run
+    to take the lock finishes applying them): its staging folder carries the commit mark, or ``published.json``
+    already names it."""
+    return any(folder.name == run_id for folder in _committed_folders(workspace))
+
+
+def recover(workspace: Path, *, by_run: str, previous: str | None = None) -> list[str]:
     """Deal with what runs that ended without committing left in ``.staging`` (call with the lock held).
 
     A folder with a commit mark, or of the run ``published.json`` names, is applied (its run had finished);
-    any other is discarded and its run's manifest, if it says ``ok``, is marked ``failed``.
+    any other is discarded and its run's manifest, if it says ``ok`` or ``running``, is marked ``failed``. So is the
+    manifest of ``previous`` (the run that held the lock last and did not end well: killed, or failed without being
+    able to say so, e.g. on a full disk), when it still says ``running``.
 
     Returns
     -------
     list[str]
         The run ids whose staged files were discarded.
     """
+    if previous and previous != by_run:
+        _mark_abandoned(workspace, previous, by_run=by_run, only_running=True)
     root = _staging_root(workspace)
     if not root.is_dir():
         return []
@@ -258,8 +301,11 @@ def _relative(workspace: Path, target: Path) -> Path:
 
 
 def _staged_files(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*")
-                  if p.is_file() and p.name != COMMIT_MARK and not p.name.endswith(".tmp"))
+    """A staging folder's files in the order they are put in place: the published pointer last, so that a reader who
+    follows it finds the run's state already there."""
+    files = [p.relative_to(folder) for p in folder.rglob("*")
+             if p.is_file() and p.name != COMMIT_MARK and not p.name.endswith(".tmp")]
+    return sorted(files, key=lambda rel: (rel == Path(PUBLISHED_FILE), rel))
 
 
 def _commit(workspace: Path, run_id: str) -> None:
@@ -313,14 +359,29 @@ def _published_run(workspace: Path) -> str | None:
         return None
 
 
-def _mark_abandoned(workspace: Path, run_id: str, *, by_run: str) -> None:
-    """A run that ended without committing: its manifest (written by its ingest, status ``ok``) says failed."""
+def _holder(handle: object) -> str | None:
+    """The run id the lock file names (the last holder, when it did not end well), or None."""
+    try:
+        handle.seek(0)  # type: ignore[attr-defined]
+        holder = json.loads(handle.read() or "{}")  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        return None
+    run_id = holder.get("run_id") if isinstance(holder, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def _mark_abandoned(workspace: Path, run_id: str, *, by_run: str, only_running: bool = False) -> None:
+    """A run that ended without committing: its manifest (``running``, or ``ok`` from before manifests were
+    committed with their run) says failed."""
+    from workspace.manifest import MANIFEST_FILE, RUNS_DIR, STATUS_FAILED, STATUS_OK, STATUS_RUNNING  # noqa: PLC0415
+
     path = Path(workspace) / RUNS_DIR / run_id / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    if not isinstance(manifest, dict) or manifest.get("status") != STATUS_OK:
+    wanted = (STATUS_RUNNING,) if only_running else (STATUS_RUNNING, STATUS_OK)
+    if not isinstance(manifest, dict) or manifest.get("status") not in wanted:
         return
     manifest["status"] = STATUS_FAILED
     manifest["reason"] = (f"the run stopped before it finished (killed or crashed): nothing it registered, "

@@ -10,7 +10,7 @@ import pytest
 from models.policy import RetrainInputs, RetrainPolicy, decide_retraining, events_needed
 
 TODAY = dt.date(2026, 11, 25)
-QUIET = RetrainInputs(asked=False, watermark=12, last_watermark=11, trained_on=dt.date(2026, 10, 1), today=TODAY,
+QUIET = RetrainInputs(asked=False, registrations=12, last_registrations=11, trained_on=dt.date(2026, 10, 1), today=TODAY,
                       new_events=40, drift={"drifted": False, "reasons": []})
 
 
@@ -22,7 +22,7 @@ def test_a_quiet_night_keeps_the_champions_and_says_why():
 
 @pytest.mark.parametrize(("change", "expected"), [
     ({"asked": True}, "asked for"),
-    ({"last_watermark": None, "trained_on": None}, "no model has been trained"),
+    ({"last_registrations": None, "trained_on": None}, "no model has been trained"),
     ({"new_events": 100}, "100 new leakage events"),
     ({"drift": {"drifted": True, "reasons": ["cement_volume_ml PSI 0.31 (major)"]}}, "cement_volume_ml PSI 0.31"),
     ({"trained_on": dt.date(2025, 11, 1)}, "389 days old, beyond the maximum of 365"),
@@ -33,9 +33,9 @@ def test_each_reason_to_retrain(change, expected):
 
 
 def test_nothing_new_means_no_retraining_and_an_empty_registry_nothing_to_train():
-    assert decide_retraining(replace(QUIET, last_watermark=12, new_events=0)) == (
-        False, "the registry is unchanged since the models were trained (watermark 12)")
-    go, reason = decide_retraining(replace(QUIET, watermark=0, asked=True))
+    assert decide_retraining(replace(QUIET, last_registrations=12, new_events=0)) == (
+        False, "the registry is unchanged since the models were trained (no batch registered since)")
+    go, reason = decide_retraining(replace(QUIET, registrations=0, asked=True))
     assert not go and "empty" in reason
 
 

@@ -23,6 +23,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, SplineTransform
 from models import store
 from models.store import (FeatureMismatchError, ModelCard, ModelIntegrityError, ModelStoreError,
                           UntrustedTypeError)
+from workspace import model_files
 
 FEATURES = [{"name": "cement_volume_ml", "kind": "numeric"}, {"name": "age_years", "kind": "numeric"},
             {"name": "cement_viscosity", "kind": "categorical"}]
@@ -121,10 +122,16 @@ def test_round_trip_gives_identical_predicted_risks(tmp_path, data, fitted, name
 def test_files_are_laid_out_and_checksummed(tmp_path, fitted):
     saved = save(tmp_path, fitted["spline_logistic"])
     folder = tmp_path / "models" / "leakage_any" / "v0001"
-    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "card.md", "features.json",
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "card.md", "features.json", "integrity.json",
                                                         "model.sha256", "model.skops"]
     digest = (folder / "model.sha256").read_text().split()[0]
     assert digest == hashlib.sha256((folder / "model.skops").read_bytes()).hexdigest()
+    manifest = json.loads((folder / "integrity.json").read_text())
+    assert (manifest["outcome"], manifest["version"]) == ("leakage_any", "v0001")
+    for name in ("model.skops", "card.json", "card.md", "features.json"):
+        content = (folder / name).read_bytes()
+        assert manifest["files"][name] == {"sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+    assert sorted(manifest["files"]) == ["card.json", "card.md", "features.json", "model.skops"]
     assert json.loads((folder / "features.json").read_text()) == FEATURES
     assert saved.card.version == "v0001" and saved.card.created_at  # filled in by the store
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
@@ -189,7 +196,7 @@ def test_unreadable_checksum_or_dangling_champion_is_refused(tmp_path, fitted):
 def test_a_version_taken_meanwhile_by_another_run_is_not_overwritten(tmp_path, fitted, monkeypatch):
     first = save(tmp_path, fitted["spline_logistic"])
     claims = iter(["v0001", "v0002"])  # a racing run saw no v0001 and then took it
-    monkeypatch.setattr(store, "_next_version", lambda outcome_dir: next(claims))
+    monkeypatch.setattr(model_files, "_next_version", lambda outcome_dir: next(claims))
     second = save(tmp_path, fitted["boosting"])
     assert (first.version, second.version) == ("v0001", "v0002")
     assert store.load_model(tmp_path, outcome="leakage_any", version="v0001").card.version == "v0001"
@@ -198,12 +205,90 @@ def test_a_version_taken_meanwhile_by_another_run_is_not_overwritten(tmp_path, f
         is HistGradientBoostingClassifier
 
 
-@pytest.mark.parametrize("removed", ["model.sha256", "model.skops", "card.json", "features.json"])
+@pytest.mark.parametrize("removed", ["model.sha256", "model.skops", "card.json", "card.md", "features.json"])
 def test_missing_file_is_refused(tmp_path, fitted, removed):
     saved = save(tmp_path, fitted["spline_logistic"])
     (saved.path / removed).unlink()
-    with pytest.raises(ModelIntegrityError, match=f"leakage_any v0001 is incomplete: {removed} missing"):
+    with pytest.raises(ModelIntegrityError, match=f"leakage_any v0001 is incomplete: {removed} missing "
+                                                  rf"\(models/leakage_any/v0001/{removed}\).*cementrisk run --retrain"):
         store.load_model(tmp_path, outcome="leakage_any", version="v0001")
+
+
+def _refuse_deserialising(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_run(*args, **kwargs):
+        pytest.fail("skops read a model whose files do not match their integrity manifest")
+
+    for name in ("load", "loads", "get_untrusted_types"):
+        monkeypatch.setattr(skops.io, name, must_not_run)
+
+
+def _edit_json(path: Path, change) -> None:
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+BAND = {"predicted": [0.05, 0.2, 0.5], "observed": [0.05, 0.2, 0.5], "low": [0.03, 0.15, 0.42],
+        "high": [0.08, 0.26, 0.58], "level": 0.95, "method": "test"}
+
+
+def _narrow_band(card: dict) -> None:
+    card["metrics"]["calibration_band"]["high"] = card["metrics"]["calibration_band"]["predicted"]
+
+
+def _drop_a_feature(features: list) -> None:
+    del features[-1]
+
+
+def _change_a_feature_kind(features: list) -> None:
+    features[0]["kind"] = "categorical"
+
+
+TAMPERING = {
+    "an edited calibration band in card.json": ("card.json", lambda p: _edit_json(p, _narrow_band)),
+    "an edited features.json (one dropped)": ("features.json", lambda p: _edit_json(p, _drop_a_feature)),
+    "an edited features.json (a kind changed)": ("features.json", lambda p: _edit_json(p, _change_a_feature_kind)),
+    "an edited card.json of the same size": ("card.json",
+                                             lambda p: p.write_text(p.read_text().replace("0.74", "0.94"))),
+    "an edited card.md": ("card.md", lambda p: p.write_text(p.read_text().replace("Internal", "External"))),
+    "a changed model.skops": ("model.skops", lambda p: p.write_bytes(p.read_bytes() + b"\0")),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_any_changed_file_is_refused_naming_it_before_anything_is_read(tmp_path, fitted, monkeypatch, case):
+    name, tamper = TAMPERING[case]
+    card = replace(make_card(), metrics=make_card().metrics | {"calibration_band": BAND})
+    saved = store.save_model(tmp_path, outcome="leakage_any", estimator=fitted["spline_logistic"], card=card,
+                             features=FEATURES)
+    store.set_champion(tmp_path, outcome="leakage_any", version=saved.version, decision={"reason": "first"})
+    assert store.load_model(tmp_path, outcome="leakage_any").card.metrics["calibration_band"] == BAND
+    tamper(saved.path / name)
+    _refuse_deserialising(monkeypatch)
+    expected = (rf"models/leakage_any/v0001/{name.replace('.', r'[.]')} .*the version's files do not match its "
+                r"integrity manifest .*the fix is to retrain \(`cementrisk run --retrain`\)")
+    for version in (None, "v0001"):  # the champion, or the version by name
+        with pytest.raises(ModelIntegrityError, match=expected):
+            store.load_model(tmp_path, outcome="leakage_any", version=version)
+
+
+def test_a_version_without_an_integrity_manifest_is_refused_as_predating_it(tmp_path, fitted, monkeypatch):
+    saved = save(tmp_path, fitted["spline_logistic"])
+    (saved.path / "integrity.json").unlink()  # as a version stored before the manifest existed
+    _refuse_deserialising(monkeypatch)
+    with pytest.raises(ModelIntegrityError, match=r"model leakage_any v0001 has no integrity manifest "
+                                                  r"\(models/leakage_any/v0001/integrity.json missing\): it predates "
+                                                  r"the integrity manifest.*cementrisk run --retrain"):
+        store.load_model(tmp_path, outcome="leakage_any", version="v0001")
+
+
+def test_an_untouched_version_loads_with_its_card_and_features(tmp_path, data, fitted):
+    X, _ = data  # noqa: N806
+    saved = save(tmp_path, fitted["boosting"])
+    store.set_champion(tmp_path, outcome="leakage_any", version=saved.version, decision={})
+    loaded = store.load_model(tmp_path, outcome="leakage_any")
+    assert loaded.card == saved.card and loaded.features == FEATURES and loaded.version == "v0001"
+    np.testing.assert_array_equal(loaded.estimator.predict_proba(X), fitted["boosting"].predict_proba(X))
 
 
 def test_untrusted_type_is_refused_and_named(tmp_path, data, fitted):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -155,11 +154,11 @@ def test_policy_keeps_champions_on_a_quiet_batch_and_retrains_when_it_drifts(tra
     import shutil
 
     from models.refresh import retrain_decision
-    from workspace.registry import load_state
+    from workspace.ledger import load_ledger
 
     workspace = tmp_path / "ws"
     shutil.copytree(trained_workspace[0], workspace)
-    batch = load_state(workspace).watermark + 1
+    batch = load_ledger(workspace).watermark + 1
     new = generate_registry(600, seed=99)
     source = tmp_path / "night"
     source.mkdir()

@@ -85,7 +85,10 @@ def test_identifier_batch_is_refused_with_exit_2_and_no_value_shown(tmp_path):
     email = next(tok for tok in raw.replace("\n", ",").split(",") if "@" in tok)
     assert email not in result.stderr + result.stdout
     assert _manifest(workspace)["status"] == "refused"
-    assert not (workspace / "registry").exists()
+    assert not (workspace / "registry" / "procedures").exists() and not (workspace / "quarantine").exists()
+    ledger = json.loads((workspace / "registry" / "ledger.json").read_text())
+    assert ledger["batches"] == {} and ledger["refused"]  # the batch's refusal is on record, nothing registered
+    assert email not in json.dumps(ledger)
 
 
 def test_missing_source_exits_2_without_traceback(tmp_path):
@@ -116,7 +119,7 @@ def test_run_as_a_prefect_flow_on_the_embedded_api(tmp_path):
     # three accepted procedures are too few to fit any model: each outcome says why, none is published
     metrics = json.loads((workspace / "runs" / manifest["run_id"] / "metrics.json").read_text())
     assert {o["status"] for o in metrics["outcomes"].values()} == {"not_fitted"}
-    assert (workspace / "registry" / "state.json").exists()
+    assert (workspace / "registry" / "ledger.json").exists()
     # the flow ran on the embedded API whose home is where we said, with analytics off
     assert (tmp_path / "prefect-home").exists()
     # and left the night's summary as a markdown artifact, so the Prefect UI alone tells the story
@@ -216,5 +219,5 @@ def test_an_unreachable_database_exits_3_after_its_retries_and_registers_nothing
                         "--workspace", str(workspace), "--engine", "local")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "source unavailable" in result.stderr and "127.0.0.1" in result.stderr and "secret" not in result.stderr
-    assert "Traceback" not in result.stderr and not (workspace / "registry" / "state.json").exists()
+    assert "Traceback" not in result.stderr and not (workspace / "registry" / "ledger.json").exists()
     assert _manifest(workspace)["status"] == "failed"

@@ -89,7 +89,7 @@ def test_a_run_that_fails_while_reporting_leaves_the_previous_run_and_the_regist
     workspace = tmp_path / "ws"
     run_job(tmp_path / "earlier", workspace, run_id="good", train=False)
     assert published_run(workspace) == "good"
-    before = {name: (workspace / name).read_bytes() for name in (PUBLISHED_FILE, "registry/state.json")}
+    before = {name: (workspace / name).read_bytes() for name in (PUBLISHED_FILE, "registry/ledger.json")}
 
     def broken_reports(*args, **kwargs):
         raise OSError("disk full while writing report.html")

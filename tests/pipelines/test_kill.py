@@ -1,5 +1,5 @@
 """A run killed with SIGKILL in the middle of registering, of training and of publishing leaves the workspace as
-it was: the published run, the registry (state, visible rows, watermark, quarantine) and the champion models;
+it was: the published run, the registry (ledger, visible rows, quarantine) and the champion models;
 the lock is free at once; and the next run completes and publishes, with each quarantined row kept once.
 
 Deterministic, not timed: the run is the plain job (``pipelines.job.run_job`` with its default steps) in a
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from threadpoolctl import threadpool_limits
@@ -38,7 +39,8 @@ from models import store
 from models.training import TrainingConfig
 from pipelines.job import run_job
 from workspace.transaction import STAGING_DIR, workspace_lock
-from workspace.registry import load_state, read_quarantine, read_registry_table
+from workspace.ledger import load_ledger
+from workspace.registry import read_quarantine, read_registry_table
 from records.schema import EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES
 from synth.generator import generate_registry
 from reports.publish import PUBLISHED_FILE, published_run
@@ -157,14 +159,17 @@ def night(tmp_path_factory):
 
 def _snapshot(workspace: Path) -> dict[str, object]:
     """Everything a killed run must leave as it was."""
-    state = load_state(workspace)
-    procedures = read_registry_table(workspace, PROCEDURES, columns=[PROCEDURE_ID], state=state)
-    levels = read_registry_table(workspace, LEVELS, columns=[PROCEDURE_ID, "vertebra"], state=state)
-    quarantine = read_quarantine(workspace, LEVELS, state=state)
+    ledger = load_ledger(workspace)
+    procedures = read_registry_table(workspace, PROCEDURES, columns=[PROCEDURE_ID], ledger=ledger)
+    levels = read_registry_table(workspace, LEVELS, columns=[PROCEDURE_ID, "vertebra"], ledger=ledger)
+    quarantine = read_quarantine(workspace, LEVELS, ledger=ledger)
     return {
         "published": (workspace / PUBLISHED_FILE).read_bytes(),
-        "state": (workspace / "registry" / "state.json").read_bytes(),
-        "watermark": state.watermark,
+        "ledger": (workspace / "registry" / "ledger.json").read_bytes(),
+        "batches": sorted(ledger.batches),
+        # what any reader of the published layout sees (pyarrow.dataset, DuckDB, Spark): the committed rows only
+        "dataset_rows": {name: ds.dataset(workspace / "registry" / name, format="parquet").count_rows()
+                         for name in ("procedures", "levels")},
         "procedures": frozenset(procedures[PROCEDURE_ID]),
         "levels": frozenset(zip(levels[PROCEDURE_ID], levels["vertebra"])),
         "quarantine_rows": len(quarantine),
@@ -212,15 +217,16 @@ def test_a_run_killed_midway_leaves_the_workspace_as_it_was_and_the_next_run_com
     # what the killed run wrote is staged, not in place: nothing of it is visible
     staged = {str(p.relative_to(workspace / STAGING_DIR / killed))
               for p in (workspace / STAGING_DIR / killed).rglob("*") if p.is_file()}
+    partition = f"registry/procedures/{EXTRACT_BATCH}={night['last']}/part-0.parquet"
     if point == "registering":
         assert any(name.startswith("quarantine/") for name in staged), staged
-        partition = workspace / "registry" / "procedures" / f"{EXTRACT_BATCH}={night['last']}" / "part-0.parquet"
-        assert partition.is_file()  # written, but no state lists its batch
+        assert partition in staged  # written where no reader of the registry looks
     else:
-        assert {"registry/state.json", "models/leakage_any/champion.json"} <= staged, staged
+        assert {"registry/ledger.json", "models/leakage_any/champion.json", partition} <= staged, staged
         # the new version is stored, and the killed run had made it champion: neither is visible
         assert store.list_versions(workspace, "leakage_any") == ["v0001", "v0002"]
         assert store.champion(workspace, "leakage_any") == "v0001"
+    assert not (workspace / partition).exists()
     assert _snapshot(workspace) == before
 
     # the lock is free at once (no wait); taking it discards the killed run's staged files and fails its manifest
@@ -240,7 +246,8 @@ def test_a_run_killed_midway_leaves_the_workspace_as_it_was_and_the_next_run_com
     assert outcome.manifest.status == "ok" and outcome.manifest.batches_loaded == [night["last"]]
     assert published_run(workspace) == f"rerun-{point}"
     after = _snapshot(workspace)
-    assert after["watermark"] == night["last"]
+    assert after["batches"] == sorted({*before["batches"], night["last"]})
+    assert after["dataset_rows"]["procedures"] == len(after["procedures"])
     new_ids = set(night["procedures"].loc[night["procedures"][EXTRACT_BATCH] == night["last"], PROCEDURE_ID])
     assert after["procedures"] - before["procedures"] == new_ids - _quarantined_ids(workspace)
     quarantine = read_quarantine(workspace, LEVELS)

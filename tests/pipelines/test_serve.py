@@ -21,9 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.serve import (DEFAULT_LOCK_WAIT_SECONDS, LOOPBACK, ScheduleError, ServerError, absolute_source, api_url,
+from pipelines.serve import (DEFAULT_LOCK_WAIT_SECONDS, LOOPBACK, SOURCE_ENV, ScheduleError, ServerError, absolute_source, api_url,
                              check_cron, check_timezone, deployment_parameters, free_port, next_run, server_command,
-                             server_env, source_has_password, stop_process_group, ui_url, wait_for_api)
+                             server_env, stop_process_group, ui_url, wait_for_api)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_START_SECONDS = 180
@@ -98,9 +98,14 @@ def test_deployment_parameters_are_absolute_and_leave_the_run_id_to_each_run(tmp
                           "lock_wait_seconds": DEFAULT_LOCK_WAIT_SECONDS}
     assert "run_id" not in parameters
     url = "postgresql+psycopg://qi_reader@127.0.0.1:5432/warehouse"
-    assert absolute_source(url) == url and not source_has_password(url)
-    assert source_has_password("postgresql+psycopg://qi_reader:secret@127.0.0.1/warehouse")
-    assert not source_has_password(str(tmp_path))
+    assert absolute_source(url) == url and deployment_parameters(url, Path("ws"))["source"] == url
+    # a password never becomes a parameter (Prefect stores them): serve's environment holds it, the run a reference
+    environ: dict[str, str] = {}
+    secret = "postgresql+psycopg://qi_reader:s3cr%40t@127.0.0.1/warehouse?password=other"
+    parameters = deployment_parameters(secret, Path("ws"), environ=environ)
+    assert parameters["source"] == f"env:{SOURCE_ENV}" and environ == {SOURCE_ENV: secret}
+    assert "s3cr" not in json.dumps(parameters) and "other" not in json.dumps(parameters)
+    assert absolute_source("env:MY_SOURCE") == "env:MY_SOURCE"
 
 
 def test_waiting_for_a_server_that_exits_or_never_answers_fails_clearly(tmp_path):

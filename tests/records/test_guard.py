@@ -12,7 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from records import guard, schema
-from records.guard import IdentifierError, IdentifierFinding, check_identifiers, find_identifiers
+from records.columns import MAX_COLUMNS, NestedColumn, NestedColumnError
+from records.errors import ContractError, InputError
+from records.guard import (
+    IdentifierError,
+    IdentifierFinding,
+    check_identifiers,
+    find_identifiers,
+    header_label,
+    header_labels,
+    withheld_label,
+)
+from records.readers import arrow_to_frame
 
 
 def clean_frames() -> dict[str, pd.DataFrame]:
@@ -94,9 +105,10 @@ def refused(frames: dict[str, pd.DataFrame]) -> IdentifierError:
     return caught.value
 
 
-def assert_never_echoed(error: IdentifierError, value: object) -> None:
-    """Neither the value nor any word or number of it appears in the message, repr or findings."""
-    texts = [str(error), repr(error), *map(repr, error.findings), *map(str, error.findings)]
+def assert_never_echoed(error: IdentifierError | NestedColumnError, value: object) -> None:
+    """Neither the value nor any word or number of it appears in the message, repr or findings (or columns)."""
+    parts = getattr(error, "findings", ()) + getattr(error, "columns", ())
+    texts = [str(error), repr(error), *map(repr, parts), *map(str, parts)]
     fragments = [str(value), *re.findall(r"[A-Za-z]{4,}|\d{3,}", str(value))]
     for text in texts:
         for fragment in fragments:
@@ -240,12 +252,16 @@ def test_values_found_whatever_the_text_dtype(dtype: object) -> None:
     assert [(f.column, f.kind, f.rows) for f in error.findings] == [("remarks", guard.PHONE, 1)]
 
 
-def test_nested_cells_are_scanned() -> None:
+def test_nested_cells_are_refused_before_screening() -> None:
+    """Was ``test_nested_cells_are_scanned`` (an e-mail in a list cell found by value): a nested column is now
+    refused whole as such, before any value is screened, without echoing the value."""
     frames = clean_frames()
     frames["levels"] = frames["levels"].assign(tags=[["ok"], ["jane.doe@example.org"], None, ["ok"]])
-    error = refused(frames)
-    assert [(f.column, f.kind, f.rows) for f in error.findings] == [("tags", guard.EMAIL, 1)]
-    assert_never_echoed(error, "jane.doe@example.org")
+    with pytest.raises(NestedColumnError, match=r"^table levels: tags is a list column; the contract has flat "
+                                                r"columns only") as caught:
+        check_identifiers(frames)
+    assert caught.value.columns == (NestedColumn("levels", "tags", "list"),)
+    assert_never_echoed(caught.value, "jane.doe@example.org")
 
 
 def test_not_a_frame_is_a_type_error() -> None:
@@ -292,6 +308,139 @@ def test_other_age_columns(column: str, value: object, refuse: bool) -> None:
     frames = with_column(clean_frames(), "procedures", column, value)
     findings = find_identifiers(frames)
     assert [(f.column, f.kind) for f in findings] == ([(column, guard.AGE_OVER_89)] if refuse else [])
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_impossible_age_years_are_not_identifiers(text: bool) -> None:
+    """Two procedures aged 150 and one aged -3 are impossible values, left to validation (rule ``range``)."""
+    frames = clean_frames()
+    frames["procedures"] = frames["procedures"].assign(**{schema.AGE_YEARS: [150, 150, -3]})
+    if text:
+        frames = as_text(frames)
+    assert find_identifiers(frames) == []
+    check_identifiers(frames)
+
+
+@pytest.mark.parametrize(("age", "refuse"), [(95, True), (91, True), (120, True), (121, False), (150, False),
+                                             (-3, False), (90, False), (18, False)])
+def test_age_years_identifies_only_from_91_to_120(age: int, refuse: bool) -> None:
+    frames = with_column(clean_frames(), "procedures", schema.AGE_YEARS, age)
+    expected = [IdentifierFinding("procedures", schema.AGE_YEARS, guard.AGE_OVER_89, guard.BY_VALUE, 1)]
+    assert find_identifiers(frames) == (expected if refuse else [])
+
+
+def test_age_95_refused_even_beside_impossible_ages() -> None:
+    frames = clean_frames()
+    frames["procedures"] = frames["procedures"].assign(**{schema.AGE_YEARS: [150, 95, -3]})
+    error = refused(frames)
+    assert error.findings == (
+        IdentifierFinding("procedures", schema.AGE_YEARS, guard.AGE_OVER_89, guard.BY_VALUE, 1),)
+    assert_never_echoed(error, 95)
+
+
+@pytest.mark.parametrize(("column", "value", "refuse"), [
+    ("patient_age", 120, True), ("patient_age", 121, False), ("patient_age", "150", False), ("age", -3, False),
+    ("AgeAtSurgery", 100.5, True),
+])
+def test_other_age_columns_identify_only_up_to_120(column: str, value: object, refuse: bool) -> None:
+    findings = find_identifiers(with_column(clean_frames(), "procedures", column, value))
+    assert [(f.column, f.kind, f.rows) for f in findings] == ([(column, guard.AGE_OVER_89, 1)] if refuse else [])
+
+
+@pytest.mark.parametrize(("birth_year", "refuse"), [(1919, True), (1899, True), (1898, False), (1800, False),
+                                                    (1930, False), (2030, False)])
+def test_year_of_birth_identifies_only_up_to_120(birth_year: int, refuse: bool) -> None:
+    """Reckoned at the row's procedure_year (2019 in the first row): 1899 gives 120, 1898 gives 121."""
+    findings = find_identifiers(with_column(clean_frames(), "procedures", "birth_year", birth_year))
+    assert [(f.column, f.kind, f.rows) for f in findings] == (
+        [("birth_year", guard.AGE_OVER_89, 1)] if refuse else [])
+
+
+# --- nested columns, refused before any screening ----------------------------------------
+NESTED = [
+    ("struct", pa.array([{"mrn": "4711081", "patient": "Smith, John"}, None, {"mrn": None, "patient": "x"}])),
+    ("list", pa.array([["jane.doe@example.org"], None, []])),
+    ("list", pa.array([[1, 2], None, [3, 4]], type=pa.list_(pa.int64(), 2))),
+    ("list", pa.array([["a"], None, ["b"]], type=pa.large_list(pa.string()))),
+    ("map", pa.array([[("mrn", "4711081")], None, [("k", "v")]], type=pa.map_(pa.string(), pa.string()))),
+]
+
+
+@pytest.mark.parametrize(("kind", "values"), NESTED, ids=[f"{k}-{v.type}" for k, v in NESTED])
+def test_nested_parquet_column_refused(kind: str, values: pa.Array) -> None:
+    frames = clean_frames()
+    procedures = pa.Table.from_pandas(frames["procedures"], preserve_index=False).append_column("meta", values)
+    frames["procedures"] = arrow_to_frame(procedures)
+    with pytest.raises(NestedColumnError, match=rf"^table procedures: meta is a {kind} column; the contract has "
+                                                r"flat columns only") as caught:
+        check_identifiers(frames)
+    assert caught.value.columns == (NestedColumn("procedures", "meta", kind),)
+    assert isinstance(caught.value, ContractError) and isinstance(caught.value, InputError)
+    for value in ("4711081", "Smith, John", "jane.doe@example.org"):
+        assert_never_echoed(caught.value, value)
+
+
+def test_nested_column_refused_before_identifiers_are_screened() -> None:
+    """An e-mail column beside a struct column: the nested column decides, and both tables are checked first."""
+    frames = with_column(clean_frames(), "procedures", "note", "jane.doe@example.org")
+    frames["levels"] = frames["levels"].assign(meta=[{"a": 1}, None, {"a": 2}, {"a": 3}])
+    with pytest.raises(NestedColumnError) as caught:
+        find_identifiers(frames)
+    assert caught.value.columns == (NestedColumn("levels", "meta", "struct"),)
+
+
+def test_nested_arrow_dtype_column_refused() -> None:
+    frames = clean_frames()
+    struct = pa.array([{"mrn": "1"}, None, {"mrn": "3"}])
+    frames["procedures"] = frames["procedures"].assign(meta=pd.Series(struct.to_pandas(types_mapper=pd.ArrowDtype)
+                                                                      .array))
+    assert isinstance(frames["procedures"]["meta"].dtype, pd.ArrowDtype)
+    with pytest.raises(NestedColumnError, match=r"^table procedures: meta is a struct column;"):
+        check_identifiers(frames)
+
+
+def test_nested_column_with_an_identifier_header_is_named_by_position() -> None:
+    frames = clean_frames()
+    frames["levels"] = frames["levels"].assign(**{"jane.doe@example.org": [[1], None, [2], [3]]})
+    position = frames["levels"].shape[1]
+    with pytest.raises(NestedColumnError, match=rf"^table levels: column {position} \(name withheld\) is a list "
+                                                r"column;") as caught:
+        check_identifiers(frames)
+    assert_never_echoed(caught.value, "jane.doe@example.org")
+
+
+def test_nested_error_survives_pickling() -> None:
+    frames = clean_frames()
+    frames["levels"] = frames["levels"].assign(tags=[["a"], None, ["b"], ["c"]])
+    with pytest.raises(NestedColumnError) as caught:
+        check_identifiers(frames)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert copy.columns == caught.value.columns and str(copy) == str(caught.value)
+
+
+# --- the header, checked before any screening --------------------------------------------
+def test_twin_columns_refused_before_screening() -> None:
+    frames = clean_frames()
+    frames["procedures"] = frames["procedures"].assign(SITE_ID=["jane.doe@example.org", "S01", "S02"])
+    with pytest.raises(ContractError, match=r"^table procedures: columns site_id and SITE_ID are the same column "
+                                            r"in another case; keep exactly one of each$"):
+        check_identifiers(frames)
+
+
+def test_too_many_columns_refused_before_screening() -> None:
+    wide = pd.DataFrame({f"c{i}": ["x"] for i in range(MAX_COLUMNS + 1)})
+    with pytest.raises(ContractError, match=rf"^table levels has {MAX_COLUMNS + 1} columns; at most {MAX_COLUMNS} "):
+        check_identifiers({"procedures": clean_frames()["procedures"], "levels": wide})
+
+
+def test_header_labels() -> None:
+    names = ["site_id", "jane.doe@example.org", 3, "555-123-4567"]
+    assert header_labels(names) == ["site_id", "column 2 (name withheld)", "3", "column 4 (name withheld)"]
+    assert header_label("jane.doe@example.org", 0) == "column 1 (name withheld)"
+    assert header_label("patient_note", 6) == "patient_note"
+    assert header_label(7, 6) == "7"
+    assert header_labels([]) == []
+    assert withheld_label(0) == "column 1 (name withheld)"
 
 
 # --- the error ----------------------------------------------------------------------------

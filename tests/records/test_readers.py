@@ -23,9 +23,9 @@ from records.errors import (
     retry_call,
     retry_write,
 )
-from records.readers import describe_source, read_source
+from records.readers import read_source
 from records.schema import LEVELS, PROCEDURES
-from records.validation import validate_batch
+from records.validation import Registered, validate_batch
 from tests.conftest import AS_OF_YEAR, make_batch
 
 
@@ -111,7 +111,7 @@ def test_csv_boolean_that_is_not_a_boolean_is_quarantined(tmp_path):
     batch.levels.to_csv(folder / "levels.csv", index=False)
     result = validate_batch(read_source(folder), as_of_year=AS_OF_YEAR)
     reason = result.procedures.quarantined["reason"].iloc[0]
-    assert "diabetes must be true/false, 1/0 or yes/no (got 'maybe')" in reason
+    assert reason == "diabetes must be true/false, 1/0 or yes/no"
 
 
 def test_sqlite_file(tmp_path):
@@ -212,10 +212,6 @@ def test_file_writes_retry_transient_errors_only():
         assert len(calls) == 1
 
 
-def test_password_is_masked_in_descriptions():
-    assert describe_source("postgresql://qi:hunter2@db:5432/x") == "postgresql://qi:***@db:5432/x"
-
-
 # --- whole-input problems: one clear SourceError / ContractError, never a traceback -----------
 
 def test_missing_source(tmp_path):
@@ -279,7 +275,17 @@ def test_required_column_absent_is_a_contract_error(tmp_path):
         validate_batch(read_source(folder), as_of_year=AS_OF_YEAR)
 
 
-# ------------------------------------------------------------------ a night reads only what is above the watermark
+# ------------------------------------------------------------------ a night reads only what is not registered
+def _upto(last: int) -> dict[int, None]:
+    """Batches 1..last registered before contents were recorded: a source leaves them out whenever it holds them."""
+    return dict.fromkeys(range(1, last + 1))
+
+
+def _known(last: int) -> Registered:
+    """The same registry as validation sees it: the batches set aside whatever their content."""
+    return Registered(contents=_upto(last))
+
+
 def _history() -> dict[str, pd.DataFrame]:
     """Batches 1-3, plus the rows a filter could get wrong: a procedure without a batch, one with batch 0, an
     orphan level, and a procedure id registered in batch 1 and sent again in batch 3."""
@@ -324,21 +330,21 @@ def _assert_same_decisions(a, b) -> None:
 
 def _check_pushdown(source: str) -> None:
     whole = read_source(source)
-    for watermark in (1, 2, 3):
-        night = read_source(source, after_batch=watermark)
+    for last in (1, 2, 3):
+        night = read_source(source, registered=_upto(last))
         assert len(night.procedures) < len(whole.procedures) and night.skipped["procedures"] > 0
         assert night.skipped["procedures"] + len(night.procedures) == len(whole.procedures)
         assert night.skipped["levels"] + len(night.levels) == len(whole.levels)
-        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=watermark)),
-                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, watermark=watermark)))
-    night = read_source(source, after_batch=2)
+        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, registered=_known(last))),
+                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, registered=_known(last))))
+    night = read_source(source, registered=_upto(2))
     assert night.skipped_batches == (1, 2)
     assert set(night.procedures["procedure_id"]) == {f"P{i:05d}" for i in range(300, 304)} | {"P00900", "P00901",
                                                                                               "P00100"}
     assert "P99999" in set(night.levels["procedure_id"])  # the orphan is read, so validation quarantines it
 
 
-def test_a_database_returns_only_the_rows_above_the_watermark_and_counts_the_rest(tmp_path):
+def test_a_database_returns_only_the_unregistered_rows_and_counts_the_rest(tmp_path):
     _check_pushdown(_sqlite_history(tmp_path, _history()))
 
 
@@ -360,7 +366,7 @@ def _parquet_history(folder: Path, tables: dict[str, pd.DataFrame], *, parts: bo
 
 
 @pytest.mark.parametrize("parts, id_type", [(False, pa.string()), (True, pa.large_string())])
-def test_a_parquet_folder_returns_only_the_rows_above_the_watermark(tmp_path, parts, id_type):
+def test_a_parquet_folder_returns_only_the_unregistered_rows(tmp_path, parts, id_type):
     _check_pushdown(_parquet_history(tmp_path / "history", _history(), parts=parts, id_type=id_type))
 
 
@@ -369,11 +375,11 @@ def test_a_csv_folder_is_read_whole(tmp_path):
     folder.mkdir()
     for name, frame in _history().items():
         frame.to_csv(folder / f"{name}.csv", index=False)
-    night = read_source(folder, after_batch=2)
+    night = read_source(folder, registered=_upto(2))
     assert night.skipped == {} and len(night.procedures) == len(_history()["procedures"])
 
 
-def test_postgresql_returns_only_the_rows_above_the_watermark(postgres_url):
+def test_postgresql_returns_only_the_unregistered_rows(postgres_url):
     import sqlalchemy as sa
 
     schema = f"t_night_{uuid.uuid4().hex[:8]}"
@@ -395,15 +401,15 @@ def test_a_night_with_nothing_new_reads_no_rows_but_an_empty_table_is_still_an_e
     clean = [make_batch(3, batch=b, start=10 * b) for b in (1, 2)]
     source = _sqlite_history(tmp_path, {name: pd.concat([b.tables()[name] for b in clean], ignore_index=True)
                                         for name in ("procedures", "levels")})
-    night = read_source(source, after_batch=2)
+    night = read_source(source, registered=_upto(2))
     assert night.procedures.empty and night.levels.empty and night.skipped_batches == (1, 2)
-    result = validate_batch(night, as_of_year=AS_OF_YEAR, watermark=2)
+    result = validate_batch(night, as_of_year=AS_OF_YEAR, registered=_known(2))
     assert result.procedures.accepted.empty and result.procedures.quarantined.empty
     assert result.procedures.skipped == 6 and result.levels.skipped == len(pd.concat([b.levels for b in clean]))
     with sqlite3.connect(source) as connection:
         connection.execute("DELETE FROM levels")
     with pytest.raises(SourceError, match="table levels in database .* is empty"):
-        read_source(source, after_batch=2)
+        read_source(source, registered=_upto(2))
 
 
 def test_a_text_batch_column_is_read_whole_and_validation_sets_registered_batches_aside(tmp_path):
@@ -412,7 +418,7 @@ def test_a_text_batch_column_is_read_whole_and_validation_sets_registered_batche
     with sqlite3.connect(path) as connection:
         for name, frame in tables.items():
             frame.astype(str).to_sql(name, connection, index=False)  # every column TEXT
-    night = read_source(path, after_batch=2)
+    night = read_source(path, registered=_upto(2))
     assert night.skipped == {} and len(night.procedures) == len(tables["procedures"])
 
 
@@ -420,7 +426,7 @@ def test_nightly_ingest_from_a_database_reads_the_new_batch_and_accounts_for_the
     import json
 
     from pipelines.ingest import run_ingest
-    from workspace.registry import load_state
+    from workspace.ledger import load_ledger
 
     history = [make_batch(4, batch=b, start=100 * b) for b in (1, 2)]
     source = _sqlite_history(tmp_path, {name: pd.concat([b.tables()[name] for b in history], ignore_index=True)
@@ -437,7 +443,7 @@ def test_nightly_ingest_from_a_database_reads_the_new_batch_and_accounts_for_the
     assert manifest["tables"]["procedures"]["rows_skipped_registered"] == 8
     assert manifest["tables"]["levels"]["rows_skipped_registered"] == sum(len(b.levels) for b in history)
     assert manifest["batches_skipped"] == [1, 2] and manifest["batches_loaded"] == [3]
-    assert load_state(workspace).watermark == 3
+    assert sorted(load_ledger(workspace).batches) == [1, 2, 3]
 
 
 def _dirty(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -458,21 +464,21 @@ def test_ids_stored_unlike_validation_reads_them_make_the_night_read_everything(
     source = (_sqlite_history(tmp_path, tables) if kind == "sqlite"
               else _parquet_history(tmp_path / "history", tables))
     whole = read_source(source)
-    for watermark in (1, 2):
-        night = read_source(source, after_batch=watermark)
+    for last in (1, 2):
+        night = read_source(source, registered=_upto(last))
         assert night.skipped == {} and len(night.procedures) == len(whole.procedures)
-        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=watermark)),
-                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, watermark=watermark)))
+        _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, registered=_known(last))),
+                               _outcome(validate_batch(whole, as_of_year=AS_OF_YEAR, registered=_known(last))))
 
 
 def test_a_fractional_batch_in_a_sqlite_integer_column_is_read_and_quarantined(tmp_path):
     source = _sqlite_history(tmp_path, _history())
     with sqlite3.connect(source) as connection:
         connection.execute("UPDATE procedures SET extract_batch = 1.5 WHERE procedure_id = 'P00102'")
-    night = read_source(source, after_batch=2)
+    night = read_source(source, registered=_upto(2))
     assert "P00102" in set(night.procedures["procedure_id"]) and night.skipped_batches == (1, 2)
-    _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, watermark=2)),
-                           _outcome(validate_batch(read_source(source), as_of_year=AS_OF_YEAR, watermark=2)))
+    _assert_same_decisions(_outcome(validate_batch(night, as_of_year=AS_OF_YEAR, registered=_known(2))),
+                           _outcome(validate_batch(read_source(source), as_of_year=AS_OF_YEAR, registered=_known(2))))
 
 
 def test_ids_of_another_type_than_text_make_the_night_read_everything(tmp_path):
@@ -482,7 +488,7 @@ def test_ids_of_another_type_than_text_make_the_night_read_everything(tmp_path):
             frame.astype(object).where(frame.notna(), None).to_sql(
                 name, connection, index=False,
                 dtype={"extract_batch": "INTEGER", "procedure_id": "BLOB" if name == "procedures" else "TEXT"})
-    assert read_source(path, after_batch=2).skipped == {}
+    assert read_source(path, registered=_upto(2)).skipped == {}
 
 
 def test_a_sqlite_night_reads_one_state_of_the_file(tmp_path, monkeypatch):
@@ -491,7 +497,7 @@ def test_a_sqlite_night_reads_one_state_of_the_file(tmp_path, monkeypatch):
     source = _sqlite_history(tmp_path, _history())
     with sqlite3.connect(source) as connection:
         connection.execute("PRAGMA journal_mode=WAL")  # a writer may commit while the night reads
-    expected = read_source(source, after_batch=2)
+    expected = read_source(source, registered=_upto(2))
     real_create = sa.create_engine
 
     def create_engine(*args, **kwargs):
@@ -505,7 +511,7 @@ def test_a_sqlite_night_reads_one_state_of_the_file(tmp_path, monkeypatch):
         return engine
 
     monkeypatch.setattr(sa, "create_engine", create_engine)
-    night = read_source(source, after_batch=2)
+    night = read_source(source, registered=_upto(2))
     assert night.skipped == expected.skipped  # the row committed meanwhile is not counted
     with sqlite3.connect(source) as connection:
         assert connection.execute("SELECT COUNT(*) FROM levels").fetchone()[0] == sum(

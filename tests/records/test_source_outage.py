@@ -19,7 +19,8 @@ from records import readers
 from records.errors import Retry, SourceUnavailable
 from pipelines.ingest import run_ingest
 from records.readers import read_source
-from workspace.registry import load_state, read_registry_table, registry_root
+from workspace.ledger import load_ledger
+from workspace.registry import read_registry_table, registry_root
 from records.schema import PROCEDURES
 from tests.conftest import AS_OF_YEAR, make_batch
 
@@ -180,15 +181,15 @@ def test_a_run_whose_database_goes_down_mid_read_registers_nothing_and_fails(big
     for name, frame in make_batch(4).tables().items():
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), first / f"{name}.parquet")
     run_ingest(first, workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
-    state_before = (registry_root(workspace) / "state.json").read_bytes()
+    state_before = (registry_root(workspace) / "ledger.json").read_bytes()
     rows_before = read_registry_table(workspace, PROCEDURES)
 
     proxy = CuttingProxy(_upstream(base_url), cut_after=CUT_AFTER_BYTES)
     with pytest.raises(SourceUnavailable, match="cannot reach database"):
         run_job(proxy.url(base_url, schema), workspace, run_id="night-2", train=False, as_of_year=AS_OF_YEAR)
 
-    assert (registry_root(workspace) / "state.json").read_bytes() == state_before
-    assert load_state(workspace).watermark == 1
+    assert (registry_root(workspace) / "ledger.json").read_bytes() == state_before
+    assert sorted(load_ledger(workspace).batches) == [1]
     assert read_registry_table(workspace, PROCEDURES).equals(rows_before)
     manifest = json.loads((workspace / "runs" / "night-2" / "manifest.json").read_text())
     assert manifest["status"] == "failed"

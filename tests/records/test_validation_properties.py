@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from records.readers import RawBatch
 from records.schema import LEVELS, PROCEDURES
-from records.validation import validate_batch
+from records.validation import Registered, validate_batch
 from tests.conftest import AS_OF_YEAR, make_batch
 from tests.records.test_validation import assert_accounting
 
@@ -43,9 +43,10 @@ def corrupted_batches(draw) -> RawBatch:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batch=corrupted_batches(), watermark=st.sampled_from([0, 0, 1]))
-def test_corruption_never_crashes_and_never_loses_a_row(batch, watermark):
-    result = validate_batch(batch, as_of_year=AS_OF_YEAR, watermark=watermark)
+@given(batch=corrupted_batches(), registered=st.sampled_from([{}, {}, {1: None}, {1: "0" * 64}]))
+def test_corruption_never_crashes_and_never_loses_a_row(batch, registered):
+    """Batch 1 unregistered, registered with unknown content (skipped), or registered with other content (refused)."""
+    result = validate_batch(batch, as_of_year=AS_OF_YEAR, registered=Registered(contents=registered))
     assert_accounting(batch, result)
     # every accepted row satisfies the schema once more (the quarantine took all the bad ones)
     again = validate_batch(RawBatch(procedures=result.procedures.accepted, levels=result.levels.accepted,

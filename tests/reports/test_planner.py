@@ -134,7 +134,7 @@ def test_an_unreadable_band_gives_no_interval_and_a_note(workspace, monkeypatch)
     (lambda d: d.update(vertebra="t5"), "vertebra is not a procedure field: give it in each entry of levels"),
     (lambda d: d.update(favourite_colour="blue"), "'favourite_colour' is not a field"),
     (lambda d: d.update(n_levels=3), "n_levels must equal"),
-    (lambda d: d.update(asa_class=[2]), "asa_class must be a whole number"),
+    (lambda d: d.update(asa_class=[2]), "asa_class must be a single value .* not a list"),
     (lambda d: d["levels"][0].update(cement_volume_ml=20), "levels\\[0\\]: cement_volume_ml must be between 0 and 15"),
     (lambda d: d["levels"][1].update(vertebra="t12"), "vertebra must be unique"),
 ])

@@ -20,7 +20,7 @@ from pipelines.job import run_job
 from synth.generator import generate_registry, write_registry
 from reports.publish import QI_UNITS_FILE, REPORT_FILE, SUBMISSION_DIR, publish_reports
 from reports.submission import validate_submission
-from reports.suppression import SUPPRESSED, is_small, recoverable
+from models.suppression import SUPPRESSED, is_small, recoverable
 
 FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
 SVG_NS = "http://www.w3.org/2000/svg"

@@ -11,7 +11,7 @@ import pytest
 
 from models.training import TrainingConfig
 from pipelines.job import run_job
-from workspace.registry import load_state
+from workspace.ledger import load_ledger
 from records.schema import EXTRACT_BATCH, PROCEDURE_ID
 from synth.generator import SyntheticRegistry, generate_registry, write_registry
 from reports import scored
@@ -88,7 +88,7 @@ def test_the_incremental_report_equals_one_built_from_scratch(nights, tmp_path):
 
 def test_the_kept_rows_are_the_registry_rows_once_each(nights):
     workspace, *_ = nights
-    state = load_state(workspace)
+    state = load_ledger(workspace)
     frames = read_outcome_frames(workspace, state)
     levels = sum(int(info["levels"]) for info in state.batches.values())
     assert len(frames["leakage_any"]) <= levels
@@ -98,7 +98,7 @@ def test_the_kept_rows_are_the_registry_rows_once_each(nights):
 
 def test_a_champion_change_rescores_everything_and_a_failure_midway_keeps_the_old_state(nights, monkeypatch):
     workspace, *_ = nights
-    state = load_state(workspace)
+    state = load_ledger(workspace)
     before = (workspace / scored.SCORED_DIR / scored.STATE_FILE).read_bytes()
     old = load_scored_state(workspace)
     monkeypatch.setattr(scored, "FORMAT", scored.FORMAT + 1)  # as a new champion would: a new generation

@@ -13,7 +13,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 from records import schema as s
 from reports import seed_outcomes as so
-from reports.suppression import SUPPRESSED, recoverable, small_counts
+from models.suppression import SUPPRESSED, recoverable, small_counts
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 

@@ -12,7 +12,7 @@ MANIFEST = {
                               "rows_skipped_registered": 0, "columns_dropped": [], "quarantine_rules": {"range": 5}},
                "levels": {"rows_in": 1900, "rows_accepted": 1880, "rows_quarantined": 20,
                           "rows_skipped_registered": 0, "columns_dropped": [], "quarantine_rules": {"range": 20}}},
-    "batches_loaded": [45], "batches_skipped": [], "watermark_before": 44, "watermark_after": 45,
+    "batches_loaded": [45], "batches_skipped": [], "registry": {"batches_before": 44, "batches_after": 45},
     "models": {"trained": True, "reason": "the new batches drifted: PSI of cement_volume_ml is 0.31",
                "outcomes": {"leakage_any": {"fitted": True, "version": "v0002", "champion": True},
                             "infection_90d": {"fitted": False, "version": None, "champion": False}},

@@ -11,7 +11,7 @@ from scipy.stats import beta
 
 from records import schema as s
 from reports import trends as tr
-from reports.suppression import SUPPRESSED, recoverable, small_counts
+from models.suppression import SUPPRESSED, recoverable, small_counts
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 

@@ -1,4 +1,4 @@
-"""The registry and the ingest run: idempotent, a new batch adds only itself, refused runs write nothing."""
+"""The registry and the ingest run: idempotent, a new batch adds only itself, refused runs register nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from records.errors import ContractError, SourceError
 from records.guard import IdentifierError
 from pipelines.ingest import run_ingest
-from workspace.registry import load_state, read_quarantine, read_registry_table, registered_procedure_ids, registry_root
+from workspace.ledger import LEDGER_FILE, load_ledger
+from workspace.registry import read_quarantine, read_registry_table, registered_procedure_ids, registry_root
 from records.schema import LEVELS, PROCEDURES
 from tests.conftest import AS_OF_YEAR, make_batch
 
@@ -54,7 +55,7 @@ def test_run_registers_partitions_and_writes_the_manifest(tmp_path):
                                                 "rows_in": 7, "rows_accepted": 6, "rows_quarantined": 1}
     assert manifest["tables"]["levels"]["rows_quarantined"] == 2
     assert manifest["batches_loaded"] == [1, 2]
-    assert manifest["watermark_before"] == 0 and manifest["watermark_after"] == 2
+    assert manifest["registry"] == {"batches_before": 0, "batches_after": 2, "highest_batch": 2}
     assert set(manifest["timings_seconds"]) == {"read", "guard", "validate", "register"}
     assert manifest["code_version"] and manifest["source"] == str(source)
 
@@ -66,7 +67,13 @@ def test_run_registers_partitions_and_writes_the_manifest(tmp_path):
     assert set(levels["procedure_id"]) == set(procedures["procedure_id"])
     quarantine = read_quarantine(tmp_path / "ws", LEVELS)
     assert len(quarantine) == 2 and set(quarantine["run_id"]) == {manifest["run_id"]}
-    assert "cement_volume_ml must be between 0 and 15 (got 40.0)" in quarantine["reason"].iloc[0]
+    assert "cement_volume_ml must be between 0 and 15" in quarantine["reason"].iloc[0]
+    assert "40" not in quarantine["reason"].iloc[0]  # the value stays in the row, never in the reason
+    ledger = load_ledger(tmp_path / "ws")
+    assert ledger.batches[2]["rows_in"] == {"procedures": 3, "levels": 5}
+    assert ledger.batches[2]["rows_quarantined"] == {"procedures": 1, "levels": 2}
+    assert ledger.batches[2]["procedures"] == 2 and ledger.batches[2]["run_id"] == manifest["run_id"]
+    assert len(ledger.batches[2]["content_sha256"]) == 64 and ledger.sequence == 2
 
 
 def test_same_source_twice_registers_nothing_the_second_time(tmp_path):
@@ -97,7 +104,7 @@ def test_a_new_batch_adds_only_itself(tmp_path):
     assert manifest.tables["procedures"].rows_skipped_registered == 4
     new_files = _files(workspace / "registry" / "procedures")
     assert {k: v for k, v in new_files.items() if k in old_files} == old_files
-    assert load_state(workspace).watermark == 2
+    assert sorted(load_ledger(workspace).batches) == [1, 2]
     assert len(read_registry_table(workspace, PROCEDURES)) == 6
 
 
@@ -111,8 +118,8 @@ def test_a_new_batch_reusing_a_registered_id_is_quarantined(tmp_path):
     assert len(read_registry_table(workspace, PROCEDURES)) == 4
 
 
-def test_partition_without_state_is_invisible_and_overwritten(tmp_path):
-    """A run stopped after writing a partition but before the state leaves the registry as it was."""
+def test_partition_without_ledger_entry_is_invisible_and_overwritten(tmp_path):
+    """A partition the ledger does not list (left by an older version of cementrisk) is not part of the registry."""
     workspace = tmp_path / "ws"
     run_ingest(_write(tmp_path / "night1", make_batch(3, batch=1)), workspace, as_of_year=AS_OF_YEAR)
     stray = registry_root(workspace) / "procedures" / "extract_batch=2"
@@ -139,8 +146,8 @@ def test_refused_runs_write_their_manifest_and_nothing_else(tmp_path, damage, er
         batch = type(batch)(procedures=batch.procedures.assign(contact="jane.doe@example.org"),
                             levels=batch.levels, source="x")
     source = tmp_path / "missing" if damage == "missing" else _write(tmp_path / "src", batch)
-    with pytest.raises(error, match=words):
-        run_ingest(source, workspace, run_id="r-refused", as_of_year=AS_OF_YEAR)
+    outcome = run_ingest(source, workspace, run_id="r-refused", as_of_year=AS_OF_YEAR)
+    assert isinstance(outcome.refusal, error) and words in str(outcome.refusal)
     manifest = json.loads((workspace / "runs" / "r-refused" / "manifest.json").read_text())
     assert manifest["status"] == "refused" and words in manifest["reason"]
     assert "jane.doe" not in json.dumps(manifest)
@@ -148,7 +155,14 @@ def test_refused_runs_write_their_manifest_and_nothing_else(tmp_path, damage, er
         assert counts["rows_in"] == counts["rows_accepted"] + counts["rows_quarantined"] == 0
     if damage != "missing":
         assert manifest["tables"]["procedures"]["rows_refused"] == 3
-    assert not (workspace / "registry").exists() and not (workspace / "quarantine").exists()
+    assert not (workspace / "quarantine").exists() and not (workspace / "registry" / "procedures").exists()
+    ledger = load_ledger(workspace)
+    assert not ledger.batches
+    if damage == "missing":
+        assert not ledger.refused  # nothing was read: no batch is known
+    else:  # the batch is listed as refused with the reason, and is tried again when it comes again
+        assert [r["run_id"] for r in ledger.refused[1]["refusals"]] == ["r-refused"]
+        assert words in ledger.refused[1]["refusals"][0]["reason"]
 
 
 def test_quarantine_of_a_run_killed_before_it_recorded_its_batches_is_not_counted_twice(tmp_path):
@@ -171,23 +185,30 @@ def test_quarantine_of_a_run_killed_before_it_recorded_its_batches_is_not_counte
     assert len(quarantine) == first + len(dead.levels.quarantined) == 4
     assert set(quarantine["run_id"]) == {"night-1", "rerun"}
     assert not quarantine.duplicated(subset=["procedure_id", "vertebra"]).any()
-    state = json.loads((registry_root(workspace) / "state.json").read_text())
+    state = json.loads((registry_root(workspace) / LEDGER_FILE).read_text())
     assert len(state["quarantine"]) == 4 and not any("killed" in f for f in state["quarantine"])
     assert all((workspace / f).is_file() for f in state["quarantine"])
 
 
-def test_a_state_written_before_quarantine_was_recorded_reads_every_file_and_records_them(tmp_path):
+def test_a_workspace_from_before_the_ledger_is_read_from_its_state_and_continues(tmp_path):
+    """state.json (watermark, batches, no quarantine list): its batches count as registered, its quarantine is every
+    file in the folder; the next run writes the ledger and records them."""
     workspace = tmp_path / "ws"
     run_ingest(_two_batches(tmp_path / "night1", bad_level=True), workspace, run_id="night-1", as_of_year=AS_OF_YEAR)
-    path = registry_root(workspace) / "state.json"
-    legacy = json.loads(path.read_text())
-    recorded = legacy.pop("quarantine")
-    path.write_text(json.dumps(legacy))
-    assert load_state(workspace).quarantine is None
-    assert len(read_quarantine(workspace, LEVELS)) == 2
+    ledger_file = registry_root(workspace) / LEDGER_FILE
+    recorded = json.loads(ledger_file.read_text())["quarantine"]
+    legacy = {"watermark": 2, "batches": {"1": {"procedures": 4, "levels": 6, "run_id": "night-1"},
+                                          "2": {"procedures": 2, "levels": 3, "run_id": "night-1"}}}
+    ledger_file.unlink()
+    (registry_root(workspace) / "state.json").write_text(json.dumps(legacy))
+    ledger = load_ledger(workspace)
+    assert sorted(ledger.batches) == [1, 2] and ledger.quarantine is None and ledger.contents() == {1: None, 2: None}
+    assert len(read_quarantine(workspace, LEVELS)) == 2 and len(read_registry_table(workspace, PROCEDURES)) == 6
+    again = run_ingest(_two_batches(tmp_path / "night1b", bad_level=True), workspace, as_of_year=AS_OF_YEAR).manifest
+    assert again.batches_skipped == [1, 2] and again.batches_loaded == []  # registered before: taken as the same
     run_ingest(_write(tmp_path / "night2", make_batch(2, batch=3, start=300)), workspace, as_of_year=AS_OF_YEAR)
-    assert sorted(load_state(workspace).quarantine) == sorted(recorded)
-    assert len(read_quarantine(workspace, LEVELS)) == 2
+    assert sorted(load_ledger(workspace).quarantine) == sorted(recorded)
+    assert len(read_quarantine(workspace, LEVELS)) == 2 and sorted(load_ledger(workspace).batches) == [1, 2, 3]
 
 
 def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_path):
@@ -195,17 +216,19 @@ def test_registering_inside_a_run_that_fails_leaves_the_registry_as_it_was(tmp_p
 
     workspace = tmp_path / "ws"
     run_ingest(_write(tmp_path / "night1", make_batch(3, batch=1)), workspace, as_of_year=AS_OF_YEAR)
-    state_before = (registry_root(workspace) / "state.json").read_bytes()
+    state_before = (registry_root(workspace) / LEDGER_FILE).read_bytes()
     with pytest.raises(RuntimeError, match="models failed"):
         with workspace_lock(workspace, run_id="night-2"):
             run_ingest(_write(tmp_path / "night2", _bad(make_batch(2, batch=2, start=50))), workspace,
                        run_id="night-2", as_of_year=AS_OF_YEAR)
-            assert load_state(workspace).watermark == 2  # the run itself sees what it registered
+            assert sorted(load_ledger(workspace).batches) == [1, 2]  # the run itself sees what it registered
             assert len(read_registry_table(workspace, PROCEDURES)) == 4
+            assert not (registry_root(workspace) / "procedures" / "extract_batch=2").exists()  # others do not
             raise RuntimeError("models failed")
-    assert (registry_root(workspace) / "state.json").read_bytes() == state_before
-    assert load_state(workspace).watermark == 1 and len(read_registry_table(workspace, PROCEDURES)) == 3
+    assert (registry_root(workspace) / LEDGER_FILE).read_bytes() == state_before
+    assert sorted(load_ledger(workspace).batches) == [1] and len(read_registry_table(workspace, PROCEDURES)) == 3
     assert read_quarantine(workspace, LEVELS).empty and not (workspace / "quarantine").exists()
+    assert not (registry_root(workspace) / "procedures" / "extract_batch=2").exists()
 
 
 def test_transient_write_errors_of_a_partition_are_retried(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports.suppression import (SMALL_CELL, SUPPRESSED, Unprotectable, is_small, recoverable, small_counts,
+from models.suppression import (SMALL_CELL, SUPPRESSED, Unprotectable, is_small, recoverable, small_counts,
                                  suppress_table)
 
 PAIR = {"events": "n"}
