@@ -18,7 +18,10 @@ from models import store
 from models.outcomes import OUTCOMES
 from models.training import TRUSTED_OURS
 from records import schema as s
-from pipelines.ingest import check_batch, load_batch, screen_batch
+from records.guard import check_identifiers
+from records.readers import read_source
+from records.sources import resolve_source
+from records.validation import validate_batch
 from workspace.manifest import TableCounts
 from records.validation import ValidationResult
 
@@ -101,9 +104,9 @@ def score_source(source: str | Path, output: Path, *, workspace: Path, fmt: str 
     NoModelError, FeatureMismatchError, ModelIntegrityError
         The models cannot score these records.
     """
-    raw = load_batch(source)
-    screen_batch(raw)
-    checked = check_batch(raw, workspace=None, as_of_year=as_of_year)
+    raw = read_source(resolve_source(str(source)))
+    check_identifiers(raw.tables())
+    checked = validate_batch(raw, as_of_year=as_of_year)
     scores = score_records(checked.procedures.accepted, checked.levels.accepted, workspace=workspace)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from records.coerce import CoercedTable
-from records.schema import BATCH_MAX, EXTRACT_BATCH, LEVELS, PROCEDURE_ID, PROCEDURES, VERTEBRA, TableSpec
+from records.schema import BATCH_MAX, EXTRACT_BATCH, LEVELS, N_LEVELS, PROCEDURE_ID, PROCEDURES, VERTEBRA, TableSpec
 
 _FIELD_SEPARATOR = "\x1f"
 
@@ -30,9 +30,12 @@ class BatchContent:
     sha256: str
     procedures: int
     levels: int
+    n_levels: int = 0
+    """The sum of the procedures' ``n_levels`` (missing as 0): a source can count it without reading the levels."""
 
     def rows(self) -> dict[str, int]:
-        return {PROCEDURES.name: self.procedures, LEVELS.name: self.levels}
+        """What a source is asked to count of the batch (:func:`records.readers.skippable_batches`)."""
+        return {PROCEDURES.name: self.procedures, LEVELS.name: self.levels, N_LEVELS: self.n_levels}
 
 
 def valid_batch_mask(values: pd.Series) -> pd.Series:
@@ -83,6 +86,7 @@ def batch_contents(raw: Mapping[str, pd.DataFrame], coerced: Mapping[str, Coerce
     out: dict[int, BatchContent] = {}
     proc_groups = pd.Series(proc_hash, index=proc.frame.index).groupby(proc_batch.to_numpy(), sort=True)
     lev_groups = dict(tuple(pd.Series(lev_hash, index=lev.frame.index).groupby(lev_batch.to_numpy(), sort=True)))
+    n_levels = proc.frame[N_LEVELS].astype("Float64").fillna(0).groupby(proc_batch.to_numpy(), sort=True).sum()
     for batch, hashes in proc_groups:
         levels = lev_groups.get(batch, pd.Series([], dtype="uint64"))
         digest = hashlib.sha256()
@@ -90,7 +94,7 @@ def batch_contents(raw: Mapping[str, pd.DataFrame], coerced: Mapping[str, Coerce
         digest.update(b"|levels|")
         digest.update(np.sort(levels.to_numpy(dtype="uint64")).tobytes())
         out[int(batch)] = BatchContent(batch=int(batch), sha256=digest.hexdigest(), procedures=len(hashes),
-                                       levels=len(levels))
+                                       levels=len(levels), n_levels=int(n_levels.get(batch, 0)))
     return out
 
 

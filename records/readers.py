@@ -32,7 +32,7 @@ from records.coerce import MISSING_TOKENS
 from records.columns import check_arrow_schema, check_column_names
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
 from records.sources import connectable_url, display_source, mask_secrets
-from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, PROCEDURE_ID, PROCEDURES
+from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, N_LEVELS, PROCEDURE_ID, PROCEDURES
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
 _ID_CHARS = re.fullmatch(r"(\[.*\])\{1,\d+\}", ID_PATTERN).group(1)  # type: ignore[union-attr]
@@ -67,7 +67,8 @@ def is_url(source: str | Path) -> bool:
 
 
 BatchRows = Mapping[str, int]
-"""Rows of one batch per table, ``{"procedures": n, "levels": m}``, as the ledger recorded them when it was taken."""
+"""What the ledger recorded of one batch when it was taken: its rows per table and the sum of its procedures'
+``n_levels`` (``{"procedures": n, "levels": m, "n_levels": s}``; an older record may lack some)."""
 
 
 def read_source(source: str | Path, *, retry: Retry | None = None,
@@ -125,11 +126,13 @@ def read_source(source: str | Path, *, retry: Retry | None = None,
 
 def skippable_batches(registered: Mapping[int, BatchRows | None], counts: Mapping[str, Mapping[int, int]]
                       ) -> set[int]:
-    """The registered batches a source may leave out: those it holds with the row counts recorded when they were taken
-    (``counts``: per table, the source's rows per batch), and those recorded without counts."""
+    """The registered batches a source may leave out: those it holds with every count recorded when they were taken
+    (``counts``: what the source counted per batch, e.g. ``{"procedures": {...}, "n_levels": {...}}``; each count
+    the ledger and the source both have is compared), and those recorded without counts."""
     skip = set()
     for batch, rows in registered.items():
-        if rows is None or all(int(counts[table].get(batch, 0)) == int(rows.get(table, -1)) for table in TABLE_NAMES):
+        compared = [key for key in counts if rows is not None and key in rows]
+        if rows is None or (compared and all(int(counts[key].get(batch, 0)) == int(rows[key]) for key in compared)):
             skip.add(int(batch))
     return skip
 
@@ -193,7 +196,8 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
                 or not all(pa.types.is_string(t) or pa.types.is_large_string(t)
                            for t in (d.schema.field(PROCEDURE_ID).type for d in data.values()))):
             return None
-        keys = procedures.to_table(columns=[PROCEDURE_ID, EXTRACT_BATCH])
+        with_sum = N_LEVELS in procedures.schema.names and pa.types.is_integer(procedures.schema.field(N_LEVELS).type)
+        keys = procedures.to_table(columns=[PROCEDURE_ID, EXTRACT_BATCH, *([N_LEVELS] if with_sum else [])])
         level_ids = levels.to_table(columns=[PROCEDURE_ID])[PROCEDURE_ID]
         if not (_ids_are_clean(keys[PROCEDURE_ID]) and _ids_are_clean(level_ids)):
             return None
@@ -207,6 +211,11 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
         counts = {PROCEDURES.name: _value_counts(batches.filter(in_registry)),
                   LEVELS.name: _value_counts(pc.filter(level_batch, pc.fill_null(
                       pc.is_in(level_batch, value_set=wanted), False)))}
+        if with_sum:
+            summed = pa.table({"b": batches.filter(in_registry),
+                               "n": keys[N_LEVELS].cast(pa.int64()).filter(in_registry)}).group_by("b").aggregate(
+                [("n", "sum")])
+            counts[N_LEVELS] = {int(b): int(n or 0) for b, n in zip(summed["b"].to_pylist(), summed["n_sum"].to_pylist())}
         skip = pa.array(sorted(skippable_batches(registered, counts)), type=pa.int64())
         old = pc.fill_null(pc.is_in(batches, value_set=skip), False)
         old_ids = pc.unique(ids.filter(old).drop_null())
@@ -505,16 +514,17 @@ class _NewRowsPlan:
         return f'SELECT l.* FROM "levels" l WHERE NOT ({self._level_skipped()})'
 
 
-def _registered_counts_sql(ranges: list[tuple[int, int]], dialect: str) -> tuple[dict[str, str], dict[str, int]]:
-    """SQL counting, per registered batch the source holds, its procedures and its levels (those of its procedures)."""
+def _registered_counts_sql(ranges: list[tuple[int, int]], dialect: str, *, n_levels: bool
+                           ) -> tuple[str, dict[str, int]]:
+    """SQL counting, per registered batch the source holds, its procedures and (when ``n_levels`` is an integer
+    column) the sum of their ``n_levels``: one grouped pass over the procedures, no join with the levels (a level
+    added or removed changes its procedure's ``n_levels``, which the contract ties to the level rows)."""
     whole = " AND p.extract_batch = CAST(p.extract_batch AS INTEGER)" if dialect == "sqlite" else ""
     terms = " OR ".join(f"(p.extract_batch >= :a{i} AND p.extract_batch <= :b{i})" for i in range(len(ranges)))
-    where = f"(({terms}){whole})"
     bounds = {**{f"a{i}": low for i, (low, _) in enumerate(ranges)}, **{f"b{i}": high for i, (_, high) in enumerate(ranges)}}
-    return ({PROCEDURES.name: f'SELECT p.extract_batch, COUNT(*) FROM "procedures" p WHERE {where} '
-                              'GROUP BY p.extract_batch',
-             LEVELS.name: f'SELECT p.extract_batch, COUNT(*) FROM "levels" l JOIN "procedures" p '
-                          f'ON p.procedure_id = l.procedure_id WHERE {where} GROUP BY p.extract_batch'}, bounds)
+    total = ", SUM(p.n_levels)" if n_levels else ""
+    return (f'SELECT p.extract_batch, COUNT(*){total} FROM "procedures" p WHERE (({terms}){whole}) '
+            'GROUP BY p.extract_batch', bounds)
 
 
 def _new_rows_plan(connection: object, inspector: object, registered: Mapping[int, BatchRows | None]
@@ -543,11 +553,15 @@ def _new_rows_plan(connection: object, inspector: object, registered: Mapping[in
     registered_ranges = batch_ranges(registered)
     if len(registered_ranges) > MAX_RANGES and dialect != "postgresql":
         return None
-    counts: dict[str, dict[int, int]] = {table: {} for table in TABLE_NAMES}
+    with_sum = isinstance(columns[PROCEDURES.name].get(N_LEVELS), sa.Integer)
+    counts: dict[str, dict[int, int]] = {PROCEDURES.name: {}, **({N_LEVELS: {}} if with_sum else {})}
     for start in range(0, len(registered_ranges), MAX_RANGES):  # bounded statements, whatever the gaps
-        queries, bounds = _registered_counts_sql(registered_ranges[start:start + MAX_RANGES], dialect)
-        for table, query in queries.items():
-            counts[table].update({int(b): int(n) for b, n in connection.execute(sa.text(query), bounds).all()})
+        query, bounds = _registered_counts_sql(registered_ranges[start:start + MAX_RANGES], dialect,
+                                               n_levels=with_sum)
+        for row in connection.execute(sa.text(query), bounds).all():
+            counts[PROCEDURES.name][int(row[0])] = int(row[1])
+            if with_sum:
+                counts[N_LEVELS][int(row[0])] = int(row[2] or 0)
     skip = skippable_batches(registered, counts)
     present = {b: n for b, n in counts[PROCEDURES.name].items() if b in skip}
     if not skip:

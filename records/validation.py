@@ -40,6 +40,7 @@ from records.schema import (
     TableSpec,
     cross_table_violations,
     current_year,
+    is_in,
     range_text,
     rule_message,
     table_schema,
@@ -185,9 +186,10 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, registered: 
     kept_ids = proc.frame.loc[~(skip_proc | refuse_proc), PROCEDURE_ID].dropna()
     # a missing id matches nothing: a level without one is quarantined, never set aside with some old procedure
     level_ids = lev.frame[PROCEDURE_ID]
-    kept = level_ids.isin(kept_ids)
-    refuse_lev = (level_ids.isin(proc.frame.loc[refuse_proc, PROCEDURE_ID].dropna()) & ~kept).astype(bool)
-    skip_lev = (level_ids.isin(proc.frame.loc[skip_proc, PROCEDURE_ID].dropna()) & ~kept & ~refuse_lev).astype(bool)
+    kept = is_in(level_ids, kept_ids)
+    refuse_lev = pd.Series(is_in(level_ids, proc.frame.loc[refuse_proc, PROCEDURE_ID]) & ~kept, index=level_ids.index)
+    skip_lev = pd.Series(is_in(level_ids, proc.frame.loc[skip_proc, PROCEDURE_ID]) & ~kept & ~refuse_lev.to_numpy(),
+                         index=level_ids.index)
     proc = _subset(proc, ~(skip_proc | refuse_proc))
     lev = _subset(lev, ~(skip_lev | refuse_lev))
 
@@ -198,7 +200,7 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, registered: 
     if callable(ids):
         ids = ids(pd.Series(proc.frame[PROCEDURE_ID].dropna().unique(), dtype=TEXT_DTYPE))
     known_ids = pd.Index(pd.Series(list(ids), dtype=TEXT_DTYPE).unique())
-    already = proc.frame.index[proc.frame[PROCEDURE_ID].isin(known_ids).fillna(False).to_numpy(dtype=bool)]
+    already = proc.frame.index[is_in(proc.frame[PROCEDURE_ID], pd.Series(known_ids, dtype=TEXT_DTYPE))]
     proc_fail = pd.concat([proc_fail, cross_proc, _rule_rows(already, PROCEDURE_ID, RULE_ALREADY_REGISTERED)],
                           ignore_index=True)
     lev_fail = pd.concat([lev_fail, cross_lev], ignore_index=True)
@@ -206,8 +208,8 @@ def validate_batch(raw: RawBatch, *, as_of_year: int | None = None, registered: 
     # a procedure and its levels travel together: one bad row quarantines the procedure and all its levels
     bad_proc_ids = set(proc.frame.loc[proc_fail["index"].unique(), PROCEDURE_ID].dropna())
     bad_lev_ids = set(lev.frame.loc[lev_fail["index"].unique(), PROCEDURE_ID].dropna())
-    proc_by_level = proc.frame[PROCEDURE_ID].isin(bad_lev_ids).to_numpy(dtype=bool)
-    lev_by_proc = (lev.frame[PROCEDURE_ID].isin(bad_proc_ids | bad_lev_ids).to_numpy(dtype=bool)
+    proc_by_level = is_in(proc.frame[PROCEDURE_ID], bad_lev_ids)
+    lev_by_proc = (is_in(lev.frame[PROCEDURE_ID], bad_proc_ids | bad_lev_ids)
                    & ~lev.frame.index.isin(lev_fail["index"]))
     proc_fail = pd.concat([proc_fail, _rule_rows(proc.frame.index[proc_by_level], VERTEBRA,
                                                  RULE_LEVEL_QUARANTINED)], ignore_index=True)
@@ -245,7 +247,7 @@ def _change(batch: int, proc: CoercedTable, lev: CoercedTable, registered: Regis
     """What differs between the registered batch and the batch as sent again."""
     mask = valid_batch_mask(proc.frame[EXTRACT_BATCH]) & proc.frame[EXTRACT_BATCH].eq(batch).fillna(False)
     new_proc = proc.frame[mask.to_numpy(dtype=bool)]
-    new_lev = lev.frame[lev.frame[PROCEDURE_ID].isin(new_proc[PROCEDURE_ID].dropna()).to_numpy(dtype=bool)]
+    new_lev = lev.frame[is_in(lev.frame[PROCEDURE_ID], new_proc[PROCEDURE_ID])]
     empty = {PROCEDURES.name: new_proc.iloc[0:0], LEVELS.name: new_lev.iloc[0:0]}
     before = registered.rows(batch) if registered.rows is not None else empty
     return describe_change(batch, registered_by=registered.run_ids.get(batch, "unknown"), before=before,

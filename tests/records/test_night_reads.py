@@ -24,8 +24,8 @@ def _tables(batches: list[int]) -> dict[str, pd.DataFrame]:
 
 
 def _rows(batch: int) -> dict[str, int]:
-    """The rows make_batch(2) gives a batch: two procedures, 2 + 1 levels."""
-    return {"procedures": 2, "levels": 3}
+    """What the ledger records of a make_batch(2) batch: two procedures, 2 + 1 levels, n_levels summing to 3."""
+    return {"procedures": 2, "levels": 3, "n_levels": 3}
 
 
 def _sqlite(path: Path, tables: dict[str, pd.DataFrame]) -> str:
@@ -51,9 +51,11 @@ def test_batch_ranges_encode_gaps_not_every_number():
 
 
 def test_skippable_batches_are_those_with_the_recorded_counts_or_no_record():
-    counts = {"procedures": {1: 2, 2: 3, 4: 2}, "levels": {1: 3, 2: 3, 4: 3}}
-    registered = {1: _rows(1), 2: _rows(2), 3: _rows(3), 4: None}
-    assert skippable_batches(registered, counts) == {1, 4}  # 2 has another count; 3 is not in the source
+    counts = {"procedures": {1: 2, 2: 3, 4: 2, 5: 2}, "n_levels": {1: 3, 2: 3, 4: 3, 5: 4}}
+    registered = {1: _rows(1), 2: _rows(2), 3: _rows(3), 4: None, 5: _rows(5)}
+    # 2 has another count of procedures, 5 another sum of n_levels; 3 is not in the source; 4 has no record
+    assert skippable_batches(registered, counts) == {1, 4}
+    assert skippable_batches({1: {"procedures": 2, "levels": 3}}, counts) == {1}  # a record without the sum
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "parquet"])
@@ -81,10 +83,13 @@ def test_a_registered_batch_with_other_row_counts_is_read_so_that_validation_com
 
 @pytest.mark.parametrize("kind", ["sqlite", "parquet"])
 def test_a_level_added_to_a_registered_batch_makes_the_batch_read(tmp_path, kind):
+    """A level added to a procedure comes with its n_levels: the procedures' n_levels sum tells a database (Parquet
+    counts the levels too) without a join over the history."""
     tables = _tables([1, 2])
     levels = tables["levels"]
     added = levels[levels["procedure_id"] == "P00011"].assign(vertebra="l4")  # batch 1's second procedure
     tables["levels"] = pd.concat([levels, added], ignore_index=True)
+    tables["procedures"].loc[tables["procedures"]["procedure_id"] == "P00011", "n_levels"] = 2
     source = _sqlite(tmp_path / "h.sqlite", tables) if kind == "sqlite" else _parquet(tmp_path / "h", tables)
     night = read_source(source, registered={1: _rows(1), 2: _rows(2)})
     assert sorted(night.procedures["extract_batch"].unique()) == [1] and night.skipped_batches == (2,)

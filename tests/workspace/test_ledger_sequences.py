@@ -164,7 +164,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for batch, version in self.registered.items():
             entry = ledger.batches[batch]
             expected = _version(batch, version)
-            assert entry["rows_in"] == {"procedures": len(expected["procedures"]), "levels": len(expected["levels"])}
+            assert entry["rows_in"] == {"procedures": len(expected["procedures"]), "levels": len(expected["levels"]),
+                                        "n_levels": int(expected["procedures"]["n_levels"].sum())}
             assert len(entry["corrections"]) == self.corrections.get(batch, 0)
             refused = [r for r in entry["refusals"] if "differs from the batch registered" in r["reason"]]
             assert len(refused) == self.refusals.get(batch, 0)

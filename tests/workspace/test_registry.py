@@ -70,7 +70,7 @@ def test_run_registers_partitions_and_writes_the_manifest(tmp_path):
     assert "cement_volume_ml must be between 0 and 15" in quarantine["reason"].iloc[0]
     assert "40" not in quarantine["reason"].iloc[0]  # the value stays in the row, never in the reason
     ledger = load_ledger(tmp_path / "ws")
-    assert ledger.batches[2]["rows_in"] == {"procedures": 3, "levels": 5}
+    assert ledger.batches[2]["rows_in"] == {"procedures": 3, "levels": 5, "n_levels": 5}
     assert ledger.batches[2]["rows_quarantined"] == {"procedures": 1, "levels": 2}
     assert ledger.batches[2]["procedures"] == 2 and ledger.batches[2]["run_id"] == manifest["run_id"]
     assert len(ledger.batches[2]["content_sha256"]) == 64 and ledger.sequence == 2
