@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 # One OpenMP/BLAS thread per process in the tests: on a 2-core machine that also runs the CLI's subprocesses and
 # Prefect's server, threads of HistGradientBoosting spinning against each other made fits many times slower. The
@@ -92,3 +93,38 @@ def postgres_url() -> str:
             pytest.fail("CI must set CEMENTRISK_TEST_POSTGRES_URL (see .ci/run)")
         pytest.skip("no PostgreSQL: set CEMENTRISK_TEST_POSTGRES_URL to run this test")
     return url
+
+
+@dataclass(frozen=True)
+class PostgresSchema:
+    """A fresh PostgreSQL schema for one test: its engine, its name, and a source URL that reads it."""
+
+    engine: object
+    name: str
+    url: str
+
+    def load(self, tables: dict[str, pd.DataFrame], **dtype: object) -> str:
+        """Write ``tables`` into the schema (missing values as NULL, ``dtype`` per column) and return the URL."""
+        for name, frame in tables.items():
+            frame.astype(object).where(frame.notna(), None).to_sql(name, self.engine, schema=self.name, index=False,
+                                                                   dtype=dtype or None)
+        return self.url
+
+
+@pytest.fixture
+def postgres_schema(postgres_url):
+    """A fresh schema in the CI PostgreSQL, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {name}"))
+    try:
+        yield PostgresSchema(engine=engine, name=name, url=f"{postgres_url}?options=-csearch_path%3D{name}")
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {name} CASCADE"))
+        engine.dispose()

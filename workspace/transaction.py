@@ -135,11 +135,17 @@ def write_file(workspace: Path, target: Path, data: bytes) -> Path:
     Path
         Where the bytes were written (the staged copy or ``target``).
     """
-    rel = _relative(workspace, target)
-    run_id = held_run(workspace) or _locking_run(workspace)
-    dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
+    dest = _destination(workspace, target)
     write_durably(dest, data)
     return dest
+
+
+def _destination(workspace: Path, target: Path) -> Path:
+    """Where a write of ``target`` goes: the staging folder of the run that holds the workspace (this process's, or
+    another process's, see :func:`write_file`), else ``target`` itself."""
+    rel = _relative(workspace, target)
+    run_id = held_run(workspace) or _locking_run(workspace)
+    return Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
 
 
 def link_file(workspace: Path, source: Path, target: Path) -> Path:
@@ -153,9 +159,7 @@ def link_file(workspace: Path, source: Path, target: Path) -> Path:
     Path
         Where the link was made (the staged copy or ``target``).
     """
-    rel = _relative(workspace, target)
-    run_id = held_run(workspace) or _locking_run(workspace)
-    dest = Path(target) if run_id is None else _staging_root(workspace) / run_id / rel
+    dest = _destination(workspace, target)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:

@@ -5,7 +5,6 @@ validation compares its content), and thousands of registered batches with gaps 
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -108,29 +107,17 @@ def test_many_registered_batches_with_gaps_are_asked_as_ranges(tmp_path):
     assert sorted(night.procedures["extract_batch"].unique()) == [2000] and len(night.skipped_batches) == 50
 
 
-def test_postgresql_leaves_out_registered_batches_by_ranges_and_reads_late_and_changed_ones(postgres_url):
+def test_postgresql_leaves_out_registered_batches_by_ranges_and_reads_late_and_changed_ones(postgres_schema):
     import sqlalchemy as sa
 
-    schema = f"t_ranges_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        tables = _tables([1, 2, 3, 4, 5, 6])
-        extra = make_batch(1, batch=5, start=99)
-        tables = {name: pd.concat([tables[name], extra.tables()[name]], ignore_index=True) for name in tables}
-        for name, frame in tables.items():
-            frame.astype(object).where(frame.notna(), None).to_sql(name, engine, schema=schema, index=False,
-                                                                   dtype={"extract_batch": sa.Integer()})
-        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-        registered = {b: _rows(b) for b in (1, 2, 4, 5)}  # 3 late, 5 changed, 6 new
-        night = read_source(url, registered=registered)
-        assert sorted(night.procedures["extract_batch"].unique()) == [3, 5, 6]
-        assert night.skipped_batches == (1, 2, 4) and night.skipped == {"procedures": 6, "levels": 9}
-        many = {b: _rows(b) for b in range(1, 2 * MAX_RANGES + 20, 2)}  # beyond MAX_RANGES: an array
-        night = read_source(url, registered=many)
-        assert night.skipped_batches == (1, 3) and sorted(night.procedures["extract_batch"].unique()) == [2, 4, 5, 6]
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+    tables = _tables([1, 2, 3, 4, 5, 6])
+    extra = make_batch(1, batch=5, start=99)
+    tables = {name: pd.concat([tables[name], extra.tables()[name]], ignore_index=True) for name in tables}
+    url = postgres_schema.load(tables, extract_batch=sa.Integer(), n_levels=sa.Integer())
+    registered = {b: _rows(b) for b in (1, 2, 4, 5)}  # 3 late, 5 changed, 6 new
+    night = read_source(url, registered=registered)
+    assert sorted(night.procedures["extract_batch"].unique()) == [3, 5, 6]
+    assert night.skipped_batches == (1, 2, 4) and night.skipped == {"procedures": 6, "levels": 9}
+    many = {b: _rows(b) for b in range(1, 2 * MAX_RANGES + 20, 2)}  # beyond MAX_RANGES: an array
+    night = read_source(url, registered=many)
+    assert night.skipped_batches == (1, 3) and sorted(night.procedures["extract_batch"].unique()) == [2, 4, 5, 6]

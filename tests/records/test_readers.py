@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import pickle
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -127,27 +126,13 @@ def test_sqlite_file(tmp_path):
     _assert_same_typed(also, batch)
 
 
-def test_postgresql_source(postgres_url):
-    import sqlalchemy as sa
-
+def test_postgresql_source(postgres_schema):
     batch = make_batch(5)
-    schema = f"t_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        for name, frame in batch.tables().items():
-            frame.astype(object).where(frame.notna(), None).to_sql(name, engine, schema=schema, index=False)
-        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
-        raw = read_source(url)
-        assert raw.formats["levels"] == "postgresql"
-        _assert_same_typed(raw, batch)
-        result = validate_batch(raw, as_of_year=AS_OF_YEAR)
-        assert len(result.procedures.accepted) == 5 and result.levels.quarantined.empty
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+    raw = read_source(postgres_schema.load(batch.tables()))
+    assert raw.formats["levels"] == "postgresql"
+    _assert_same_typed(raw, batch)
+    result = validate_batch(raw, as_of_year=AS_OF_YEAR)
+    assert len(result.procedures.accepted) == 5 and result.levels.quarantined.empty
 
 
 def test_unreachable_database_is_a_clear_unavailable_error():
@@ -379,22 +364,10 @@ def test_a_csv_folder_is_read_whole(tmp_path):
     assert night.skipped == {} and len(night.procedures) == len(_history()["procedures"])
 
 
-def test_postgresql_returns_only_the_unregistered_rows(postgres_url):
+def test_postgresql_returns_only_the_unregistered_rows(postgres_schema):
     import sqlalchemy as sa
 
-    schema = f"t_night_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        for name, frame in _history().items():
-            frame.astype(object).where(frame.notna(), None).to_sql(name, engine, schema=schema, index=False,
-                                                                   dtype={"extract_batch": sa.Integer()})
-        _check_pushdown(f"{postgres_url}?options=-csearch_path%3D{schema}")
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+    _check_pushdown(postgres_schema.load(_history(), extract_batch=sa.Integer()))
 
 
 def test_a_night_with_nothing_new_reads_no_rows_but_an_empty_table_is_still_an_error(tmp_path):
