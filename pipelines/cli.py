@@ -33,9 +33,10 @@ WORKSPACE_ENV = "CEMENTRISK_WORKSPACE"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cementrisk: cement leakage and infection risk for kyphoplasty and vertebroplasty.")
-console = Console(markup=False, highlight=False)
-errors = Console(stderr=True, markup=False, highlight=False)
-"""Markup is off: text from the input (paths, column names, messages that quote them) is printed as it is."""
+console = Console(markup=False, highlight=False, soft_wrap=True)
+errors = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+"""Markup is off: text from the input (paths, column names, messages that quote them) is printed as it is. Lines are
+never folded (soft wrap): a log keeps every path and message on its line, whatever the width (tables still fit)."""
 
 
 class Engine(str, Enum):

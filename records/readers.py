@@ -32,7 +32,7 @@ from records.coerce import MISSING_TOKENS
 from records.columns import check_arrow_schema, check_column_names
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
 from records.sources import connectable_url, display_source, mask_secrets
-from records.schema import EXTRACT_BATCH, ID_PATTERN, LEVELS, N_LEVELS, PROCEDURE_ID, PROCEDURES
+from records.schema import BATCH_MAX, EXTRACT_BATCH, ID_PATTERN, LEVELS, N_LEVELS, PROCEDURE_ID, PROCEDURES
 
 TABLE_NAMES = (PROCEDURES.name, LEVELS.name)
 _ID_CHARS = re.fullmatch(r"(\[.*\])\{1,\d+\}", ID_PATTERN).group(1)  # type: ignore[union-attr]
@@ -202,7 +202,7 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
         if not (_ids_are_clean(keys[PROCEDURE_ID]) and _ids_are_clean(level_ids)):
             return None
         ids = keys[PROCEDURE_ID].cast(pa.string())
-        batches = keys[EXTRACT_BATCH].cast(pa.int64())
+        batches = _batch_numbers(keys[EXTRACT_BATCH])
         wanted = pa.array(sorted(registered), type=pa.int64())
         in_registry = pc.fill_null(pc.is_in(batches, value_set=wanted), False)
         first = pc.index_in(level_ids.cast(pa.string()), value_set=ids)  # the first procedure with the level's id
@@ -239,6 +239,17 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
                     skipped={PROCEDURES.name: int(pc.sum(old).as_py() or 0),
                              LEVELS.name: totals[LEVELS.name] - kept_levels.num_rows},
                     skipped_batches=skipped_batches)
+
+
+def _batch_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An integer ``extract_batch`` column as int64, null where it is no valid batch number (below 1, above
+    BATCH_MAX, or beyond int64 as uint64 may be): those rows belong to no batch and are read, then quarantined."""
+    if pa.types.is_uint64(column.type):  # the only integer type int64 does not hold; compared in its own type
+        small = pc.fill_null(pc.less_equal(column, pa.scalar(BATCH_MAX, column.type)), False)
+        column = pc.if_else(small, column, pa.scalar(None, column.type))
+    column = column.cast(pa.int64())
+    valid = pc.fill_null(pc.and_(pc.greater_equal(column, 1), pc.less_equal(column, BATCH_MAX)), False)
+    return pc.if_else(valid, column, pa.scalar(None, pa.int64()))
 
 
 def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict[int, int]:
