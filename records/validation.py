@@ -1,8 +1,9 @@
 """Validation that never loses a row: every row is accepted or quarantined with a reason a person can read.
 
 A procedure with a bad level is quarantined whole, with all its level rows, so that the accepted tables
-stay consistent. Rows of batches already registered (at or below the watermark) are set aside as
-``skipped`` before validation and are counted apart; they are neither in nor lost.
+stay consistent. Rows of batches the ledger already holds with the same content are set aside as ``skipped`` and
+counted apart; a registered batch sent with other content is refused whole (``refused``), unless it is named as a
+correction. Such rows are neither in nor lost.
 """
 
 from __future__ import annotations
