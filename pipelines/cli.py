@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 bad input or a busy workspace, 3 source unreachable after re
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -19,7 +20,7 @@ from rich.text import Text
 
 from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
 from records.errors import InputError, SourceUnavailable
-from workspace.transaction import WorkspaceBusy
+from workspace.transaction import CommitIncomplete, WorkspaceBusy
 from models.training import TrainingConfig
 from workspace.manifest import TableCounts, new_run_id
 
@@ -33,10 +34,33 @@ WORKSPACE_ENV = "CEMENTRISK_WORKSPACE"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cementrisk: cement leakage and infection risk for kyphoplasty and vertebroplasty.")
-console = Console(markup=False, highlight=False, soft_wrap=True)
-errors = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-"""Markup is off: text from the input (paths, column names, messages that quote them) is printed as it is. Lines are
-never folded (soft wrap): a log keeps every path and message on its line, whatever the width (tables still fit)."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with every control character but tab and line feed written as ``\\xNN``: a header or a path holding
+    an escape sequence is shown, never sent to the terminal (which would run it)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
+class _PlainConsole(Console):
+    """A console that prints text as it is: no markup, no emoji codes (``:smile:`` in a path stays so), no
+    highlighting, control characters made visible, and lines never folded (soft wrap: a log keeps every path and
+    message on its line, whatever the width; tables still fit)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, soft_wrap=True, **kwargs)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 - rich's name
+        super().print(*(_visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = _PlainConsole()
+errors = _PlainConsole(stderr=True)
+
+
+class PrefectUnavailable(Exception):
+    """The Prefect API a run was pointed at does not answer (nothing was started)."""
 
 
 class Engine(str, Enum):
@@ -55,7 +79,7 @@ def _default_workspace() -> Path:
 
 SourceOption = Annotated[str, typer.Option(
     "--source", "-s", help="Folder of procedures/levels (Parquet or CSV), a SQLite file or a SQLAlchemy URL.")]
-WorkspaceOption = Annotated[Path, typer.Option(
+WorkspaceOption = Annotated[str, typer.Option(
     "--workspace", "-w", help=f"Workspace folder (default ./workspace or ${WORKSPACE_ENV}).")]
 
 
@@ -98,7 +122,8 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     manifest_file = Path(workspace) / "runs" / run_id / "manifest.json"
     try:
-        with console.status(Text(f"run {run_id}: reading, checking and registering {_shown(source)} ...")) as status:
+        reading = _visible(f"run {run_id}: reading, checking and registering {_shown(source)} ...")
+        with console.status(Text(reading)) as status:
             outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
                            on_step=lambda step: status.update(Text(f"run {run_id}: {_STEP_WORDS.get(step, step)} ...")),
                            task_runner=task_runner.value, dask_address=dask_address,
@@ -106,15 +131,24 @@ def run(
     except WorkspaceBusy as error:
         _say("busy:", str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except CommitIncomplete as error:  # not rolled back: the run stands, its last files are put in place later
+        _say("incomplete:", str(error))
+        errors.print("the run stands" + _manifest_note(manifest_file))
+        raise typer.Exit(EXIT_INTERNAL) from None
     except SourceUnavailable as error:
         _say("source unavailable:", str(error))
+        errors.print("nothing was registered" + _manifest_note(manifest_file))
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except PrefectUnavailable as error:
+        _say("prefect unavailable:", str(error))
         errors.print("nothing was registered" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_UNAVAILABLE) from None
     except InputError as error:
         _refused(str(error))
         errors.print("nothing was registered" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Exception as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the CLI's last line: a message, never a traceback
+        # a SystemExit from inside a step (a library calling sys.exit) failed the run too: never exit 0 for it
         _say("internal error:", f"{type(error).__name__}: {error}")
         errors.print("the run was rolled back" + _manifest_note(manifest_file))
         raise typer.Exit(EXIT_INTERNAL) from None
@@ -142,12 +176,18 @@ def _print_outcome(outcome: Any, workspace: Path) -> None:
                       + ", ".join(str(b) for b in manifest.batches_replaced))
     _print_models(manifest.models)
     registry = manifest.registry or {}
-    console.print(f"registry:   {Path(workspace) / 'registry'} ({registry.get('batches_after', '?')} batches "
-                  f"registered; ledger {Path(workspace) / 'registry' / 'ledger.json'})")
-    console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
+    # only paths that exist: a run that registered nothing new may have no registry or quarantine yet
+    ledger_file = Path(workspace) / "registry" / "ledger.json"
+    if ledger_file.is_file():
+        console.print(f"registry:   {ledger_file.parent} ({registry.get('batches_after', '?')} batches "
+                      f"registered; ledger {ledger_file})")
+    if (Path(workspace) / "quarantine").is_dir():
+        console.print(f"quarantine: {Path(workspace) / 'quarantine'}")
     console.print(f"manifest:   {outcome.manifest_path}")
     outputs = manifest.outputs or {}
-    console.print(f"published:  {outputs.get('published') or manifest.run_id} ({Path(workspace) / 'published.json'})")
+    if (Path(workspace) / "published.json").is_file():
+        console.print(f"published:  {outputs.get('published') or manifest.run_id} "
+                      f"({Path(workspace) / 'published.json'})")
     for label, key in (("report", "report"), ("metrics", "metrics"), ("qi units", "qi_units"),
                        ("submission", "submission")):
         if outputs.get(key):
@@ -158,7 +198,7 @@ def _print_outcome(outcome: Any, workspace: Path) -> None:
 
 def _say(label: str, message: str) -> None:
     """One line on stderr: a bold label, then the message as plain text (never read as markup)."""
-    errors.print(Text.assemble((label, "bold red"), " ", message))
+    errors.print(Text.assemble((label, "bold red"), " ", _visible(message)))
 
 
 def _refused(message: str) -> None:
@@ -176,13 +216,22 @@ def _shown(source: str) -> str:
     return display_source(source)
 
 
-def _checked_workspace(workspace: Path | None) -> Path:
-    """The workspace folder, refusing the folder of cementrisk's own ``workspace`` package (a run started in the
-    source tree without ``--workspace``)."""
+def _checked_workspace(workspace: str | Path | None) -> Path:
+    """The workspace folder (None: the default), refusing an empty name (an unset shell variable), a file or a
+    folder under a file, and the folder of cementrisk's own ``workspace`` package (a run started in the source tree
+    without ``--workspace``)."""
+    if workspace is not None and not str(workspace).strip():
+        _refused(f"--workspace is empty (an unset variable?); pass --workspace DIR (or set {WORKSPACE_ENV})")
+        raise typer.Exit(EXIT_BAD_INPUT)
     folder = Path(workspace) if workspace is not None else _default_workspace()
     if (folder / "__init__.py").is_file() and (folder / "transaction.py").is_file():
         _refused(f"{folder} is cementrisk's own workspace package, not a workspace; pass --workspace DIR "
                  f"(or set {WORKSPACE_ENV})")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == folder else f"lies under {blocking}, which is a file"
+        _refused(f"workspace {folder} {where}, not a folder; pass --workspace DIR")
         raise typer.Exit(EXIT_BAD_INPUT)
     return folder
 
@@ -218,9 +267,16 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
         source = f"{SOURCE_ENV_PREFIX}{SOURCE_ENV}"
     on_step(f"run as the Prefect flow cementrisk-run ({task_runner} task runner)")
     run_flow = flow_with_runner(task_runner, dask_address=dask_address)
-    state = run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
-                     lock_wait_seconds=wait, replace_batches=list(replacing),
-                     verify_registered=verify_registered, return_state=True)
+    try:
+        state = run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
+                         lock_wait_seconds=wait, replace_batches=list(replacing),
+                         verify_registered=verify_registered, return_state=True)
+    except RuntimeError as error:
+        if "reach API" in str(error):  # PREFECT_API_URL names a server that does not answer: nothing was started
+            api = _shown(os.environ.get("PREFECT_API_URL", "?"))
+            raise PrefectUnavailable(f"the Prefect API at {api} does not answer; "
+                                     "start it, or unset PREFECT_API_URL (or use --engine local)") from None
+        raise
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result
@@ -393,8 +449,9 @@ def score(
     from models.scoring import score_source
     from models.store import ModelStoreError
 
-    workspace = workspace or _default_workspace()
-    with _exit_codes(refused=(InputError, ModelStoreError)), console.status(Text(f"scoring {_shown(input)} ...")):
+    workspace = _checked_workspace(workspace)
+    scoring = Text(_visible(f"scoring {_shown(input)} ..."))
+    with _exit_codes(refused=(InputError, ModelStoreError)), console.status(scoring):
         result = score_source(input, output, workspace=workspace, fmt=fmt.value)
     _print_counts(f"score {_shown(input)}", result.counts)
     for note in result.notes:
@@ -416,7 +473,7 @@ def plan(
     from models.store import ModelStoreError
     from reports.planner import load_case, plan_case, plan_text, render_plan_html
 
-    workspace = workspace or _default_workspace()
+    workspace = _checked_workspace(workspace)
     target = out or case.with_suffix(".plan.html")
     with _exit_codes(refused=(InputError, ModelStoreError)):
         result = plan_case(load_case(case), workspace=workspace)
@@ -429,7 +486,7 @@ def plan(
 @app.command()
 def validate(
     source: SourceOption = str(DEFAULT_SOURCE),
-    workspace: Annotated[Path | None, typer.Option(
+    workspace: Annotated[str | None, typer.Option(
         "--workspace", "-w", help="Also check against this workspace's registry (read only).")] = None,
     show: Annotated[int, typer.Option(help="How many quarantined rows to list per table.")] = 10,
 ) -> None:
@@ -437,8 +494,9 @@ def validate(
     from pipelines.ingest import check_batch, load_batch, screen_batch
     from records.validation import REASON
 
-    with _exit_codes(refused=(InputError,)), console.status(Text(f"checking {_shown(source)} ...")):
-        registry = workspace if workspace and workspace.exists() else None
+    folder = _checked_workspace(workspace) if workspace is not None else None
+    with _exit_codes(refused=(InputError,)), console.status(Text(_visible(f"checking {_shown(source)} ..."))):
+        registry = folder if folder is not None and folder.exists() else None
         raw = load_batch(source, workspace=registry)
         screen_batch(raw)
         result = check_batch(raw, workspace=registry)
@@ -485,9 +543,11 @@ def _print_counts(title: str, tables: dict[str, TableCounts]) -> None:
     for name, counts in tables.items():
         table.add_row(name, str(counts.rows_in), str(counts.rows_accepted), str(counts.rows_quarantined),
                       str(counts.rows_skipped_registered), str(counts.rows_refused),
-                      ", ".join(counts.columns_dropped) or "-")
+                      _visible(", ".join(counts.columns_dropped)) or "-")
     console.print(table)
     for name, counts in tables.items():
+        if counts.columns_dropped:  # in full: a narrow table cuts its cells
+            console.print(f"{name} columns dropped (not in the contract): " + ", ".join(counts.columns_dropped))
         if counts.quarantine_rules:
             console.print(f"{name} rows quarantined by rule: "
                           + ", ".join(f"{rule} {n}" for rule, n in counts.quarantine_rules.items()))

@@ -2,8 +2,9 @@
 
 Each outcome's fit is its own task; with ``task_runner="dask"`` the fits run instead on the Dask cluster of the flow's
 prefect-dask task runner (a local one by default, or the scheduler at ``dask_address``), and each fit's
-cross-validation fits are spread over the same cluster (:mod:`pipelines.dask_fanout`). Tasks that write files retry on transient I/O errors; the
-read retries when the source cannot be reached. Call ``pipelines.prefect_env.configure_prefect`` before importing.
+cross-validation fits are spread over the same cluster (:mod:`pipelines.dask_fanout`). Tasks that write files retry on
+transient I/O errors; the reader itself tries an unreachable source again. Call
+``pipelines.prefect_env.configure_prefect`` before importing.
 """
 
 from __future__ import annotations
@@ -49,9 +50,6 @@ def _retry_condition(retry_if: Callable[[BaseException], bool], *,
     return condition
 
 
-# reading retries only when the source could not be reached (a bad input is final); an unreadable state counts as
-# transient
-_retry_when_unavailable = _retry_condition(lambda error: isinstance(error, SourceUnavailable), unreadable=True)
 # a file-writing task retries on an I/O error that may pass (records.errors.TRANSIENT_WRITE_ERRNOS): safe because the
 # writing steps are idempotent (the registry and the scored store record their work last, atomically, and a run's
 # files are replaced whole)
@@ -59,22 +57,26 @@ _retry_on_transient_io = _retry_condition(is_transient_write_error, unreadable=F
 _WRITES = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_transient_io)
 
 
-def _refusal_as_value(step: Callable[..., Any]) -> Callable[..., Any]:
+def _refusal_as_value(step: Callable[..., Any], *,
+                      outcomes: tuple[type[Exception], ...] = (InputError,)) -> Callable[..., Any]:
     """``step``, returning a refusal (:class:`pipelines.ingest.Refused`) instead of raising it: a refused input is an
     outcome of the run, so its task completes (no failed task, no traceback in the log) and the flow ends in a
-    failed state whose message is the reason (:func:`run_flow`)."""
+    failed state whose message is the reason (:func:`run_flow`). ``outcomes``: the errors carried so."""
     @functools.wraps(step)
     def refusing(*args: Any, **kwargs: Any) -> Any:
         try:
             return step(*args, **kwargs)
-        except InputError as error:
+        except outcomes as error:
             return ingest.Refused(error)
 
     return refusing
 
 
-read_task = task(_refusal_as_value(ingest.load_batch), name="read source", retries=2, retry_delay_seconds=[2, 8],
-                 retry_condition_fn=_retry_when_unavailable, cache_policy=NO_CACHE)
+# The reader tries an unreachable source again itself (records.readers.SOURCE_RETRY: 3 attempts); when it gives up,
+# "source unavailable" is an outcome like a refusal (the flow fails with that message, the CLI exits 3), with no
+# task retries on top and no traceback in the log.
+read_task = task(_refusal_as_value(ingest.load_batch, outcomes=(InputError, SourceUnavailable)), name="read source",
+                 cache_policy=NO_CACHE)
 guard_task = task(_refusal_as_value(ingest.screen_batch), name="refuse identifiers", cache_policy=NO_CACHE)
 validate_task = task(_refusal_as_value(ingest.check_batch), name="check contract", cache_policy=NO_CACHE)
 register_task = task(_refusal_as_value(ingest.register), name="register", cache_policy=NO_CACHE, **_WRITES)
@@ -155,9 +157,9 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
     Returns
     -------
     IngestOutcome or State
-        The outcome; or a Failed state whose message is the reason when the input was refused (its ``data`` the
-        refusal) or when batches were refused (its ``data`` the outcome: the other batches were registered and
-        published). Neither logs a traceback.
+        The outcome; or a Failed state whose message is the reason when the input was refused or the source could
+        not be reached (its ``data`` the error) or when batches were refused (its ``data`` the outcome: the other
+        batches were registered and published). None logs a traceback.
     """
     try:
         outcome = run_job(source, Path(workspace), run_id=run_id or new_run_id(),
@@ -167,6 +169,8 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
                           replacing=tuple(replace_batches or ()), verify_registered=verify_registered)
     except InputError as error:
         return Failed(message=f"refused: {error}", data=error)
+    except SourceUnavailable as error:
+        return Failed(message=f"source unavailable: {error}", data=error)
     summarise_task(asdict(outcome.manifest))
     if outcome.manifest.batches_refused:
         reasons = "; ".join(f"batch {r['batch']} refused: {r['reason']}" for r in outcome.manifest.batches_refused)

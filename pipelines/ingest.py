@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from records.batches import batch_numbers
-from records.errors import InputError
+from records.errors import InputError, SourceUnavailable
 from records.guard import check_identifiers
 from records.readers import RawBatch, read_source
 from records.sources import display_source, resolve_source
@@ -47,7 +47,7 @@ class Refused:
     """A step's refusal carried as a value (a Prefect task returns it instead of raising, so that a refused input is
     an outcome of the run, not a crashed task with a traceback in the log)."""
 
-    error: InputError
+    error: InputError | SourceUnavailable
 
 
 def raise_if_refused(value: object) -> object:

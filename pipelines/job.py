@@ -20,7 +20,7 @@ from models.training import TrainingConfig
 from pipelines import ingest
 from reports.publish import ReportSummary, current_published_run, publish_reports, publish_run
 from workspace.manifest import STATUS_FAILED, STATUS_OK, RunManifest, mark_failed, utc_now, write_manifest
-from workspace.transaction import WorkspaceBusy, workspace_lock
+from workspace.transaction import CommitIncomplete, WorkspaceBusy, workspace_lock
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
             outcome = _run_locked(source, workspace, run_id=run_id, steps=steps, config=config, retrain=retrain,
                                   train=train, as_of_year=as_of_year, on_step=on_step, replacing=replacing,
                                   verify_registered=verify_registered)
-    except WorkspaceBusy:
+    except (WorkspaceBusy, CommitIncomplete):  # nothing of this run was written, or all of it was committed
         raise
     except BaseException as error:  # the run rolled back: its visible manifest must not say running (or ok)
         mark_failed(workspace, run_id, reason=_reason("run", error))

@@ -175,6 +175,40 @@ def check_arrow_schema(table: str, schema: pa.Schema) -> None:
     _raise_nested(table, schema.names, {p: k for p, k in kinds.items() if k is not None})
 
 
+def unified_arrow_schema(table: str, schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """The one schema of a table stored as several Parquet part files, every part's own schema checked first.
+
+    Each part is checked as a file of its own (:func:`check_column_names`, :func:`check_arrow_schema`), so that a
+    column only a later part carries is screened like any other; then the parts' schemas are unified (a column a
+    part lacks is missing there; integer and float widths widen), so that a reader sees every column of every part.
+
+    Raises
+    ------
+    ContractError
+        A part has too many columns or twin names, or two parts disagree on a column's type (named).
+    NestedColumnError
+        A part has a nested column.
+    """
+    for schema in schemas:
+        check_column_names(table, schema.names)
+        check_arrow_schema(table, schema)
+    if len(schemas) == 1:
+        return schemas[0]
+    try:
+        return pa.unify_schemas(list(schemas), promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        types: dict[str, set[str]] = {}
+        for schema in schemas:
+            for field in schema:
+                types.setdefault(field.name, set()).add(str(field.type))
+        names = list(types)
+        labels = dict(zip(names, _labels(names), strict=True))
+        clashing = [labels[name] for name, kinds in types.items() if len(kinds) > 1]
+        raise ContractError(f"table {table}: its Parquet part files disagree on the type of "
+                            f"{_joined(clashing) if len(clashing) > 1 else clashing[0] if clashing else 'a column'}; "
+                            "write every part with the same column types") from None
+
+
 def check_flat_frame(table: str, frame: pd.DataFrame) -> None:
     """Refuse a pandas frame with nested columns: what the identifier guard checks before screening any value.
 

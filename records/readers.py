@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from records.batches import batch_ranges
 from records.coerce import MISSING_TOKENS
-from records.columns import check_arrow_schema, check_column_names
+from records.columns import check_column_names, unified_arrow_schema
 from records.errors import Retry, SourceError, SourceUnavailable, retry_call
 from records.sources import connectable_url, display_source, mask_secrets
 from records.schema import BATCH_MAX, EXTRACT_BATCH, ID_PATTERN, LEVELS, N_LEVELS, PROCEDURE_ID, PROCEDURES
@@ -186,9 +186,7 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
     if any(fmt != "parquet" for _, fmt in files.values()):
         return None
     try:
-        data = {table: ds.dataset([str(p) for p in paths], format="parquet") for table, (paths, _) in files.items()}
-        for table, dataset in data.items():
-            _check_arrow_columns(table, dataset.schema)
+        data = {table: _parquet_dataset(paths, table) for table, (paths, _) in files.items()}
         procedures, levels = data[PROCEDURES.name], data[LEVELS.name]
         batch_field = procedures.schema.field(EXTRACT_BATCH) if EXTRACT_BATCH in procedures.schema.names else None
         if (batch_field is None or not pa.types.is_integer(batch_field.type)
@@ -234,8 +232,9 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
         if total == 0:
             raise SourceError(f"table {table} in {display_source(folder)} is empty (no rows)")
     skipped_batches = tuple(sorted(int(b) for b in pc.unique(batches.filter(old)).to_pylist()))
-    return RawBatch(procedures=arrow_to_frame(fresh), levels=arrow_to_frame(kept_levels),
-                    source=display_source(folder), formats=dict.fromkeys(TABLE_NAMES, "parquet"),
+    return RawBatch(procedures=arrow_to_frame(fresh, PROCEDURES.name),
+                    levels=arrow_to_frame(kept_levels, LEVELS.name), source=display_source(folder),
+                    formats=dict.fromkeys(TABLE_NAMES, "parquet"),
                     skipped={PROCEDURES.name: int(pc.sum(old).as_py() or 0),
                              LEVELS.name: totals[LEVELS.name] - kept_levels.num_rows},
                     skipped_batches=skipped_batches)
@@ -271,27 +270,43 @@ def _arrow_to_pandas_type(arrow_type: pa.DataType) -> object | None:
     return None
 
 
-def arrow_to_frame(table: pa.Table) -> pd.DataFrame:
-    """An Arrow table as a pandas frame with nullable dtypes (Int64, Float64, boolean, string)."""
+def arrow_to_frame(table: pa.Table, name: str = "") -> pd.DataFrame:
+    """An Arrow table as a pandas frame with nullable dtypes (Int64, Float64, boolean, string).
+
+    A binary column (text some writers store as bytes) is read as text when it is UTF-8; otherwise the table is
+    refused, naming the column and never showing its bytes.
+    """
+    for position, field in enumerate(table.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or pa.types.is_fixed_size_binary(
+                field.type):
+            try:
+                column = table.column(position).cast(pa.binary()).cast(pa.string())
+            except pa.ArrowInvalid:
+                from records.guard import header_labels
+
+                label = header_labels(table.schema.names)[position]
+                raise SourceError(f"table {name or '?'}: column {label} holds bytes that are not UTF-8 text (not "
+                                  "shown); store it as UTF-8 text") from None
+            table = table.set_column(position, pa.field(field.name, pa.string()), column)
     return table.to_pandas(types_mapper=_arrow_to_pandas_type)
+
+
+def _parquet_dataset(paths: list[Path], table: str) -> ds.Dataset:
+    """The table's Parquet files as one dataset over the union of their columns, each file's schema checked first
+    (too many columns, twins, nested columns), so that a column only a later part file holds is never missed."""
+    schemas = [pq.read_schema(p) for p in paths]
+    return ds.dataset([str(p) for p in paths], format="parquet", schema=unified_arrow_schema(table, schemas))
 
 
 def _read_parquet(paths: list[Path], table: str) -> pd.DataFrame:
     try:
-        dataset = ds.dataset([str(p) for p in paths], format="parquet")
-        _check_arrow_columns(table, dataset.schema)
+        dataset = _parquet_dataset(paths, table)
         arrow_table = pq.read_table(paths[0]) if len(paths) == 1 else dataset.to_table()
     except (pa.ArrowException, OSError) as exc:
         names = ", ".join(p.name for p in paths)
         raise SourceError(f"table {table}: {names} is not a readable Parquet file "
                           f"(truncated or corrupt?): {_first_line(exc)}") from None
-    return arrow_to_frame(arrow_table)
-
-
-def _check_arrow_columns(table: str, schema: pa.Schema) -> None:
-    """Refuse too many columns, twin names and nested columns before any row is read."""
-    check_column_names(table, schema.names)
-    check_arrow_schema(table, schema)
+    return arrow_to_frame(arrow_table, table)
 
 
 def _read_csv(path: Path, table: str) -> pd.DataFrame:
@@ -312,9 +327,31 @@ def _read_csv(path: Path, table: str) -> pd.DataFrame:
         if "Empty CSV file" in message:
             raise SourceError(f"table {table}: {path.name} is empty (no header, no rows)") from None
         raise SourceError(f"table {table}: {path.name} is not well-formed CSV: {_csv_problem(message)}") from None
-    frame = arrow_to_frame(arrow_table)
+    if _ends_inside_quotes(path):
+        raise SourceError(f"table {table}: {path.name} is not well-formed CSV: it ends inside a quoted field (a "
+                          "truncated export?); send the whole file again")
+    frame = arrow_to_frame(arrow_table, table)
     frame.columns = [str(c).strip().lower() for c in names]
     return frame
+
+
+def _ends_inside_quotes(path: Path) -> bool:
+    """True when the file ends inside a quoted field: what a cut-off export looks like, which Arrow would read as a
+    last (short) value. Cheap: a well-formed file has an even number of quote characters (a quote inside a quoted
+    field is doubled); only an odd count is parsed, strictly, to tell a truncation from a stray literal quote."""
+    count = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            count += chunk.count(b'"')
+    if count % 2 == 0:
+        return False
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            for _ in csv.reader(handle, strict=True):
+                pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _csv_header(path: Path, table: str) -> list[str]:
@@ -429,6 +466,10 @@ def _read_sql_once(url: str, parsed: object, shown: str, registered: Mapping[int
                            LEVELS.name: levels - len(frames[LEVELS.name])}
                 skipped_batches = tuple(sorted(plan.skipped_rows))
     except sa.exc.DBAPIError as exc:
+        permanent = _permanent_problem(exc)
+        if permanent is not None:
+            raise SourceError(f"cannot read database {shown}{where}" + (f" ({step})" if step else "")
+                              + f": {permanent}") from None
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or exc.connection_invalidated:
             what = ("could not connect" if step is None
                     else f"the connection was lost while {step} (nothing read was kept)")
@@ -444,6 +485,29 @@ def _read_sql_once(url: str, parsed: object, shown: str, registered: Mapping[int
     return RawBatch(procedures=frames[PROCEDURES.name], levels=frames[LEVELS.name], source=display_source(shown),
                     formats={t: engine.dialect.name for t in TABLE_NAMES}, skipped=skipped,
                     skipped_batches=skipped_batches)
+
+
+_NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '(?P<column>[^']*)'")
+_PERMANENT = (
+    (re.compile(r'database "[^"]*" does not exist'), "the database does not exist"),
+    (re.compile(r'role "[^"]*" does not exist'), "the user (role) does not exist"),
+    (re.compile(r"password authentication failed|no password supplied|authentication failed", re.I),
+     "the login was refused (user or password)"),
+    (re.compile(r"invalid (?:integer )?value .* for connection option|invalid port", re.I),
+     "a connection option of the URL is invalid (the port?)"),
+)
+"""Driver errors that no retry can mend: the source is refused (exit 2), not unavailable. Each message is ours: the
+driver's text may quote values."""
+
+
+def _permanent_problem(exc: BaseException) -> str | None:
+    """What is wrong, when a driver error is about the data or the URL rather than the connection; None otherwise."""
+    text = str(getattr(exc, "orig", None) or exc)
+    not_utf8 = _NOT_UTF8.search(text)
+    if not_utf8:
+        return (f"column {not_utf8.group('column')} holds text that is not UTF-8 (its value is not shown); store it "
+                "as UTF-8")
+    return next((message for pattern, message in _PERMANENT if pattern.search(text)), None)
 
 
 def _one_sqlite_transaction(engine: object) -> None:

@@ -2,15 +2,17 @@
 
 Every place that names a source (manifest, metrics, report, stdout and stderr, logs, Prefect artefacts) shows
 :func:`display_source`, and every driver message passes through :func:`mask_secrets`. A URL's password is masked
-wherever it is: in the userinfo, where it may hold unencoded reserved characters (``@ : / ? # %``), and in
-query parameters named like a credential (``password``, ``sslpassword``, ``token``, ...).
+wherever it is: in the userinfo, where it may hold unencoded reserved characters (``@ : / ? # %``), in
+query parameters named like a credential (``password``, ``sslpassword``, ``token``, ...), and in query values that
+are connection strings holding one (libpq's ``conninfo=password=...``, ODBC's ``odbc_connect=...PWD=...``).
 
 How a URL is read. The userinfo ends at the *last* ``@`` that is followed by a host (a DNS name, an IPv4
 address or a bracketed IPv6 literal, possibly empty), an optional numeric port, and then ``/``, ``?`` or the
 end; the username runs to the first ``:`` of the userinfo and holds no ``/`` or ``?``. So a password may hold
-unencoded ``@``, which SQLAlchemy's parser (first ``@``) misreads as part of the host. The price: in a URL
-with a password (or a port), an ``@`` after the host (``?application_name=svc@night``) must be written
-``%40``, otherwise everything up to it is taken for the password (masked, never shown). A ``%`` followed by
+unencoded ``@``, which SQLAlchemy's parser (first ``@``) misreads as part of the host. An ``@`` after the host
+(``?password=a@b``, ``?application_name=svc@night``) is read as part of the query when what the last ``@`` would
+make the password holds a query (``?name=``); otherwise, in a URL with a userinfo password, write it ``%40``, or
+everything up to it is taken for the password (masked, never shown). A ``%`` followed by
 two hex digits is a percent escape, as in every URL. A URL that cannot be read this way (no host after that
 ``@``, a port that is not a number) is masked from ``://`` to its last ``@``: never read at an earlier ``@``,
 which would show the rest of a password as the host.
@@ -47,6 +49,8 @@ _SCHEME = re.compile(r"[A-Za-z][\w+.\-]*://")
 _HOST_PORT = re.compile(r"(?P<host>\[[^\[\]/?#@\s]*\]|[A-Za-z0-9._~%\-]*)(?::(?P<port>[0-9]*))?(?=[/?]|\Z)")
 _PARAMETER = re.compile(r"(?:\A|&)(?P<name>[^&=]*)=")
 _LOOSE_PARAMETER = re.compile(r"[?&;](?P<name>[^&;=?]*)=")
+_QUERY_IN_USERINFO = re.compile(r"\?[^=&]*=")
+"""A query (``?name=``) inside what the last ``@`` would make the password."""
 _URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.\-]*://\S*")
 _CREDENTIAL_IN_TEXT = re.compile(
     r"(?i)(?<![\w.\-])(?P<name>pass|pwd|[\w.\-]*?(?:password|passwd|passphrase|secret|token|api[_.\-]?key"
@@ -178,7 +182,9 @@ def connectable_url(source: str) -> str:
         return text
     username, password, host, port, _ = meant
     authority = URL.create(url.scheme, username=username, password=password, host=host, port=port)
-    rebuilt = authority.render_as_string(hide_password=False) + text[url.tail:]
+    # an "@" after the host (in the database name or the query) would end SQLAlchemy's userinfo: encoded, it is read
+    # back as "@" (SQLAlchemy decodes both)
+    rebuilt = authority.render_as_string(hide_password=False) + text[url.tail:].replace("@", "%40")
     if _sqlalchemy_reading(rebuilt) != meant:
         raise SourceError(f"source {display_source(text)}: SQLAlchemy cannot read this URL as written; "
                           "percent-encode the reserved characters of its user name and database")
@@ -236,11 +242,31 @@ def _parse_url(text: str) -> _Url | None:
 
     An ``@`` can end the userinfo when the user name before it (up to the first ``:``) holds no ``/`` or ``?``.
     Only the last such ``@`` is tried: when no host follows it the URL is unreadable (and masked up to it),
-    rather than read at an earlier ``@``, which would show the rest of the password as the host.
+    rather than read at an earlier ``@``, which would show the rest of the password as the host. One exception:
+    when that reading's password holds a query (``?name=``) and the authority as RFC 3986 bounds it (up to the first
+    ``/``, ``?`` or ``#``) gives a URL, that is the reading: ``user@host/db?password=a@b`` has a query password.
     """
     scheme = _SCHEME.match(text)
     if scheme is None:
         return None
+    start = scheme.end()
+    last = _last_at_reading(text, scheme)
+    if last is not None and last.password is not None and _QUERY_IN_USERINFO.search(last.raw(last.password)):
+        # "user@host:5432/db?password=a@b": the last "@" would make "5432/db?password=a" the password. When the
+        # authority as RFC 3986 bounds it (up to the first "/", "?" or "#") is a URL of its own, that is the reading.
+        end = min((i for i in (text.find(c, start) for c in "/?#") if i >= 0), default=len(text))
+        at = text.rfind("@", start, end)
+        username, colon, _ = text[start:at].partition(":") if at >= 0 else (None, "", "")
+        rfc = _url_after(text, scheme, at + 1 if at >= 0 else start, username=username,
+                         password=(start + len(username) + 1, at) if at >= 0 and colon else None)
+        if rfc is not None:
+            return rfc
+    return last
+
+
+def _last_at_reading(text: str, scheme: re.Match[str]) -> _Url | None:
+    """The URL with its userinfo read to the last ``@`` whose user name holds no ``/`` or ``?``; None if no host
+    follows that ``@``."""
     start = scheme.end()
     for at in (i for i in range(len(text) - 1, start - 1, -1) if text[i] == "@"):
         username, colon, _ = text[start:at].partition(":")
@@ -285,6 +311,21 @@ def _is_credential(name: str) -> bool:
     return name in _CREDENTIAL_NAMES or name.endswith(_CREDENTIAL_SUFFIXES)
 
 
+def _embedded_secrets(raw: str) -> list[str]:
+    """The credential values inside a query value that is itself a connection string (libpq's ``conninfo``,
+    ODBC's ``odbc_connect``: ``password=X``, ``PWD=X``), plain or percent-encoded once or twice; [] otherwise."""
+    found: list[str] = []
+    for decoded in dict.fromkeys((raw, unquote_plus(raw), unquote_plus(unquote_plus(raw)))):
+        found += [m.group("value").strip("'\"") for m in _CREDENTIAL_IN_TEXT.finditer(decoded)]
+    return [value for value in found if value]
+
+
+def _is_secret_value(name: str, raw: str) -> bool:
+    """A query value to mask whole: a credential's (``password``, ``token``, ...) or a connection string's that
+    holds one (so ``?conninfo=password%3DX`` and ``?odbc_connect=...PWD%3DX`` never show X)."""
+    return _is_credential(name) or bool(_embedded_secrets(raw))
+
+
 def _secrets(text: str) -> tuple[list[tuple[int, int]], list[str]]:
     """Of a URL's text: the spans to mask, in order, and the raw secrets they hold (spans may overlap).
 
@@ -296,16 +337,19 @@ def _secrets(text: str) -> tuple[list[tuple[int, int]], list[str]]:
     """
     after = text.index("://") + 3
     loose = [span for name, span in _values(_LOOSE_PARAMETER.finditer(text, after))
-             if _is_credential(_normal_name(name))]
+             if _is_secret_value(_normal_name(name), text[span[0]:span[1]])]
     url = _parse_url(text)
     if url is not None:
         read = ([url.password] if url.password else []) + [
-            span for name, span in url.parameters if _is_credential(name)]
-        return read + loose, [text[start:end] for start, end in read + loose]
-    last_at = text.rfind("@")
-    userinfo = [(after, last_at)] if last_at > after else []
-    password = [text[after:last_at].partition(":")[2]] if userinfo else []
-    return userinfo + loose, password + [text[start:end] for start, end in loose]
+            span for name, span in url.parameters if _is_secret_value(name, url.raw(span))]
+        spans = read + loose
+        raws = [text[start:end] for start, end in spans]
+    else:
+        last_at = text.rfind("@")
+        userinfo = [(after, last_at)] if last_at > after else []
+        spans = userinfo + loose
+        raws = ([text[after:last_at].partition(":")[2]] if userinfo else []) + [text[a:b] for a, b in loose]
+    return spans, raws + [inner for raw in raws for inner in _embedded_secrets(raw)]
 
 
 def _splice(text: str, spans: list[tuple[int, int]]) -> str:

@@ -45,6 +45,17 @@ _held: dict[str, str] = {}  # resolved workspace -> run id, for the locks this p
 _held_guard = threading.Lock()
 
 
+class CommitIncomplete(OSError):
+    """A run committed (its commit mark is durable) but some of its staged files could not be put in place. The run
+    stands: readers through this package already see its files, and the next run on the workspace puts them in
+    place (:func:`recover`). ``run_id`` names the run; the cause is chained."""
+
+    def __init__(self, run_id: str, cause: OSError) -> None:
+        super().__init__(f"run {run_id} is committed, but putting its files in place failed ({cause}); the next run "
+                         "on this workspace completes it")
+        self.run_id = run_id
+
+
 class WorkspaceBusy(Exception):
     """Another run holds the workspace and did not let go within the wait."""
 
@@ -104,7 +115,13 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
                 _discard(workspace, run_id)
                 raise
             _release(key)
-            _commit(workspace, run_id)
+            try:
+                _commit(workspace, run_id)
+            except CommitIncomplete:
+                raise  # committed: the next run (or reader) puts the rest in place; nothing to discard
+            except BaseException:
+                _discard(workspace, run_id)  # the commit mark was never written: the run is rolled back now
+                raise
             ended_well = True
         finally:
             if ended_well:  # a run that raised stays named, so the next run can make its manifest say failed
@@ -320,7 +337,10 @@ def _commit(workspace: Path, run_id: str) -> None:
             mark = {"run_id": run_id, "files": [str(f) for f in files],
                     "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             write_durably(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode())
-            _apply(workspace, folder)
+            try:
+                _apply(workspace, folder)
+            except OSError as error:
+                raise CommitIncomplete(run_id, error) from error
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(_staging_root(workspace))
 
@@ -337,13 +357,19 @@ def _apply(workspace: Path, folder: Path) -> None:
         listed = [Path(f) for f in json.loads(mark.read_text(encoding="utf-8"))["files"]]
     except (OSError, ValueError, KeyError, TypeError):
         listed = _staged_files(folder)
-    for rel in listed:
+    failed: OSError | None = None
+    for rel in listed:  # every file that can be moved is, so one that cannot holds back no other
         source, target = folder / rel, Path(workspace) / rel
         if not source.is_file():
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-        fsync_dir(target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            fsync_dir(target.parent)
+        except OSError as error:
+            failed = failed or error
+    if failed is not None:
+        raise failed
 
 
 def _committed_folders(workspace: Path) -> list[Path]:

@@ -82,11 +82,41 @@ def test_an_unreadable_url_is_masked_from_the_scheme_to_its_last_at(source, show
     assert display_source(source) == shown
 
 
-def test_an_at_after_the_host_of_a_url_with_a_password_is_taken_for_the_password():
-    """The documented price of the last-@ rule: over-masked (never shown), and %40 reads as meant."""
-    assert display_source(f"{PG}qi:pw@db/x?application_name=svc@night") == f"{PG}qi:***@night"
+def test_an_at_in_the_query_of_a_url_with_a_password_is_read_as_part_of_the_query():
+    """What the last "@" would make the password holds a query (``?name=``): the authority ends at the first "/"."""
+    from sqlalchemy.engine import make_url
+
+    source = f"{PG}qi:pw@db/x?application_name=svc@night"
+    assert display_source(source) == f"{PG}qi:***@db/x?application_name=svc@night"
+    assert source_password(source) == "pw"
+    url = make_url(connectable_url(source))
+    assert (url.username, url.password, url.host, url.database, url.query["application_name"]) == (
+        "qi", "pw", "db", "x", "svc@night")
     assert (display_source(f"{PG}qi:pw@db/x?application_name=svc%40night")
             == f"{PG}qi:***@db/x?application_name=svc%40night")
+
+
+def test_a_query_password_holding_an_at_is_masked_whole_and_connects_as_meant():
+    from sqlalchemy.engine import make_url
+
+    source = f"{PG}postgres@127.0.0.1:5432/test?options=-csearch_path%3Ds&password=Qry@Pass9Zq"
+    assert display_source(source) == f"{PG}postgres@127.0.0.1:5432/test?options=-csearch_path%3Ds&password=***"
+    url = make_url(connectable_url(source))
+    assert (url.host, url.port, url.database, url.query["password"]) == ("127.0.0.1", 5432, "test", "Qry@Pass9Zq")
+    assert "Pass9Zq" not in mask_secrets("could not connect to Pass9Zq (Qry)", source=source)
+
+
+@pytest.mark.parametrize(("source", "secret"), [
+    (f"{PG}postgres@h/db?conninfo=password%3DConnInfo1Vx", "ConnInfo1Vx"),
+    (f"{PG}postgres@h/db?conninfo=password=ConnInfo1Vx&sslmode=require", "ConnInfo1Vx"),
+    (f"{PG}postgres@h/db?conninfo=host%3Dh%20password%3D%27Conn%20Info%27", "Conn Info"),
+    ("mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC%7D%3BSERVER%3Dh%3BUID%3Du%3BPWD%3DodbcPWD9Zq", "odbcPWD9Zq"),
+])
+def test_a_connection_string_in_the_query_that_holds_a_password_is_masked_whole(source, secret):
+    shown = display_source(source)
+    assert secret not in shown and quote(secret) not in shown and "***" in shown
+    assert has_password(source)
+    assert secret not in mask_secrets(f"login failed for {secret!r}: {source}", source=source)
 
 
 @pytest.mark.parametrize("source", ["data/sample", "/srv/extracts/2026-01", "[red]x", "env:CEMENTRISK_SOURCE",
