@@ -223,6 +223,9 @@ def _checked_workspace(workspace: str | Path | None) -> Path:
     if workspace is not None and not str(workspace).strip():
         _refused(f"--workspace is empty (an unset variable?); pass --workspace DIR (or set {WORKSPACE_ENV})")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if workspace is None and WORKSPACE_ENV in os.environ and not os.environ[WORKSPACE_ENV].strip():
+        _refused(f"{WORKSPACE_ENV} is set but empty; set it to a folder or pass --workspace DIR")
+        raise typer.Exit(EXIT_BAD_INPUT)
     folder = Path(workspace) if workspace is not None else _default_workspace()
     if (folder / "__init__.py").is_file() and (folder / "transaction.py").is_file():
         _refused(f"{folder} is cementrisk's own workspace package, not a workspace; pass --workspace DIR "
@@ -536,7 +539,7 @@ def synth(
 
 def _print_counts(title: str, tables: dict[str, TableCounts]) -> None:
     """Row accounting per table and, where rows were quarantined, how many each rule caught."""
-    table = Table(title=title)
+    table = Table(title=_visible(title))
     for column in ("table", "rows in", "accepted", "quarantined", "skipped (registered)", "refused",
                    "columns dropped"):
         table.add_column(column)

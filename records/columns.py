@@ -192,13 +192,17 @@ def unified_arrow_schema(table: str, schemas: Sequence[pa.Schema]) -> pa.Schema:
     for schema in schemas:
         check_column_names(table, schema.names)
         check_arrow_schema(table, schema)
-    if len(schemas) == 1:
-        return schemas[0]
+    # a dictionary-encoded column (a pandas categorical) is its values' type, so parts may encode a column or not;
+    # a view type (string_view, binary_view) is read as its plain type, which every compute kernel takes
+    dense = [pa.schema([f.with_type(_plain_type(f.type)) for f in schema], metadata=schema.metadata)
+             for schema in schemas]
+    if len(dense) == 1:
+        return dense[0]
     try:
-        return pa.unify_schemas(list(schemas), promote_options="permissive")
+        return pa.unify_schemas(dense, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         types: dict[str, set[str]] = {}
-        for schema in schemas:
+        for schema in dense:
             for field in schema:
                 types.setdefault(field.name, set()).add(str(field.type))
         names = list(types)
@@ -207,6 +211,16 @@ def unified_arrow_schema(table: str, schemas: Sequence[pa.Schema]) -> pa.Schema:
         raise ContractError(f"table {table}: its Parquet part files disagree on the type of "
                             f"{_joined(clashing) if len(clashing) > 1 else clashing[0] if clashing else 'a column'}; "
                             "write every part with the same column types") from None
+
+
+def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(arrow_type):
+        return _plain_type(arrow_type.value_type)
+    if getattr(pa.types, "is_string_view", lambda _: False)(arrow_type):
+        return pa.string()
+    if getattr(pa.types, "is_binary_view", lambda _: False)(arrow_type):
+        return pa.binary()
+    return arrow_type
 
 
 def check_flat_frame(table: str, frame: pd.DataFrame) -> None:

@@ -163,6 +163,8 @@ def _table_files(folder: Path, table: str) -> tuple[list[Path], str]:
         if len(kinds) > 1:
             raise SourceError(f"table {table}: folder {path} mixes Parquet and CSV part files")
         return parts, "parquet" if kinds == {".parquet"} else "csv"
+    if not path.is_file():  # a FIFO or a device would block the read (with the workspace locked) or never end
+        raise SourceError(f"table {table}: {path} is not a regular file (a pipe or a device?); export it to a file")
     return [path], "parquet" if path.suffix.lower() == ".parquet" else "csv"
 
 
@@ -240,6 +242,12 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
                     skipped_batches=skipped_batches)
 
 
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
+            or pa.types.is_fixed_size_binary(arrow_type)
+            or bool(getattr(pa.types, "is_binary_view", lambda _: False)(arrow_type)))
+
+
 def _batch_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """An integer ``extract_batch`` column as int64, null where it is no valid batch number (below 1, above
     BATCH_MAX, or beyond int64 as uint64 may be): those rows belong to no batch and are read, then quarantined."""
@@ -277,10 +285,13 @@ def arrow_to_frame(table: pa.Table, name: str = "") -> pd.DataFrame:
     refused, naming the column and never showing its bytes.
     """
     for position, field in enumerate(table.schema):
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or pa.types.is_fixed_size_binary(
-                field.type):
+        value_type = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if _is_binary(value_type):
             try:
-                column = table.column(position).cast(pa.binary()).cast(pa.string())
+                column = table.column(position)
+                if pa.types.is_dictionary(field.type):
+                    column = column.cast(value_type)  # dense first: the dictionary's bytes checked as text below
+                column = column.cast(pa.binary()).cast(pa.string())
             except pa.ArrowInvalid:
                 from records.guard import header_labels
 
@@ -345,12 +356,16 @@ def _ends_inside_quotes(path: Path) -> bool:
             count += chunk.count(b'"')
     if count % 2 == 0:
         return False
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long quoted cell is no reason to stop before the end
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
             for _ in csv.reader(handle, strict=True):
                 pass
     except csv.Error as exc:
         return "unexpected end of data" in str(exc)
+    finally:
+        csv.field_size_limit(limit)
     return False
 
 
@@ -491,7 +506,8 @@ _NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '(?P<column>[^']*)'")
 _PERMANENT = (
     (re.compile(r'database "[^"]*" does not exist'), "the database does not exist"),
     (re.compile(r'role "[^"]*" does not exist'), "the user (role) does not exist"),
-    (re.compile(r"password authentication failed|no password supplied|authentication failed", re.I),
+    # "LDAP/RADIUS authentication failed" is also what PostgreSQL says when that server is down: left to retries
+    (re.compile(r"password authentication failed|no password supplied", re.I),
      "the login was refused (user or password)"),
     (re.compile(r"invalid (?:integer )?value .* for connection option|invalid port", re.I),
      "a connection option of the URL is invalid (the port?)"),
@@ -505,8 +521,11 @@ def _permanent_problem(exc: BaseException) -> str | None:
     text = str(getattr(exc, "orig", None) or exc)
     not_utf8 = _NOT_UTF8.search(text)
     if not_utf8:
-        return (f"column {not_utf8.group('column')} holds text that is not UTF-8 (its value is not shown); store it "
-                "as UTF-8")
+        from records.guard import header_labels
+
+        name = not_utf8.group("column")
+        label = name if header_labels([name]) == [name] else "a column whose name looks like an identifier (withheld)"
+        return f"{label} holds text that is not UTF-8 (its value is not shown); store it as UTF-8"
     return next((message for pattern, message in _PERMANENT if pattern.search(text)), None)
 
 

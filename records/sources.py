@@ -55,7 +55,7 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.\-]*://\S*")
 _CREDENTIAL_IN_TEXT = re.compile(
     r"(?i)(?<![\w.\-])(?P<name>pass|pwd|[\w.\-]*?(?:password|passwd|passphrase|secret|token|api[_.\-]?key"
     r"|access[_.\-]?key|secret[_.\-]?key))(?P<equals>\s*=\s*)"
-    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&]+)""")
+    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\{[^}]*\}|[^\s&]+)""")
 
 
 @dataclass(frozen=True)
@@ -251,17 +251,27 @@ def _parse_url(text: str) -> _Url | None:
         return None
     start = scheme.end()
     last = _last_at_reading(text, scheme)
-    if last is not None and last.password is not None and _QUERY_IN_USERINFO.search(last.raw(last.password)):
-        # "user@host:5432/db?password=a@b": the last "@" would make "5432/db?password=a" the password. When the
-        # authority as RFC 3986 bounds it (up to the first "/", "?" or "#") is a URL of its own, that is the reading.
-        end = min((i for i in (text.find(c, start) for c in "/?#") if i >= 0), default=len(text))
-        at = text.rfind("@", start, end)
-        username, colon, _ = text[start:at].partition(":") if at >= 0 else (None, "", "")
-        rfc = _url_after(text, scheme, at + 1 if at >= 0 else start, username=username,
-                         password=(start + len(username) + 1, at) if at >= 0 and colon else None)
-        if rfc is not None:
-            return rfc
-    return last
+    rfc = _rfc_reading(text, scheme, last)
+    return rfc if rfc is not None else last
+
+
+def _rfc_reading(text: str, scheme: re.Match[str], last: _Url | None) -> _Url | None:
+    """The reading of ``user@host:5432/db?password=a@b`` (a query holding an ``@``), where the last ``@`` would
+    make ``5432/db?password=a`` the password; None when the URL is not of that shape.
+
+    Taken only when the last-``@`` reading's password holds a query (``?name=``) and the authority as RFC 3986
+    bounds it (up to the first ``/``, ``?`` or ``#``) is a user name without a password, ``@``, then a host: a
+    userinfo password may hold unencoded ``/ ? # @``, so a URL whose authority has a ``:`` before its ``@`` keeps
+    the last-``@`` reading. Whoever shows such a URL masks what both readings call a secret (:func:`_secrets`).
+    """
+    if last is None or last.password is None or not _QUERY_IN_USERINFO.search(last.raw(last.password)):
+        return None
+    start = scheme.end()
+    end = min((i for i in (text.find(c, start) for c in "/?#") if i >= 0), default=len(text))
+    at = text.rfind("@", start, end)
+    if at < 0 or ":" in text[start:at] or "@" in text[start:at]:
+        return None
+    return _url_after(text, scheme, at + 1, username=text[start:at], password=None)
 
 
 def _last_at_reading(text: str, scheme: re.Match[str]) -> _Url | None:
@@ -311,22 +321,32 @@ def _is_credential(name: str) -> bool:
     return name in _CREDENTIAL_NAMES or name.endswith(_CREDENTIAL_SUFFIXES)
 
 
-def _embedded_secrets(raw: str) -> list[str]:
+def _embedded_secrets(raw: str, *, depth: int = 0) -> list[str]:
     """The credential values inside a query value that is itself a connection string (libpq's ``conninfo``,
-    ODBC's ``odbc_connect``: ``password=X``, ``PWD=X``), plain or percent-encoded once or twice; [] otherwise."""
+    ODBC's ``odbc_connect``: ``password=X``, ``PWD=X``, or a URL with a password, ``conninfo=postgresql://u:X@h``),
+    plain or percent-encoded once or twice; [] otherwise."""
     found: list[str] = []
     for decoded in dict.fromkeys((raw, unquote_plus(raw), unquote_plus(unquote_plus(raw)))):
-        found += [m.group("value").strip("'\"") for m in _CREDENTIAL_IN_TEXT.finditer(decoded)]
+        found += [m.group("value").strip("'\"{}") for m in _CREDENTIAL_IN_TEXT.finditer(decoded)]
+        if "://" in decoded and depth < 2:  # a URL inside the value: its own secrets
+            found += _secrets(decoded[decoded.index("://") - len(_url_scheme_before(decoded)):], depth=depth + 1)[1]
     return [value for value in found if value]
 
 
-def _is_secret_value(name: str, raw: str) -> bool:
+def _url_scheme_before(text: str) -> str:
+    """The scheme letters just before the first ``://`` of ``text`` (``postgresql`` of ``x=postgresql://...``)."""
+    head = text[:text.index("://")]
+    match = re.search(r"[A-Za-z][\w+.\-]*$", head)
+    return match.group(0) if match else ""
+
+
+def _is_secret_value(name: str, raw: str, *, depth: int = 0) -> bool:
     """A query value to mask whole: a credential's (``password``, ``token``, ...) or a connection string's that
     holds one (so ``?conninfo=password%3DX`` and ``?odbc_connect=...PWD%3DX`` never show X)."""
-    return _is_credential(name) or bool(_embedded_secrets(raw))
+    return _is_credential(name) or bool(_embedded_secrets(raw, depth=depth))
 
 
-def _secrets(text: str) -> tuple[list[tuple[int, int]], list[str]]:
+def _secrets(text: str, *, depth: int = 0) -> tuple[list[tuple[int, int]], list[str]]:
     """Of a URL's text: the spans to mask, in order, and the raw secrets they hold (spans may overlap).
 
     Empty spans are kept (nothing to mask there). Besides the userinfo password and the credential values of
@@ -337,11 +357,17 @@ def _secrets(text: str) -> tuple[list[tuple[int, int]], list[str]]:
     """
     after = text.index("://") + 3
     loose = [span for name, span in _values(_LOOSE_PARAMETER.finditer(text, after))
-             if _is_secret_value(_normal_name(name), text[span[0]:span[1]])]
+             if _is_secret_value(_normal_name(name), text[span[0]:span[1]], depth=depth)]
     url = _parse_url(text)
     if url is not None:
-        read = ([url.password] if url.password else []) + [
-            span for name, span in url.parameters if _is_secret_value(name, url.raw(span))]
+        readings = [url]
+        scheme = _SCHEME.match(text)
+        other = _last_at_reading(text, scheme) if scheme is not None else None
+        if other is not None and other != url:  # an ambiguous URL: what either reading calls a secret is one
+            readings.append(other)
+        read = [span for reading in readings for span in (
+            ([reading.password] if reading.password else [])
+            + [span for name, span in reading.parameters if _is_secret_value(name, reading.raw(span), depth=depth)])]
         spans = read + loose
         raws = [text[start:end] for start, end in spans]
     else:
@@ -349,7 +375,7 @@ def _secrets(text: str) -> tuple[list[tuple[int, int]], list[str]]:
         userinfo = [(after, last_at)] if last_at > after else []
         spans = userinfo + loose
         raws = ([text[after:last_at].partition(":")[2]] if userinfo else []) + [text[a:b] for a, b in loose]
-    return spans, raws + [inner for raw in raws for inner in _embedded_secrets(raw)]
+    return spans, raws + [inner for raw in raws for inner in _embedded_secrets(raw, depth=depth)]
 
 
 def _splice(text: str, spans: list[tuple[int, int]]) -> str:

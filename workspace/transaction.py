@@ -46,11 +46,12 @@ _held_guard = threading.Lock()
 
 
 class CommitIncomplete(OSError):
-    """A run committed (its commit mark is durable) but some of its staged files could not be put in place. The run
-    stands: readers through this package already see its files, and the next run on the workspace puts them in
-    place (:func:`recover`). ``run_id`` names the run; the cause is chained."""
+    """A run committed (its commit mark is durable) but some of its staged files were not put in place: an I/O error,
+    or an interrupt (Ctrl-C, a termination signal) in the middle of the renames. The run stands: readers through
+    this package already see its files, and the next run on the workspace puts them in place (:func:`recover`).
+    ``run_id`` names the run; the cause is chained."""
 
-    def __init__(self, run_id: str, cause: OSError) -> None:
+    def __init__(self, run_id: str, cause: BaseException) -> None:
         super().__init__(f"run {run_id} is committed, but putting its files in place failed ({cause}); the next run "
                          "on this workspace completes it")
         self.run_id = run_id
@@ -120,7 +121,8 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
             except CommitIncomplete:
                 raise  # committed: the next run (or reader) puts the rest in place; nothing to discard
             except BaseException:
-                _discard(workspace, run_id)  # the commit mark was never written: the run is rolled back now
+                if not (_staging_root(workspace) / run_id / COMMIT_MARK).is_file():
+                    _discard(workspace, run_id)  # the commit mark was never written: the run is rolled back now
                 raise
             ended_well = True
         finally:
@@ -339,8 +341,8 @@ def _commit(workspace: Path, run_id: str) -> None:
             write_durably(folder / COMMIT_MARK, (json.dumps(mark, indent=2) + "\n").encode())
             try:
                 _apply(workspace, folder)
-            except OSError as error:
-                raise CommitIncomplete(run_id, error) from error
+            except BaseException as error:  # past the commit point (an I/O error, Ctrl-C, a termination signal):
+                raise CommitIncomplete(run_id, error) from error  # never discarded; recover() finishes it
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(_staging_root(workspace))
 

@@ -217,6 +217,50 @@ def test_a_failure_after_the_commit_point_is_reported_as_what_it_is(night, ws, m
     assert again.returncode == 0, again.out
 
 
+def test_an_interrupt_between_the_renames_of_the_commit_leaves_the_run_for_the_next_run_to_finish(night, ws,
+                                                                                                 monkeypatch):
+    """Ctrl-C (or a termination signal) after the commit mark: the run is committed, so nothing of it is discarded
+    (a discarded half-applied commit would leave the ledger ahead of the registry for good); the next run puts the
+    rest in place and the registry equals the ledger."""
+    _, source = night
+    real = os.replace
+    moved = []
+
+    def replace(src, dst, *args, **kwargs):
+        if ".staging" in Path(src).parts and ".staging" not in Path(dst).parts:  # the commit's renames into place
+            moved.append(dst)
+            if len(moved) == 3:
+                raise KeyboardInterrupt("Ctrl-C during the commit")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(transaction.os, "replace", replace)
+    outcome = cli_inprocess("run", "--source", source, "--workspace", ws, *LOCAL)
+    monkeypatch.undo()
+    check_no_traceback(outcome)
+    assert outcome.returncode == 1, outcome.out
+    assert "incomplete:" in outcome.flat and "is committed" in outcome.flat and "rolled back" not in outcome.out
+    assert any((ws / ".staging").glob(f"*/{transaction.COMMIT_MARK}")), "the committed run's staging was discarded"
+    again = cli_inprocess("run", "--source", source, "--workspace", ws, *LOCAL)
+    assert again.returncode == 0, again.out
+    assert not (ws / ".staging").exists() or not any((ws / ".staging").iterdir())
+    check_registry_is_the_ledger(ws)
+    assert sorted(ledger(ws)["batches"], key=int) == ["1", "2"]
+    assert (ws / "runs" / outcome.manifest_path().parent.name / "manifest.json").is_file()
+    assert json.loads(outcome.manifest_path().read_text())["status"] == "ok"
+
+
+def test_an_empty_workspace_variable_is_refused(tmp_path, monkeypatch):
+    source = write_source(tmp_path / "src", make_batch(3, batch=1))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("CEMENTRISK_WORKSPACE", "  ")
+    outcome = cli_inprocess("run", "--source", source, *LOCAL)
+    assert outcome.returncode == 2, outcome.out
+    assert "refused: CEMENTRISK_WORKSPACE is set but empty" in outcome.flat
+    assert list(cwd.iterdir()) == []
+
+
 INTERRUPT = r'''
 import dataclasses, sys
 import pipelines.job as job
@@ -550,13 +594,23 @@ def _text_file(tmp_path: Path) -> Path:
     return path
 
 
+def _fifo(tmp_path: Path) -> Path:
+    """levels.csv a named pipe nobody writes to: reading it would wait for ever, with the workspace locked."""
+    folder = write_source(tmp_path / "fifo", make_batch(3, batch=2, start=20))
+    (folder / "levels.csv").unlink()
+    os.mkfifo(folder / "levels.csv")
+    return folder
+
+
 @pytest.mark.parametrize(("label", "make", "said"), [
     ("source does not exist", _missing, "refused: source not found: {source}"),
+    ("a table that is a pipe", _fifo, "refused: table levels: {source}/levels.csv is not a regular file"),
     ("folder with no tables", _no_tables, "refused: table procedures not found in {source}"),
     ("table folder without part files", _table_folder_without_parts,
      "refused: table levels: folder {source}/levels holds no .parquet or .csv part files"),
     ("a text file", _text_file, "refused: source {source} is a file but not a SQLite database"),
-], ids=["source does not exist", "folder with no tables", "table folder without part files", "a text file"])
+], ids=["source does not exist", "a table that is a pipe", "folder with no tables", "table folder without part files",
+        "a text file"])
 def test_a_refused_source_prints_only_paths_that_exist(ws, night, tmp_path, label, make, said):
     source = make(tmp_path)
     before = _state(ws)

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -188,6 +189,38 @@ def test_every_part_file_of_a_parquet_table_is_checked(tmp_path, ws, base, label
         assert result.returncode == 2, result.out
         assert said in result.flat, result.out
     assert manifest["status"] == "refused"
+
+
+@pytest.mark.parametrize("how", ["a dictionary-encoded column in one part only", "int32 in one part, int64 in the other",
+                                 "a column only the later part has"])
+def test_part_files_that_differ_only_in_encoding_or_width_are_read_whole(tmp_path, ws, base, how):
+    """What writers differ in without meaning anything (pandas categoricals, integer widths, an extra column the
+    contract does not know): the parts are one table, every row taken, the extra column dropped and named."""
+    batch = make_batch(4, batch=2, start=20)
+    procedures = pa.Table.from_pandas(batch.procedures, preserve_index=False)
+    part0, part1 = procedures.slice(0, 2), procedures.slice(2, 2)
+    if how.startswith("a dictionary"):
+        i = part1.schema.get_field_index("sex")
+        part1 = part1.set_column(i, "sex", pc.dictionary_encode(part1.column("sex")))
+    elif how.startswith("int32"):
+        i = part1.schema.get_field_index("age_years")
+        part1 = part1.set_column(i, "age_years", part1.column("age_years").cast(pa.int32()))
+    else:
+        part1 = part1.append_column("ward_code", pa.array(["W1", "W2"]))
+    folder = tmp_path / "src"
+    (folder / "procedures").mkdir(parents=True)
+    pq.write_table(part0, folder / "procedures" / "part-0.parquet")
+    pq.write_table(part1, folder / "procedures" / "part-1.parquet")
+    pq.write_table(pa.Table.from_pandas(batch.levels, preserve_index=False), folder / "levels.parquet")
+    outcome = cli_inprocess("run", "--source", folder, "--workspace", ws, *LOCAL)
+    assert outcome.returncode == 0, outcome.out
+    check_no_traceback(outcome)
+    manifest = outcome.manifest()
+    check_accounting(manifest)
+    assert manifest["tables"]["procedures"]["rows_accepted"] == 4
+    assert manifest["tables"]["procedures"]["columns_dropped"] == (["ward_code"] if how.startswith("a column") else [])
+    assert published(ws) == manifest["run_id"]
+    check_registry_is_the_ledger(ws)
 
 
 # --- category values that are names ---------------------------------------------------------------------------

@@ -195,6 +195,23 @@ def test_an_escape_sequence_in_a_header_is_never_written_raw_to_the_terminal(tmp
     check_accounting(outcome.manifest())
 
 
+def test_an_escape_sequence_in_the_source_path_is_never_written_raw_to_the_terminal(tmp_path):
+    """The path reaches the table's title and the status line: CSI and OSC sequences are shown as \\x1b, not run."""
+    source = write_csv(tmp_path / "esc\x1b[31mRED\x1b]0;PWNED\x07", *_frames_of(make_batch(3, batch=1)))
+    for args in (("validate", "--source", source),
+                 ("run", "--source", source, "--workspace", tmp_path / "ws", "--engine", "local", "--no-models")):
+        outcome = cli_inprocess(*args)
+        assert outcome.returncode == 0, outcome.out
+        check_no_traceback(outcome)
+        check_absent(outcome.out, "\x1b", "\x07")
+        if args[0] == "validate":  # the title names the source
+            assert "esc\\x1b[31mRED" in outcome.out
+
+
+def _frames_of(batch):
+    return batch.procedures, batch.levels
+
+
 def test_bracketed_source_and_workspace_paths_are_printed_literally(tmp_path):
     batch = make_batch(3, batch=1)
     procedures = batch.procedures.astype(object).copy()

@@ -237,6 +237,34 @@ def src_parquet_binary_not_utf8(root: Path, batch: int) -> Path:
     return write_parquet(root, table, l)
 
 
+def src_parquet_dictionary_binary_not_utf8(root: Path, batch: int) -> Path:
+    p, l = _frames(batch=batch, start=batch * 10)
+    table = pa.Table.from_pandas(p, preserve_index=False)
+    notes = pa.array([b"a", FREE_TEXT.encode("latin-1"), b"b", b"c"], pa.binary()).dictionary_encode()
+    return write_parquet(root, table.append_column("notes", notes), l)
+
+
+def src_parquet_binary_view_not_utf8(root: Path, batch: int) -> Path:
+    p, l = _frames(batch=batch, start=batch * 10)
+    table = pa.Table.from_pandas(p, preserve_index=False)
+    notes = pa.array([b"a", FREE_TEXT.encode("latin-1"), b"b", b"c"], pa.binary_view())
+    return write_parquet(root, table.append_column("notes", notes), l)
+
+
+def src_sqlite_not_utf8_in_an_identifier_named_column(root: Path, batch: int) -> Path:
+    """The column's name is an e-mail address: the refusal must not print it either."""
+    p, l = _frames(batch=batch, start=batch * 10)
+    p[IDENTIFIER_NAME] = ["a", "b", "c", "d"]
+    path = write_sqlite(root / "extract.sqlite", p, l)
+    with sqlite3.connect(path) as connection:
+        connection.execute(f'UPDATE procedures SET "{IDENTIFIER_NAME}" = CAST(? AS TEXT) WHERE procedure_id = ?',
+                           (FREE_TEXT.encode("latin-1"), p["procedure_id"].iloc[1]))
+    return path
+
+
+IDENTIFIER_NAME = "jane.doe@hospital.example"
+
+
 # ------------------------------------------------------------------------------------------ the Prefect engine
 
 PREFECT_DRIVER = textwrap.dedent("""
@@ -399,8 +427,16 @@ LOCAL_REFUSALS = [
                       notes=["a", "line one\nline two", "c", "d"]),
                  "procedures.csv is not well-formed CSV", ("line one",),
                  id="truncated-inside-a-quoted-multiline-cell"),
+    pytest.param(_cut("procedures", lambda data: data[: data.index(b"line one") + 8], quote_all=True,
+                      notes=["x" * 200_000, "line one\nline two", "c", "d"]),
+                 "procedures.csv is not well-formed CSV", ("line one",),
+                 id="truncated-inside-a-quoted-cell-after-a-cell-longer-than-pythons-csv-limit"),
     pytest.param(src_sqlite_not_utf8, "UTF-8", (HIDDEN,), id="sqlite-text-not-utf8"),
     pytest.param(src_parquet_binary_not_utf8, "UTF-8", (HIDDEN,), id="parquet-binary-not-utf8"),
+    pytest.param(src_parquet_dictionary_binary_not_utf8, "UTF-8", (HIDDEN,), id="parquet-dictionary-binary-not-utf8"),
+    pytest.param(src_parquet_binary_view_not_utf8, "UTF-8", (HIDDEN,), id="parquet-binary-view-not-utf8"),
+    pytest.param(src_sqlite_not_utf8_in_an_identifier_named_column, "not UTF-8", (HIDDEN, IDENTIFIER_NAME),
+                 id="sqlite-not-utf8-in-a-column-named-like-an-e-mail"),
 ]
 
 

@@ -28,7 +28,7 @@ def main():
     for runner in ("default", "dask"):
         start = time.perf_counter()
         outcome = flow_with_runner(runner, dask_workers=2)(str(root / "src"), root / runner, run_id="night",
-                                                           n_folds=3, n_boot=30)
+                                                           n_folds=3, n_boot=10)
         times[runner] = round(time.perf_counter() - start, 1)
         assert outcome.manifest.status == "ok", outcome.manifest.reason
     print(json.dumps(times))
@@ -40,7 +40,7 @@ if __name__ == "__main__":  # Dask's worker processes import this file again: th
 
 @pytest.mark.slow
 def test_dask_and_default_runners_give_equal_metrics_json(tmp_path):
-    write_registry(generate_registry(1_000, seed=21), tmp_path / "src")
+    write_registry(generate_registry(600, seed=21), tmp_path / "src")
     script = tmp_path / "both_runners.py"
     script.write_text(BOTH_RUNNERS.format(repo=str(REPO)))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}

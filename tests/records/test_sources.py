@@ -82,28 +82,45 @@ def test_an_unreadable_url_is_masked_from_the_scheme_to_its_last_at(source, show
     assert display_source(source) == shown
 
 
-def test_an_at_in_the_query_of_a_url_with_a_password_is_read_as_part_of_the_query():
-    """What the last "@" would make the password holds a query (``?name=``): the authority ends at the first "/"."""
-    from sqlalchemy.engine import make_url
-
-    source = f"{PG}qi:pw@db/x?application_name=svc@night"
-    assert display_source(source) == f"{PG}qi:***@db/x?application_name=svc@night"
-    assert source_password(source) == "pw"
-    url = make_url(connectable_url(source))
-    assert (url.username, url.password, url.host, url.database, url.query["application_name"]) == (
-        "qi", "pw", "db", "x", "svc@night")
+def test_an_at_after_the_host_of_a_url_with_a_password_is_taken_for_the_password():
+    """The documented price of the last-@ rule: over-masked (never shown), and %40 reads as meant."""
+    assert display_source(f"{PG}qi:pw@db/x?application_name=svc@night") == f"{PG}qi:***@night"
     assert (display_source(f"{PG}qi:pw@db/x?application_name=svc%40night")
             == f"{PG}qi:***@db/x?application_name=svc%40night")
 
 
-def test_a_query_password_holding_an_at_is_masked_whole_and_connects_as_meant():
+def test_a_query_password_holding_an_at_connects_as_meant_and_both_readings_are_masked():
+    """No userinfo password: the authority ends at the first "/" (RFC 3986), and what the last "@" would call the
+    password is masked too (over-masked, never shown)."""
     from sqlalchemy.engine import make_url
 
     source = f"{PG}postgres@127.0.0.1:5432/test?options=-csearch_path%3Ds&password=Qry@Pass9Zq"
-    assert display_source(source) == f"{PG}postgres@127.0.0.1:5432/test?options=-csearch_path%3Ds&password=***"
+    assert display_source(source) == f"{PG}postgres@127.0.0.1:***"
+    assert has_password(source)
     url = make_url(connectable_url(source))
     assert (url.host, url.port, url.database, url.query["password"]) == ("127.0.0.1", 5432, "test", "Qry@Pass9Zq")
     assert "Pass9Zq" not in mask_secrets("could not connect to Pass9Zq (Qry)", source=source)
+
+
+@pytest.mark.parametrize(("source", "secret", "host"), [
+    ("postgresql://u:/ZQ?F=FN@127.0.0.1/db", "/ZQ?F=FN", "127.0.0.1"),
+    ("postgresql://admin:2024?pw=Secret@db.example.com/prod", "2024?pw=Secret", "db.example.com"),
+    ("postgresql://u:Pa@Ssw0rd?x=1@db.example.com/prod", "Pa@Ssw0rd?x=1", "db.example.com"),
+    ("postgresql://svc:k9@Lm?Q=x7@db.example.com:5432/prod", "k9@Lm?Q=x7", "db.example.com"),
+])
+def test_a_userinfo_password_that_holds_a_query_keeps_the_last_at_reading(source, secret, host):
+    """A ":" before the authority's "@" is a password: it may hold "/ ? = @" (the review's counter-examples)."""
+    from sqlalchemy.engine import make_url
+
+    shown = display_source(source)
+    assert all(piece not in shown for piece in secret_pieces(secret)), shown
+    assert has_password(source)
+    url = make_url(connectable_url(source))
+    assert (url.host, url.password) == (host, secret)
+
+
+def secret_pieces(secret: str) -> list[str]:
+    return [secret, *(p for p in secret.replace("?", "@").split("@") if len(p) >= 4)]
 
 
 @pytest.mark.parametrize(("source", "secret"), [
@@ -111,6 +128,8 @@ def test_a_query_password_holding_an_at_is_masked_whole_and_connects_as_meant():
     (f"{PG}postgres@h/db?conninfo=password=ConnInfo1Vx&sslmode=require", "ConnInfo1Vx"),
     (f"{PG}postgres@h/db?conninfo=host%3Dh%20password%3D%27Conn%20Info%27", "Conn Info"),
     ("mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC%7D%3BSERVER%3Dh%3BUID%3Du%3BPWD%3DodbcPWD9Zq", "odbcPWD9Zq"),
+    (f"{PG}127.0.0.1:5432/test?conninfo=postgresql%3A%2F%2Fpostgres%3ASecretXy%40127.0.0.1%2Ftest", "SecretXy"),
+    (f"{PG}127.0.0.1:5432/test?conninfo=postgresql://postgres:SecretXy@127.0.0.1/test", "SecretXy"),
 ])
 def test_a_connection_string_in_the_query_that_holds_a_password_is_masked_whole(source, secret):
     shown = display_source(source)
