@@ -36,24 +36,18 @@ from reports.summary import run_summary_markdown, run_summary_tables
 TASK_RUNNERS = ("default", "dask")
 
 
-def _retry_condition(retry_if: Callable[[BaseException], bool], *,
-                     unreadable: bool) -> Callable[[object, object, object], bool]:
-    """A Prefect ``retry_condition_fn``: retry when the failed state's error passes ``retry_if``; a state whose
-    error cannot be read is retried when ``unreadable`` says so."""
-    def condition(task_obj: object, task_run: object, state: object) -> bool:
-        try:
-            error = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - an unreadable state: as the caller chose
-            return unreadable
-        return retry_if(error)
-
-    return condition
+def _retry_on_transient_io(task_obj: object, task_run: object, state: object) -> bool:
+    """A Prefect ``retry_condition_fn`` for the file-writing tasks: retry on an I/O error that may pass
+    (records.errors.TRANSIENT_WRITE_ERRNOS), never when the failed state's error cannot be read. Safe because the
+    writing steps are idempotent (the registry and the scored store record their work last, atomically, and a run's
+    files are replaced whole)."""
+    try:
+        error = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an unreadable state is not known to be transient
+        return False
+    return is_transient_write_error(error)
 
 
-# a file-writing task retries on an I/O error that may pass (records.errors.TRANSIENT_WRITE_ERRNOS): safe because the
-# writing steps are idempotent (the registry and the scored store record their work last, atomically, and a run's
-# files are replaced whole)
-_retry_on_transient_io = _retry_condition(is_transient_write_error, unreadable=False)
 _WRITES = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_transient_io)
 
 

@@ -216,9 +216,9 @@ def unified_arrow_schema(table: str, schemas: Sequence[pa.Schema]) -> pa.Schema:
 def _plain_type(arrow_type: pa.DataType) -> pa.DataType:
     if pa.types.is_dictionary(arrow_type):
         return _plain_type(arrow_type.value_type)
-    if getattr(pa.types, "is_string_view", lambda _: False)(arrow_type):
+    if pa.types.is_string_view(arrow_type):
         return pa.string()
-    if getattr(pa.types, "is_binary_view", lambda _: False)(arrow_type):
+    if pa.types.is_binary_view(arrow_type):
         return pa.binary()
     return arrow_type
 

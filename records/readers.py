@@ -244,8 +244,7 @@ def _read_parquet_night(folder: Path, registered: Mapping[int, BatchRows | None]
 
 def _is_binary(arrow_type: pa.DataType) -> bool:
     return (pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
-            or pa.types.is_fixed_size_binary(arrow_type)
-            or bool(getattr(pa.types, "is_binary_view", lambda _: False)(arrow_type)))
+            or pa.types.is_fixed_size_binary(arrow_type) or pa.types.is_binary_view(arrow_type))
 
 
 def _batch_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -284,12 +283,12 @@ def arrow_to_frame(table: pa.Table, name: str = "") -> pd.DataFrame:
     A binary column (text some writers store as bytes) is read as text when it is UTF-8; otherwise the table is
     refused, naming the column and never showing its bytes.
     """
-    for position, field in enumerate(table.schema):
-        value_type = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    for position, arrow_field in enumerate(table.schema):
+        value_type = arrow_field.type.value_type if pa.types.is_dictionary(arrow_field.type) else arrow_field.type
         if _is_binary(value_type):
             try:
                 column = table.column(position)
-                if pa.types.is_dictionary(field.type):
+                if pa.types.is_dictionary(arrow_field.type):
                     column = column.cast(value_type)  # dense first: the dictionary's bytes checked as text below
                 column = column.cast(pa.binary()).cast(pa.string())
             except pa.ArrowInvalid:
@@ -298,7 +297,7 @@ def arrow_to_frame(table: pa.Table, name: str = "") -> pd.DataFrame:
                 label = header_labels(table.schema.names)[position]
                 raise SourceError(f"table {name or '?'}: column {label} holds bytes that are not UTF-8 text (not "
                                   "shown); store it as UTF-8 text") from None
-            table = table.set_column(position, pa.field(field.name, pa.string()), column)
+            table = table.set_column(position, pa.field(arrow_field.name, pa.string()), column)
     return table.to_pandas(types_mapper=_arrow_to_pandas_type)
 
 

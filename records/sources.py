@@ -242,17 +242,21 @@ def _parse_url(text: str) -> _Url | None:
 
     An ``@`` can end the userinfo when the user name before it (up to the first ``:``) holds no ``/`` or ``?``.
     Only the last such ``@`` is tried: when no host follows it the URL is unreadable (and masked up to it),
-    rather than read at an earlier ``@``, which would show the rest of the password as the host. One exception:
-    when that reading's password holds a query (``?name=``) and the authority as RFC 3986 bounds it (up to the first
-    ``/``, ``?`` or ``#``) gives a URL, that is the reading: ``user@host/db?password=a@b`` has a query password.
+    rather than read at an earlier ``@``, which would show the rest of the password as the host. One exception,
+    :func:`_rfc_reading`: ``user@host/db?password=a@b`` (no userinfo password) has a query password.
     """
+    return _readings(text)[0]
+
+
+def _readings(text: str) -> tuple[_Url | None, _Url | None]:
+    """The reading of a URL (:func:`_parse_url`) and, when it is the RFC 3986 one, the last-``@`` reading it was
+    chosen over (else None): whoever shows the URL masks what either calls a secret."""
     scheme = _SCHEME.match(text)
     if scheme is None:
-        return None
-    start = scheme.end()
+        return None, None
     last = _last_at_reading(text, scheme)
     rfc = _rfc_reading(text, scheme, last)
-    return rfc if rfc is not None else last
+    return (rfc, last) if rfc is not None else (last, None)
 
 
 def _rfc_reading(text: str, scheme: re.Match[str], last: _Url | None) -> _Url | None:
@@ -358,13 +362,9 @@ def _secrets(text: str, *, depth: int = 0) -> tuple[list[tuple[int, int]], list[
     after = text.index("://") + 3
     loose = [span for name, span in _values(_LOOSE_PARAMETER.finditer(text, after))
              if _is_secret_value(_normal_name(name), text[span[0]:span[1]], depth=depth)]
-    url = _parse_url(text)
+    url, other = _readings(text)
     if url is not None:
-        readings = [url]
-        scheme = _SCHEME.match(text)
-        other = _last_at_reading(text, scheme) if scheme is not None else None
-        if other is not None and other != url:  # an ambiguous URL: what either reading calls a secret is one
-            readings.append(other)
+        readings = [url] if other is None else [url, other]  # an ambiguous URL: either reading's secrets are secret
         read = [span for reading in readings for span in (
             ([reading.password] if reading.password else [])
             + [span for name, span in reading.parameters if _is_secret_value(name, reading.raw(span), depth=depth)])]

@@ -118,9 +118,7 @@ def workspace_lock(workspace: Path, *, run_id: str, wait_seconds: float = 0.0) -
             _release(key)
             try:
                 _commit(workspace, run_id)
-            except CommitIncomplete:
-                raise  # committed: the next run (or reader) puts the rest in place; nothing to discard
-            except BaseException:
+            except BaseException:  # past a durable commit mark (CommitIncomplete) the next run puts the rest in place
                 if not (_staging_root(workspace) / run_id / COMMIT_MARK).is_file():
                     _discard(workspace, run_id)  # the commit mark was never written: the run is rolled back now
                 raise
