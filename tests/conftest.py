@@ -84,15 +84,21 @@ def valid_batch() -> RawBatch:
     return make_batch(6)
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """The PostgreSQL URL CI sets; tests needing it skip with a reason elsewhere."""
+def postgres_test_url() -> str:
+    """The PostgreSQL URL CI sets; a test that needs it fails in CI without it and skips with a reason elsewhere.
+    For module-scoped fixtures, which cannot use the :func:`postgres_url` fixture."""
     url = os.environ.get("CEMENTRISK_TEST_POSTGRES_URL")
     if not url:
         if os.environ.get("CI"):
             pytest.fail("CI must set CEMENTRISK_TEST_POSTGRES_URL (see .ci/run)")
         pytest.skip("no PostgreSQL: set CEMENTRISK_TEST_POSTGRES_URL to run this test")
     return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL URL CI sets (:func:`postgres_test_url`)."""
+    return postgres_test_url()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from tests.conftest import make_batch
+
 REPO = Path(__file__).resolve().parents[2]
 TABLES = ("procedures", "levels")
 WIDTH = "400"  # wide enough that rich never folds a path or a message line
@@ -132,6 +134,21 @@ def write_sqlite(path: Path, procedures: pd.DataFrame, levels: pd.DataFrame) -> 
 
 
 # --- checks --------------------------------------------------------------------------------------------------
+
+def published_base(root: Path) -> tuple[Path, str]:
+    """A workspace under ``root`` with one published run (batch 1, three procedures): its folder and run id. Module
+    fixtures make it once; tests work on copies."""
+    outcome = cli_inprocess("run", "--source", write_source(root / "s1", make_batch(3, batch=1)), "--workspace",
+                            root / "ws", "--engine", "local", "--no-models")
+    assert outcome.returncode == 0, outcome.out
+    return root / "ws", published(root / "ws")
+
+
+def check_paths_exist(outcome: Outcome, root: Path) -> None:
+    """Every path under ``root`` the CLI printed exists (as printed: a path rendered as something else does not)."""
+    for found in re.findall(re.escape(str(root)) + r"[^\s;,()'\"]*", outcome.out):
+        assert Path(found).exists() or Path(found.rstrip(":.")).exists(), f"printed path does not exist: {found}"
+
 
 def check_no_traceback(outcome: Outcome) -> None:
     assert "Traceback" not in outcome.out, outcome.out

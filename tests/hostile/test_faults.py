@@ -28,6 +28,7 @@ import pipelines.job as job
 import workspace.durable as durable
 from tests.conftest import make_batch
 from tests.hostile._support import (
+    check_paths_exist,
     check_absent,
     check_accounting,
     check_no_traceback,
@@ -49,12 +50,6 @@ SAMPLE = REPO / "data" / "sample"
 EXAMPLE_CASE = SAMPLE / "planned_case.json"
 NAME = "Jane Doe"  # an invalid etiology in batch 2: quarantined, never printed
 FULL = "No space left on device"
-
-
-def _check_paths_exist(outcome, root: Path) -> None:
-    """Every path under ``root`` the CLI printed exists."""
-    for found in re.findall(re.escape(str(root)) + r"[^\s;,()'\"]*", outcome.out):
-        assert Path(found).exists() or Path(found.rstrip(":.")).exists(), f"printed path does not exist: {found}"
 
 
 def _state(ws: Path) -> dict:
@@ -123,7 +118,7 @@ def test_a_full_disk_anywhere_fails_the_run_honestly(night, ws, monkeypatch, lab
     check_absent(json.dumps(manifest), NAME)
     assert _state(ws) == before
     check_registry_is_the_ledger(ws)
-    _check_paths_exist(outcome, ws)
+    check_paths_exist(outcome, ws)
 
 
 def test_a_full_disk_at_the_commit_leaves_no_staging_behind(night, ws, monkeypatch):
@@ -154,7 +149,7 @@ def test_a_disk_too_full_for_any_manifest_prints_no_manifest_path(night, ws, mon
     check_no_traceback(outcome)
     assert f"internal error: OSError: [Errno 28] {FULL}" in outcome.flat and "the run was rolled back" in outcome.flat
     assert outcome.manifest_path() is None  # none was written: none is named
-    _check_paths_exist(outcome, ws)
+    check_paths_exist(outcome, ws)
     assert _state(ws) == before
     check_absent(outcome.out, NAME)
 
@@ -178,7 +173,7 @@ def test_a_refusal_whose_manifest_cannot_be_closed_is_closed_by_the_next_run(nig
     monkeypatch.undo()
     assert outcome.returncode in (1, 2), outcome.out
     check_no_traceback(outcome)
-    _check_paths_exist(outcome, ws)
+    check_paths_exist(outcome, ws)
     stuck = outcome.manifest_path()
     assert stuck is not None and json.loads(stuck.read_text())["status"] in ("running", "failed", "refused")
     assert _state(ws) == before
@@ -287,7 +282,7 @@ def test_an_interrupt_in_the_middle_of_a_run_leaves_a_failed_manifest(night, ws)
     assert manifest["status"] == "failed" and "KeyboardInterrupt" in manifest["reason"], manifest
     check_accounting(manifest)
     assert _state(ws) == before
-    _check_paths_exist(outcome, ws)
+    check_paths_exist(outcome, ws)
 
 
 def _with_steps(monkeypatch, **steps) -> None:
@@ -348,7 +343,7 @@ def test_a_refused_prefect_api_url_names_no_manifest_that_is_not_written(tmp_pat
     assert "nothing was registered" in outcome.flat or "rolled back" in outcome.flat
     path = outcome.manifest_path()
     assert path is None or path.is_file(), f"names a manifest that was never written: {path}"
-    _check_paths_exist(outcome, tmp_path)
+    check_paths_exist(outcome, tmp_path)
     assert published(ws) is None and not (ws / "registry").exists()
     for manifest in ws.rglob("manifest.json"):
         assert json.loads(manifest.read_text())["status"] != "ok"
@@ -619,7 +614,7 @@ def test_a_refused_source_prints_only_paths_that_exist(ws, night, tmp_path, labe
         assert outcome.returncode == 2, outcome.out
         check_no_traceback(outcome)
         assert said.format(source=source) in outcome.flat, outcome.out
-        _check_paths_exist(outcome, ws)
+        check_paths_exist(outcome, ws)
     assert "nothing was registered; manifest:" in outcome.flat
     manifest = outcome.manifest()
     assert manifest["status"] == "refused" and manifest["reason"]
@@ -642,4 +637,4 @@ def test_a_run_with_a_refused_batch_prints_only_paths_that_exist(ws, tmp_path):
     assert after["published"] == before["published"] and after["rows"] == before["rows"]
     assert after["ledger"]["1"]["content_sha256"] == before["ledger"]["1"]["content_sha256"]
     assert after["ledger"]["1"]["refusals"][-1]["run_id"] == manifest["run_id"]  # the refusal is on record
-    _check_paths_exist(outcome, ws)
+    check_paths_exist(outcome, ws)

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import make_batch
 from tests.hostile._support import (
+    published_base,
     check_absent,
     check_accounting,
     check_no_traceback,
@@ -32,7 +33,6 @@ from tests.hostile._support import (
     ledger,
     published,
     write_csv,
-    write_source,
     write_sqlite,
 )
 
@@ -43,11 +43,7 @@ SECRETS = ("Jane Doe", "12345678", "MRN 1234567", "John Roe")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("guard-base")
-    outcome = cli_inprocess("run", "--source", write_source(root / "s1", make_batch(3, batch=1)), "--workspace",
-                            root / "ws", *LOCAL)
-    assert outcome.returncode == 0, outcome.out
-    return root / "ws", published(root / "ws")
+    return published_base(tmp_path_factory.mktemp("guard-base"))
 
 
 @pytest.fixture
@@ -191,8 +187,8 @@ def test_every_part_file_of_a_parquet_table_is_checked(tmp_path, ws, base, label
     assert manifest["status"] == "refused"
 
 
-@pytest.mark.parametrize("how", ["a dictionary-encoded column in one part only", "int32 in one part, int64 in the other",
-                                 "a column only the later part has"])
+@pytest.mark.parametrize("how", ["a dictionary-encoded column in one part only",
+                                 "int32 in one part, int64 in the other", "a column only the later part has"])
 def test_part_files_that_differ_only_in_encoding_or_width_are_read_whole(tmp_path, ws, base, how):
     """What writers differ in without meaning anything (pandas categoricals, integer widths, an extra column the
     contract does not know): the parts are one table, every row taken, the extra column dropped and named."""

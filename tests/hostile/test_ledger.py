@@ -23,7 +23,6 @@ from tests.hostile._support import (
     cli,
     cli_inprocess,
     dataset_rows,
-    flat,
     ledger,
     published,
     write_source,

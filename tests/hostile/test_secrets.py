@@ -13,7 +13,6 @@ database and its WAL included, is grepped for each password in every form it may
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import textwrap
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_batch
+from tests.conftest import make_batch, postgres_test_url
 from tests.hostile._support import (
     Outcome,
     check_absent,
@@ -41,18 +40,9 @@ HOST = "127.0.0.1:5432"
 SOURCE_REF = "env:CEMENTRISK_SOURCE_URL"
 
 
-def _base_url() -> str:
-    url = os.environ.get("CEMENTRISK_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set CEMENTRISK_TEST_POSTGRES_URL (see .ci/run)")
-        pytest.skip("no PostgreSQL: set CEMENTRISK_TEST_POSTGRES_URL to run this test")
-    return url
-
-
 def _authority() -> tuple[str, str, str]:
     """scheme, user, host:port/database of the test database (the URL is ``scheme://user@host:port/database``)."""
-    url = _base_url()
+    url = postgres_test_url()
     scheme, rest = url.split("://", 1)
     user, _, where = rest.rpartition("@")
     return scheme, user.split(":", 1)[0] or "postgres", where
@@ -90,7 +80,7 @@ def database():
     """An engine on the test database; each schema made through ``make`` is dropped at the end of the module."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(_base_url())
+    engine = sa.create_engine(postgres_test_url())
     made: list[str] = []
 
     def make(batch) -> str:
