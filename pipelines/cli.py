@@ -1,4 +1,4 @@
-"""The ``cementrisk`` command line: run, serve, score, plan, validate, synth.
+"""The ``cementrisk`` command line: run, serve, score, plan, report, validate, synth.
 
 Exit codes: 0 ok, 2 bad input or a busy workspace, 3 source unreachable after retries, 1 internal error.
 """
@@ -484,6 +484,42 @@ def plan(
         target.write_text(render_plan_html(result), encoding="utf-8")
     console.print(plan_text(result), markup=False, highlight=False)
     console.print(f"page: {target}")
+
+
+class Audience(str, Enum):
+    internal = "internal"
+    published = "published"
+
+
+@app.command()
+def report(
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    audience: Annotated[Audience, typer.Option(help="internal: exact counts and every verdict, each page marked "
+                                                    "'internal: not for release', written to internal/<run_id>/ "
+                                                    "(never published, never in a submission); published: "
+                                                    "suppressed as the run's own report, to reports/<run_id>/.")]
+    = Audience.internal,
+    alert: Annotated[float, typer.Option(help="Two-sided level of the alert limits.")] = 0.95,
+    alarm: Annotated[float, typer.Option(help="Two-sided level of the alarm limits (above --alert).")] = 0.998,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for a run on this workspace to finish.")]
+    = 60.0,
+) -> None:
+    """The published run's QI report again, for the QI team (internal) or with other alert and alarm limits."""
+    from reports.publish import report_for_audience
+    from workspace.transaction import workspace_lock
+
+    workspace = _checked_workspace(workspace)
+    if not (0 < alert < alarm < 1):
+        _refused(f"--alert and --alarm must be levels with 0 < alert < alarm < 1; got {alert:g} and {alarm:g}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    with _exit_codes(refused=(InputError, FileNotFoundError, WorkspaceBusy)), \
+            console.status(Text(f"writing the {audience.value} report ...")):
+        with workspace_lock(workspace, run_id=new_run_id(), wait_seconds=wait):
+            result = report_for_audience(workspace, audience=audience.value, limits=(alert, alarm))
+    if audience is Audience.internal:
+        console.print("internal: not for release (exact counts and every verdict)")
+    for label, path in (("report", result.report), ("metrics", result.metrics), ("qi units", result.qi_units)):
+        console.print(f"{label + ':':<11} {path}")
 
 
 @app.command()

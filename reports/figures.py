@@ -17,7 +17,8 @@ from features.matrices import build_level_frame, build_procedure_frame
 from models.outcomes import OUTCOMES
 from models.scoring import Scores
 from records import schema as s
-from reports import qi
+from reports import completeness, qi, verdicts
+from reports.attention import attention, calibration_figures
 from reports import seed_outcomes as so
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from reports.trends import observed_rates_by_year
@@ -26,9 +27,11 @@ UNIT_TYPES = {"site": s.SITE_ID, "operator": s.OPERATOR_ID}
 MONITORED = "leakage_any"
 VLAD_POINTS = 200
 FUNNEL_GRID = 120
-CUSUM_ODDS_RATIO, CUSUM_H = 2.0, 4.5
-QI_COLUMNS = ("unit_type", "unit_id", "outcome", "n", "observed", "expected", "oe_ratio", "oe_low", "oe_high",
-              "risk_adjusted_rate", "flag", "lower_998", "upper_998")
+COMPLETENESS_PROCEDURE_COLUMNS = (s.PROCEDURE_ID, s.SITE_ID, s.PROCEDURE_YEAR, s.INFECTION_90D)
+COMPLETENESS_LEVEL_COLUMNS = (s.PROCEDURE_ID, s.LEAKAGE, s.LEAKAGE_IMAGING)
+"""The registry columns :func:`completeness_figures` reads."""
+PUBLISHED, INTERNAL = "published", "internal"
+AUDIENCES = (PUBLISHED, INTERNAL)
 TITLES = {"leakage_any": "Any cement leakage (per level)", "leakage_canal": "Leakage into the canal (per level)",
           "leakage_venous": "Venous leakage (per level)", "infection_90d": "Infection within 90 days (per procedure)"}
 
@@ -77,81 +80,124 @@ def trends_figures(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     return out
 
 
-def qi_units_table(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bool]) -> tuple[pd.DataFrame, dict]:
-    """qi_units.csv and the QI figures: O/E and funnel per unit type and outcome with a published model."""
-    tables, blocks = [], {}
-    for spec in OUTCOMES:
-        frame = frames[spec.name]
-        if not published.get(spec.name) or frame["p"].isna().any() or frame.empty:
-            continue
-        units = {}
-        for unit_type, column in UNIT_TYPES.items():
-            table, block = _unit_block(frame, unit_type=unit_type, column=column, outcome=spec.name)
-            tables.append(table)
-            units[unit_type] = block
-        blocks[spec.name] = {"title": TITLES.get(spec.name, spec.name), "units": units}
-    qi_units = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(QI_COLUMNS))
-    return qi_units, blocks
+def qi_figures(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bool], *, audience: str = PUBLISHED,
+               limits: tuple[float, float] = (verdicts.ALERT, verdicts.ALARM),
+               completeness: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """(qi_units table, QI figures, monitoring figures) for ``audience``: 'published' withholds as a count every
+    verdict of a unit whose observed count is withheld; 'internal' keeps exact counts and every verdict. Each unit
+    carries its site's data completeness (:func:`completeness_figures`) beside its verdicts."""
+    if audience not in AUDIENCES:
+        raise ValueError(f"audience must be one of {AUDIENCES}; got {audience!r}")
+    alert, alarm = limits
+    found = verdicts.unit_verdicts(frames, published, alert=alert, alarm=alarm)
+    units = found.units.assign(verdict_withheld=False) if audience == INTERNAL else verdicts.publishable(found.units)
+    units = _with_completeness(units, completeness or {})
+    signals = found.signals if audience == INTERNAL else verdicts.signals_publishable(found.signals, units)
+    blocks = {}
+    for (outcome, unit_type), result in found.funnels.items():
+        rows = units[(units["outcome"] == outcome) & (units["unit_type"] == unit_type)]
+        blocks.setdefault(outcome, {"title": TITLES.get(outcome, outcome), "units": {}})["units"][unit_type] = \
+            _funnel_block(rows, result, frames[outcome], unit_type=unit_type)
+    if audience != INTERNAL and len(signals):  # a run length of 1 to 10 cases is a small count of cases too
+        signals = signals.assign(**{c: signals[c].map(lambda v: SUPPRESSED if is_small(int(v) + (c == "case"))
+                                                      else v) for c in ("case", "since_reset")})
+    monitoring = _monitoring_block(frames.get(MONITORED) if published.get(MONITORED) else None, units, signals)
+    levels = {"alert": alert, "alarm": alarm, "fdr": verdicts.FDR_LEVEL}
+    return units, {"outcomes": blocks, "levels": levels, "methods": found.methods}, monitoring
 
 
-def _unit_block(frame: pd.DataFrame, *, unit_type: str, column: str, outcome: str) -> tuple[pd.DataFrame, dict]:
-    table = qi.observed_expected(frame, unit=column, observed="y", expected="p")
-    result = qi.funnel_assessment(table)
-    t = result.table
-    out = pd.DataFrame({"unit_type": unit_type, "unit_id": t[qi.UNIT].astype(str), "outcome": outcome,
-                        "n": t[qi.N_CASES].astype(int), "observed": t[qi.OBSERVED].astype(int),
-                        "expected": t[qi.EXPECTED].round(3), "oe_ratio": t[qi.OE_RATIO].round(4),
-                        "oe_low": t[qi.OE_LOW].round(4), "oe_high": t[qi.OE_HIGH].round(4),
-                        "risk_adjusted_rate": t[qi.RISK_ADJUSTED_RATE].round(5), "flag": t[qi.FLAG],
-                        "lower_998": t["lower_998"].round(4), "upper_998": t["upper_998"].round(4),
-                        "precision": t[qi.PRECISION]})
-    withheld = suppress_table(out, count_columns=["n", "observed"], complements={"observed": "n"}, row_total="n",
-                              unprotectable="withhold",
-                              derived={"oe_ratio": ["observed"], "oe_low": ["observed"], "oe_high": ["observed"],
-                                       "risk_adjusted_rate": ["observed"], "precision": ["observed"]})
-    shown = withheld[withheld["observed"] != SUPPRESSED]
-    top = float(max(out["precision"].max(), 1.0)) * 1.1
-    grid = np.geomspace(max(float(out["precision"].min()) * 0.8, 0.05), top, FUNNEL_GRID)
-    limits = {label: [_round_list(x) for x in qi.funnel_limits(grid, tau2=result.tau2, level=level)]
-              for label, level in (("95%", 0.95), ("99.8%", 0.998))}
-    hidden = len(out) - len(shown)
-    method = result.method + (f" {hidden} {unit_type}s with 1 to 10 events or cases are not plotted (withheld)."
-                              if hidden else "")
-    block = {"method": method, "phi": _num(result.phi), "tau2": _num(result.tau2),
-             "overdispersed": bool(result.overdispersed),
-             "points": {"precision": _round_list(shown["precision"]), "oe_ratio": _round_list(shown["oe_ratio"]),
-                        "unit_id": shown["unit_id"].tolist(), "flag": shown["flag"].tolist()},
-             "limit_grid": _round_list(grid), "limits": limits,
-             "rows": [_jsonable(r) for r in withheld[list(QI_COLUMNS)].to_dict(orient="records")]}
-    return withheld[list(QI_COLUMNS)], block
+def _funnel_block(rows: pd.DataFrame, result: qi.FunnelResult, frame: pd.DataFrame, *, unit_type: str) -> dict:
+    shown = rows[~rows["verdict_withheld"]]
+    e = rows["expected"].to_numpy(dtype=float)
+    grid = np.geomspace(max(float(e.min()) * 0.8, 0.05), max(float(e.max()) * 1.2, 1.0), FUNNEL_GRID)
+    mean_risk = float(frame["p"].mean())
+    limits = {}
+    for label, level in ((f"{100 * result.alert:g}%", result.alert), (f"{100 * result.alarm:g}%", result.alarm)):
+        limits[label] = [_round_list(x) for x in qi.typical_limits(grid, mean_risk=mean_risk, tau2=result.tau2,
+                                                                    level=level)]
+    hidden = len(rows) - len(shown)
+    method = result.method + (f". {hidden} {unit_type}s whose observed count is withheld are not plotted and have "
+                              f"no published verdict." if hidden else "")
+    return {"method": method, "phi": _num(result.phi), "tau2": _num(result.tau2),
+            "overdispersed": bool(result.overdispersed),
+            "points": {"expected": _round_list(shown["expected"]), "oe_ratio": _round_list(shown["oe_ratio"]),
+                       "unit_id": shown["unit_id"].tolist(), "alarm": shown["alarm"].tolist(),
+                       "alert": shown["alert"].tolist()},
+            "limit_grid": _round_list(grid), "limits": limits,
+            "rows": [_jsonable(r) for r in rows.to_dict(orient="records")]}
 
 
-def monitoring_figures(frame: pd.DataFrame | None) -> dict[str, Any]:
-    """VLAD path and risk-adjusted CUSUM signals per site for any leakage, in registry order."""
+def _monitoring_block(frame: pd.DataFrame | None, units: pd.DataFrame, signals: pd.DataFrame) -> dict[str, Any]:
+    """VLAD per site for any leakage (registry order) and every CUSUM signal of the published units."""
     title = TITLES[MONITORED]
+    listed = [_jsonable(r) for r in signals.sort_values(["outcome", "unit_type", "unit_id", "case"]).to_dict(
+        orient="records")] if len(signals) else []
     if frame is None or frame.empty or frame["p"].isna().any():
-        return {"title": title, "sites": [], "reason": "no published leakage model: nothing to monitor"}
+        return {"title": title, "sites": [], "signals": listed,
+                "reason": "no published leakage model: nothing to monitor"}
     ordered = frame.sort_values([s.SITE_ID, s.PROCEDURE_YEAR, s.EXTRACT_BATCH, s.PROCEDURE_ID, s.VERTEBRA],
                                 kind="stable")
+    mine = units[(units["outcome"] == MONITORED) & (units["unit_type"] == "site")].set_index("unit_id")
     sites, withheld = [], 0
     for site, part in ordered.groupby(s.SITE_ID, sort=True, observed=True):
         y, p = part["y"].to_numpy(dtype=float), part["p"].to_numpy(dtype=float)
         events = int(y.sum())
-        if is_small(len(y)) or is_small(events) or is_small(len(y) - events):
+        if is_small(len(y)) or is_small(events) or is_small(len(y) - events) or \
+                bool(mine["verdict_withheld"].get(str(site), True)):
             withheld += 1
             continue
         path = qi.vlad(y, p)
-        cusum = qi.risk_adjusted_cusum(y, p, odds_ratio=CUSUM_ODDS_RATIO, h=CUSUM_H)
         at = np.unique(np.linspace(0, len(path) - 1, min(VLAD_POINTS, len(path))).round().astype(int))
         sites.append({"site": str(site), "n": len(y), "vlad_final": round(float(path[-1]), 2),
                       "vlad_path": _round_list(path[at]), "vlad_case": at.tolist(),
-                      "cusum_signals": len(cusum.signals)})
-    caption = (f"Running sum of expected minus observed leaks per site (up: fewer leaks than the case mix "
-               f"predicts). Levels in registry order (procedure year, extract batch, procedure). Risk-adjusted "
-               f"CUSUM for doubled odds (Steiner et al. 2000), threshold h = {CUSUM_H}.")
+                      "cusum_h": _num(mine.at[str(site), "cusum_h"]),
+                      "cusum_signals": _num(mine.at[str(site), "cusum_signals"]),
+                      "cusum_last_signal_year": mine.at[str(site), "cusum_last_signal_year"]})
+    caption = ("Running sum of expected minus observed leaks per site (up: fewer leaks than the case mix "
+               "predicts). Levels in registry order (procedure year, extract batch, procedure).")
     if withheld:
         caption += f" {withheld} sites with 1 to 10 levels, leaks or non-leaks are not charted (withheld)."
-    return {"title": title, "caption": caption, "sites": sites, "odds_ratio": CUSUM_ODDS_RATIO, "h": CUSUM_H}
+    return {"title": title, "caption": caption, "sites": sites, "signals": listed}
+
+
+def completeness_figures(procedures: pd.DataFrame, levels: pd.DataFrame, *, audience: str = PUBLISHED) -> dict:
+    """Data completeness per site (:func:`reports.completeness.site_completeness`), suppressed unless internal."""
+    if procedures.empty or not set(COMPLETENESS_PROCEDURE_COLUMNS) <= set(procedures.columns):
+        return {"method": "no procedures: completeness not assessed", "header": [], "rows": [], "sites": []}
+    found = completeness.site_completeness(procedures, levels)
+    table = found.table if audience == INTERNAL else found.published()
+    header = ["site", "procedures", "levels", "leakage not assessed", "share", "imaging not recorded", "share",
+              "infection follow-up missing", "share", "expected share", "latest-year volume / expected", "poor",
+              "reasons"]
+    rows, sites = [], []
+    c = completeness
+    for r in table.to_dict(orient="records"):
+        poor = r[c.POOR]
+        verdict = "withheld" if poor is None or pd.isna(poor) else ("poor" if bool(poor) else "ok")
+        rows.append([str(r[s.SITE_ID]), r[c.PROCEDURES], r[c.LEVELS], r[c.LEAKAGE_NOT_ASSESSED], _num(r[c.LEAKAGE_SHARE]),
+                     r[c.IMAGING_MISSING], _num(r[c.IMAGING_SHARE]), r[c.INFECTION_MISSING],
+                     _num(r[c.INFECTION_SHARE]), _num(r[c.INFECTION_EXPECTED_SHARE]), _num(r[c.VOLUME_RATIO]),
+                     verdict, "; ".join([*r[c.REASONS], *r[c.NOTES]])])
+        sites.append({"site_id": str(r[s.SITE_ID]), "poor": verdict == "poor", "verdict": verdict,
+                      "reasons": list(r[c.REASONS])})
+    return {"method": found.method, "header": header, "rows": [[_cell(v) for v in row] for row in rows],
+            "sites": sites}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return _num(value)
+    return value
+
+
+def _with_completeness(units: pd.DataFrame, figures: Mapping[str, Any]) -> pd.DataFrame:
+    """The verdict table with each unit's site completeness beside it ('poor', 'ok', 'withheld')."""
+    verdict = {row["site_id"]: row["verdict"] for row in figures.get("sites", [])}
+    out = units.copy()
+    out["site_completeness"] = out["site_id"].map(verdict).fillna("not assessed") if len(out) else []
+    return out
 
 
 def seed_outcome_figures(procedures: pd.DataFrame, levels: pd.DataFrame) -> dict[str, Any]:
@@ -198,12 +244,15 @@ def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], proced
                   levels: pd.DataFrame, scores: Scores | None, model_metrics: Mapping[str, dict],
                   submission: Mapping[str, Any], watermark: int,
                   frames: Mapping[str, pd.DataFrame] | None = None,
-                  versions: Mapping[str, str | None] | None = None) -> ReportFigures:
+                  versions: Mapping[str, str | None] | None = None, audience: str = PUBLISHED,
+                  limits: tuple[float, float] = (verdicts.ALERT, verdicts.ALARM)) -> ReportFigures:
     """All figures of one run; ``scores`` is None when no leakage model is published.
 
     ``frames`` (each outcome's labelled, scored rows, as :func:`outcome_frames` gives them) and ``versions`` (each
     outcome's champion) may come from the scored store instead of ``scores``; ``procedures`` and ``levels`` then need
-    only the columns of the registry summary and the seed outcomes.
+    only the columns of the registry summary, the data completeness and the seed outcomes. ``audience`` 'internal'
+    keeps the exact counts and every verdict of the QI sections (never published); ``limits`` are the two-sided
+    levels of the alert and alarm limits.
     """
     if frames is None:
         frames = outcome_frames(procedures, levels, scores)
@@ -212,20 +261,26 @@ def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], proced
     if not versions.get(MONITORED):
         versions = {}
     published = {spec.name: bool(versions.get(spec.name)) for spec in OUTCOMES}
-    qi_units, qi_blocks = qi_units_table(frames, published)
+    complete = completeness_figures(procedures, levels, audience=audience)
+    qi_units, qi_block, monitoring = qi_figures(frames, published, audience=audience, limits=limits,
+                                                completeness=complete)
     models = {name: {**block, "title": TITLES.get(name, name)} for name, block in model_metrics.items()}
+    calibration = calibration_figures(frames, published, manifest)
     figures = {
-        "run": dict(run),
+        "run": dict(run), "audience": audience,
         "registry": {"watermark": watermark, "procedures": len(procedures), "levels": len(levels),
                      "year_min": _int_or_none(procedures[s.PROCEDURE_YEAR].min()) if len(procedures) else None,
                      "year_max": _int_or_none(procedures[s.PROCEDURE_YEAR].max()) if len(procedures) else None},
+        "attention": attention(qi_units, monitoring["signals"], calibration, complete, qi_block["levels"]),
+        "completeness": complete,
         "data": data_figures(manifest),
         "trends": trends_figures(frames),
         "outcomes": models,
-        "qi": {"outcomes": qi_blocks,
-               "reason": "" if qi_blocks else "no published model: sites and operators cannot be compared yet",
+        "qi": {**qi_block,
+               "reason": "" if qi_block["outcomes"] else "no published model: sites and operators cannot be compared yet",
                "model_versions": dict(versions)},
-        "monitoring": monitoring_figures(frames.get(MONITORED) if published.get(MONITORED) else None),
+        "calibration": calibration,
+        "monitoring": monitoring,
         "seed_outcomes": seed_outcome_figures(procedures, levels) if len(procedures) else {"header": [], "rows": []},
         "submission": dict(submission),
     }

@@ -49,6 +49,8 @@ def render_report(figures: Mapping[str, Any], *, run_id: str) -> str:
         "run": {**figures["run"], "run_id": run_id}, "registry": _registry(figures["registry"]), "data": _data(figures["data"]),
         "rates": _rates(figures["trends"]), "models": [_model(m) for m in figures["outcomes"].values()],
         "qi": _qi(figures["qi"]), "monitoring": _monitoring(figures["monitoring"]),
+        "attention": _attention(figures["attention"]), "completeness": _completeness(figures["completeness"]),
+        "calibration": _calibration(figures["calibration"]), "internal": figures.get("audience") == "internal",
         "benefit": _benefit(figures["seed_outcomes"]), "submission": _submission(figures["submission"]),
         "methods": METHODS,
     }
@@ -200,35 +202,95 @@ def _qi(qi: Mapping[str, Any]) -> dict[str, Any]:
     for block in qi["outcomes"].values():
         units = []
         for unit_type, unit in block["units"].items():
-            flagged = [{"unit_id": r["unit_id"], "n": fmt(r["n"]), "observed": fmt(r["observed"]),
-                        "expected": fmt(r["expected"], 1),
-                        "oe": f"{fmt(r['oe_ratio'], 2)} ({ci(r['oe_low'], r['oe_high'], 2)})", "flag": r["flag"]}
-                       for r in unit["rows"] if r["flag"]]
+            listed = [_verdict_row(r) for r in unit["rows"] if r["alert"] not in ("", None)]
+            shrunk = [r for r in unit["rows"] if r.get("shrunken_or") is not None]
+            caterpillar = plots.caterpillar_plot(
+                labels=[r["unit_id"] for r in shrunk], estimate=[r["shrunken_or"] for r in shrunk],
+                low=[r["shrunken_low"] for r in shrunk], high=[r["shrunken_high"] for r in shrunk],
+                title=f"Shrunken odds ratios: {block['title']} by {unit_type}",
+                x_label=("odds ratio against the average site, net of case mix" if unit_type == "site" else
+                         "odds ratio against the operator's own site, net of case mix")) if shrunk else ""
             units.append({"unit_type": unit_type, "plot": _funnel_plot(unit, title=f"{block['title']} by {unit_type}"),
-                          "method": unit["method"], "flagged": flagged})
+                          "method": unit["method"], "listed": listed, "caterpillar": caterpillar,
+                          "shrunk": [{"unit_id": r["unit_id"], "site_id": r.get("site_id") or "", "n": fmt(r["n"]),
+                                      "or": _with_ci(r["shrunken_or"], r["shrunken_low"], r["shrunken_high"], 2)}
+                                     for r in sorted(shrunk, key=lambda r: -r["shrunken_or"])]})
         outcomes.append({"title": block["title"], "units": units})
-    return {"outcomes": outcomes, "reason": qi.get("reason", "")}
+    levels = qi.get("levels") or {"alert": 0.95, "alarm": 0.998, "fdr": 0.05}
+    methods = {"funnel": "", "shrinkage": "", "cusum": "no chart: no published model", **qi.get("methods", {})}
+    return {"outcomes": outcomes, "reason": qi.get("reason", ""), "methods": methods,
+            "alert": f"{100 * levels['alert']:g}%", "alarm": f"{100 * levels['alarm']:g}%",
+            "fdr": f"{100 * levels['fdr']:g}%"}
+
+
+def _verdict_row(r: Mapping[str, Any]) -> dict[str, str]:
+    verdict = f"alarm {r['alarm']}" if r["alarm"] in ("high", "low") else f"alert {r['alert']}"
+    q = r["q_high"] if verdict.endswith("high") else r["q_low"]
+    p = r["p_high"] if verdict.endswith("high") else r["p_low"]
+    return {"unit_id": r["unit_id"], "site_id": r.get("site_id") or "", "n": fmt(r["n"]), "observed": fmt(r["observed"]),
+            "expected": fmt(r["expected"], 1), "oe": f"{fmt(r['oe_ratio'], 2)} ({ci(r['oe_low'], r['oe_high'], 2)})",
+            "verdict": verdict, "p": _p(p), "q": _p(q), "fdr": "yes" if r.get("alarm_survives_fdr") else "no",
+            "shrunken": _with_ci(r.get("shrunken_or"), r.get("shrunken_low"), r.get("shrunken_high"), 2),
+            "trend": _with_ci(r.get("trend_ratio"), r.get("trend_low"), r.get("trend_high"), 2),
+            "completeness": r.get("site_completeness") or ""}
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.2g}" if value >= 0.001 else "<0.001"
 
 
 def _funnel_plot(unit: Mapping[str, Any], *, title: str) -> str:
     points, grid = unit["points"], np.asarray(unit["limit_grid"], dtype=float)
     limits = {label: (np.asarray(low, dtype=float), np.asarray(high, dtype=float))
               for label, (low, high) in unit["limits"].items()}
-    return plots.funnel_plot(precision=np.asarray(points["precision"], dtype=float),
+    return plots.funnel_plot(precision=np.asarray(points["expected"], dtype=float),
                              oe_ratio=np.asarray(points["oe_ratio"], dtype=float), labels=points["unit_id"],
-                             flags=points["flag"], limit_grid=grid, limits=limits, title=title,
-                             x_label="precision (expected events squared / variance)", method=unit["method"])
+                             flags=points["alarm"], limit_grid=grid, limits=limits, title=title,
+                             x_label="expected events (E, the sum of the case-mix risks)", method=unit["method"])
 
 
 def _monitoring(monitoring: Mapping[str, Any]) -> dict[str, Any]:
+    signals = [{"unit": f"{r['unit_type']} {r['unit_id']}", "outcome": r["outcome"], "direction": r["direction"],
+                "year": str(r["year"]), "case": r["case"] if isinstance(r["case"], str) else fmt(int(r["case"]) + 1),
+                "since_reset": fmt(r["since_reset"])}
+               for r in monitoring.get("signals", [])]
     if not monitoring.get("sites"):
         return {"plot": "", "reason": monitoring.get("reason", "no site has enough assessed levels to chart"),
-                "sites": []}
+                "sites": [], "signals": signals}
     series = {row["site"]: np.asarray(row["vlad_path"], dtype=float) for row in monitoring["sites"]}
     plot = plots.vlad_plot(series=series, title=f"VLAD by site: {monitoring['title']}")
     rows = [{"site": row["site"], "n": fmt(row["n"]), "vlad": fmt(row["vlad_final"], 1),
-             "signals": "yes" if row["cusum_signals"] else "no"} for row in monitoring["sites"]]
-    return {"plot": plot, "caption": monitoring["caption"], "sites": rows}
+             "h": fmt(row.get("cusum_h"), 2),
+             "signals": f"yes, last in {row['cusum_last_signal_year']}" if row.get("cusum_last_signal_year") else "no"}
+            for row in monitoring["sites"]]
+    return {"plot": plot, "caption": monitoring["caption"], "sites": rows, "signals": signals}
+
+
+def _attention(attention: Mapping[str, Any]) -> dict[str, Any]:
+    rows = []
+    for r in attention["rows"]:
+        rows.append({"unit": f"{r['unit_type']} {r['unit_id']}" + (f" (site {r['site_id']})"
+                                                                  if r["unit_type"] == "operator" else ""),
+                     "outcome": r["outcome"], "verdict": r["verdict"], "observed": fmt(r["observed"]),
+                     "expected": fmt(r["expected"], 1), "oe": fmt(r["oe_ratio"], 2), "q": _p(r["q"]),
+                     "fdr": "yes" if r["survives_fdr"] else "no", "shrunken": _with_ci(*r["shrunken"], 2),
+                     "cusum": r["cusum_last_signal_year"] or "none", "trend": _with_ci(*r["trend"], 2),
+                     "completeness": r.get("site_completeness") or ("poor" if r["completeness_poor"] else "ok")})
+    return {"sentences": attention["sentences"], "rows": rows, "more_alerts": attention.get("more_alerts", 0)}
+
+
+def _completeness(completeness: Mapping[str, Any]) -> dict[str, Any]:
+    return {"method": completeness.get("method", ""), "header": completeness.get("header", []),
+            "rows": [[fmt(c, 3) if isinstance(c, float) else fmt(c) for c in row]
+                     for row in completeness.get("rows", [])]}
+
+
+def _calibration(calibration: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"outcome": r["outcome"], "years": r["years"], "n": fmt(r["n"]), "observed": fmt(r["observed"]),
+             "expected": fmt(r["expected"], 1), "oe": _with_ci(r["oe_ratio"], r["oe_low"], r["oe_high"], 2)}
+            for r in calibration.get("rows", [])]
 
 
 def _benefit(table: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 
 WIDTH_IN = 6.5
 MAX_LINE_POINTS = 600  # longer VLAD/CUSUM lines keep each block's first, lowest and highest value
-_HEIGHTS_IN = {"calibration": 6.2, "roc": 5.0, "decision_curve": 4.2, "funnel": 4.8, "vlad": 4.2,
+_HEIGHTS_IN = {"caterpillar": 2.0, "calibration": 6.2, "roc": 5.0, "decision_curve": 4.2, "funnel": 4.8, "vlad": 4.2,
                "rate_over_time": 4.0, "predictors": 2.4, "cusum": 3.6}
 _RC = {"svg.fonttype": "none", "text.parse_math": False, "font.family": "sans-serif", "font.size": 9,
        "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"], "figure.titlesize": 10, "figure.titleweight": "bold",
@@ -98,8 +98,8 @@ def _drawing(kind: str, title: str, *, height: float | None = None, panels: tupl
 
 def _svg(axes: Axes, *, legend: str | None, note: str = "") -> str:
     """The figure of ``axes`` (its legend at ``legend``, ``note`` under it) as an ``<svg>`` element to inline."""
-    if legend:  # "outside": to the right of the axes
-        axes.legend(**{"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if legend == "outside" else {"loc": legend})
+    if legend:  # always to the right of the axes, whatever was asked: a legend never covers data
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
     if note:
         axes.annotate(textwrap.fill(note, 120), xy=(0, 0), xycoords="axes fraction", xytext=(0, -34),
                       textcoords="offset points", va="top", ha="left", fontsize=7.5, annotation_clip=False)
@@ -273,8 +273,15 @@ def funnel_plot(*, precision: ArrayLike, oe_ratio: Sequence[float | None], label
                              linewidths=0.6, zorder=3, label=f"unit {legend}")
             for i in chosen:
                 axes.annotate(str(labels[i]), (x[i], oe[i]), xytext=(4, 3), textcoords="offset points", fontsize=7)
-        axes.set(xlim=(0, 1.05 * max(np.max(x, initial=0), np.max(grid, initial=0), 1e-9)), xlabel=x_label,
-                 ylim=(0, max(1.5, 1.15 * np.nanmax(oe, initial=0))), ylabel="observed / expected events (O/E)")
+        top = 1.05 * max(np.max(x, initial=0), np.max(grid, initial=0), 1e-9)
+        bottom = min(np.min(x[x > 0], initial=top), np.min(grid[grid > 0], initial=top))
+        if top / max(bottom, 1e-12) > 50:  # expected counts from below 1 to thousands: a log axis
+            axes.set_xscale("log")
+            axes.set(xlim=(bottom / 1.1, top))
+        else:
+            axes.set(xlim=(0, top))
+        axes.set(xlabel=x_label, ylim=(0, max(1.5, 1.15 * np.nanmax(oe, initial=0))),
+                 ylabel="observed / expected events (O/E)")
         hidden = int(np.isnan(oe).sum())
         return _svg(axes, legend="upper right", note=f"Control limits: {method.rstrip('.')}." + (
             f" {hidden} unit{'s' * (hidden != 1)} not shown (O/E suppressed or undefined)." if hidden else ""))
@@ -397,3 +404,44 @@ def cusum_plot(*, path: ArrayLike, h: float, signals: Sequence[int], title: str)
                       label=f"signal ({index.size})")
         axes.set(xlabel="case number (in time order)", ylabel="CUSUM (log-likelihood ratio)")
         return _svg(axes, legend="upper left")
+
+
+def caterpillar_plot(*, labels: Sequence[str], estimate: ArrayLike, low: ArrayLike, high: ArrayLike, title: str,
+                     x_label: str) -> str:
+    """Caterpillar plot (ACS NSQIP): each unit's shrunken odds ratio with its 95% interval, in rank order.
+
+    Raises ValueError if lengths differ, a value is not positive and finite or an interval misses its estimate.
+
+    Parameters
+    ----------
+    labels, estimate, low, high : sequences of shape (n,)
+        Unit pseudonyms and odds ratios (> 0) with their interval; drawn on a log axis around 1. Units whose
+        interval excludes 1 are named beside their bar; up to 40 units are all named on the axis.
+    """
+    est = _numbers(estimate, "estimate", low=0)
+    lo, hi = _numbers(low, "low", low=0), _numbers(high, "high", low=0)
+    n = _same_length({"labels": labels, "estimate": est, "low": lo, "high": hi})
+    if n == 0 or (est <= 0).any() or (lo <= 0).any():
+        raise ValueError("caterpillar_plot needs at least one unit and odds ratios above 0")
+    bars = _error_bars(est, lo, hi, "odds ratio")
+    order = np.argsort(est, kind="stable")
+    with _drawing("caterpillar", title, height=1.6 + 0.11 * n) as (axes,):
+        rank = np.arange(n)
+        outside = (lo[order] > 1) | (hi[order] < 1)
+        axes.errorbar(est[order], rank, xerr=bars[:, order], fmt="o", markersize=3, color="#4d4d4d",
+                      ecolor="#9a9a9a", elinewidth=0.8, label="unit (95% interval)")
+        if outside.any():
+            axes.errorbar(est[order][outside], rank[outside], xerr=bars[:, order][:, outside], fmt="D", markersize=4,
+                          color=_PALETTE[1], ecolor=_PALETTE[1], elinewidth=1.0, label="interval excludes 1")
+        axes.axvline(1, color="#000000", linewidth=1.0, label="average (odds ratio 1)")
+        axes.set_xscale("log")
+        names = [str(labels[i]) for i in order]
+        if n <= 40:
+            axes.set_yticks(rank, names, fontsize=6.5)
+        else:
+            axes.set_yticks([])
+            for r in rank[outside]:
+                axes.annotate(names[r], (hi[order][r], r), xytext=(3, 0), textcoords="offset points", fontsize=6.5,
+                              va="center")
+        axes.set(xlabel=x_label, ylabel="units, by estimate", ylim=(-1, n))
+        return _svg(axes, legend="outside")

@@ -13,12 +13,14 @@ from typing import Any
 
 from models.refresh import METRICS_FILE, metrics_json, published_model_metrics
 from records import schema as s
-from workspace.manifest import code_version
+from workspace.manifest import code_version, read_manifest
 from workspace import runs
 from workspace.ledger import load_ledger
 from workspace.registry import read_registry_table
 from records.schema import LEVELS, PROCEDURES
-from reports.figures import MONITORED, build_figures
+from reports.figures import (COMPLETENESS_LEVEL_COLUMNS, COMPLETENESS_PROCEDURE_COLUMNS, INTERNAL, MONITORED,
+                             build_figures)
+from reports.verdicts import ALARM, ALERT
 from reports.html import render_report
 from reports.scored import (champion_versions, generation_of, read_outcome_frames, submission_parts,
                             update_scored)
@@ -30,9 +32,11 @@ PUBLISHED_FILE = runs.PUBLISHED_FILE
 REPORT_FILE = "report.html"
 QI_UNITS_FILE = "qi_units.csv"
 SUBMISSION_DIR = "submission"
-_SUMMARY_PROCEDURE_COLUMNS = dict.fromkeys([*PROCEDURE_COLUMNS, s.PROCEDURE_YEAR])
-_SUMMARY_LEVEL_COLUMNS = dict.fromkeys(LEVEL_COLUMNS)
-"""The registry columns the report reads besides the scored store: the registry summary and the seed outcomes."""
+_SUMMARY_PROCEDURE_COLUMNS = dict.fromkeys([*PROCEDURE_COLUMNS, *COMPLETENESS_PROCEDURE_COLUMNS, s.PROCEDURE_YEAR])
+_SUMMARY_LEVEL_COLUMNS = dict.fromkeys([*LEVEL_COLUMNS, *COMPLETENESS_LEVEL_COLUMNS])
+"""The registry columns the report reads besides the scored store: the registry summary, the data completeness and
+the seed outcomes."""
+INTERNAL_MARK = "internal: not for release"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,50 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
     return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path),
                          submission=str(run_dir / SUBMISSION_DIR) if submission.get("files") else None, notes=notes,
                          scored=update.to_dict())
+
+
+def report_for_audience(workspace: Path, *, audience: str = INTERNAL,
+                        limits: tuple[float, float] = (ALERT, ALARM)) -> ReportSummary:
+    """The published run's report, QI table and figures again for ``audience`` and ``limits``, in a folder of its own.
+
+    ``internal``: exact counts and every verdict, each page and file marked "internal: not for release", written to
+    ``internal/<run_id>/`` (never published, never part of a submission). ``published``: suppressed like the run's
+    own report, with other alert and alarm levels, written to ``reports/<run_id>/``. Scores what the scored store
+    lacks first (the caller holds the workspace's lock).
+
+    Raises
+    ------
+    FileNotFoundError
+        No run is published yet.
+    """
+    workspace = Path(workspace)
+    payload = runs.read_published(workspace)
+    if payload is None:
+        raise FileNotFoundError("no run is published yet: run `cementrisk run` first")
+    run_id = payload["run_id"]
+    manifest = read_manifest(workspace, run_id)
+    state = load_ledger(workspace)
+    update = update_scored(workspace, state)
+    frames = read_outcome_frames(workspace, state)
+    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), ledger=state)
+    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), ledger=state)
+    versions = update.versions if update.versions.get(MONITORED) else {}
+    built = build_figures(run={"code_version": code_version()}, manifest=manifest, procedures=procedures,
+                          levels=levels, scores=None, frames=frames, versions=versions,
+                          model_metrics=published_model_metrics(workspace),
+                          submission={"reason": "an on-demand report has no submission: see the published run's"},
+                          watermark=state.watermark, audience=audience, limits=limits)
+    figures, table = built.figures, built.qi_units
+    if audience == INTERNAL:
+        figures = {"marking": INTERNAL_MARK, **figures}
+        table = table.assign(marking=INTERNAL_MARK)
+    write = lambda name, text: runs.write_audience_file(workspace, audience, run_id, name,  # noqa: E731
+                                                        text.encode("utf-8"))
+    metrics_path = write(METRICS_FILE, metrics_json(figures))
+    qi_path = write(QI_UNITS_FILE, table.to_csv(index=False, lineterminator="\n"))
+    report_path = write(REPORT_FILE, render_report(figures, run_id=run_id))
+    return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path), submission=None,
+                         notes=list(update.notes))
 
 
 def publish_run(workspace: Path, *, run_id: str) -> Path:

@@ -1,4 +1,4 @@
-"""Risk-adjusted QI statistics: observed/expected tables, funnel limits with overdispersion, VLAD and CUSUM.
+"""Risk-adjusted QI statistics: O/E tables, exact funnel limits with overdispersion, FDR q-values, VLAD, CUSUM.
 
 Pure numpy/pandas/scipy; no plotting, no I/O, no suppression of small cells (another module does that).
 The O/E table has one row per unit (site or operator pseudonym) under the column :data:`UNIT`; every
@@ -14,13 +14,16 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from models.intervals import poisson_ratio_interval
+from reports.null_counts import CountDistribution, null_count_distribution
 
 UNIT, N_CASES, OBSERVED, EXPECTED, VARIANCE = "unit", "n", "observed", "expected", "variance"
 OE_RATIO, OE_LOW, OE_HIGH = "oe_ratio", "oe_low", "oe_high"
 RISK_ADJUSTED_RATE, Z_SCORE = "risk_adjusted_rate", "z"
-PRECISION, Z_ADJUSTED, FLAG = "precision", "z_adjusted", "flag"
+PRECISION, Z_ADJUSTED = "precision", "z_adjusted"
+P_HIGH, P_LOW, ALERT, ALARM, NULL = "p_high", "p_low", "alert", "alarm", "null"
 FLAG_HIGH, FLAG_LOW, FLAG_NONE = "high", "low", ""
 OVERALL_RATE = "overall_rate"  # key in ``DataFrame.attrs`` of the O/E table
 WINSOR_QUANTILES = (0.10, 0.90)  # winsorising percentiles (Spiegelhalter 2005)
@@ -145,13 +148,15 @@ def overall_rate(table: pd.DataFrame) -> float:
 # --------------------------------------------------------------------------------------------- funnel
 @dataclass(frozen=True)
 class FunnelResult:
-    """A funnel assessment: the unit table with limits and flags, and how overdispersion was handled."""
+    """A funnel assessment: the unit table with exact limits, p-values and verdicts, and the overdispersion."""
 
     table: pd.DataFrame
     phi: float  # overdispersion factor from winsorised z-scores; NaN when too few units
     tau2: float  # additive random-effects variance on the O/E scale; 0 without adjustment
     overdispersed: bool
     p_value: float  # P(chi2 with I-1 df >= I*phi); NaN when too few units
+    alert: float  # two-sided level of the alert limits (0.95)
+    alarm: float  # two-sided level of the alarm limits (0.998)
     method: str  # one sentence for the report's methods section
 
 
@@ -161,44 +166,52 @@ def limit_columns(level: float) -> tuple[str, str]:
     return f"lower_{tag}", f"upper_{tag}"
 
 
-def funnel_limits(precision_grid: ArrayLike, *, tau2: float, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Funnel control limits ``1 ± z_q sqrt(1/x + tau2)`` for O/E at precisions ``x = E^2/V``.
+def count_limits(distribution: CountDistribution, level: float) -> tuple[int, int]:
+    """(l, u) counts: a count below ``l`` or above ``u`` is beyond the two-sided ``level`` limits.
 
-    Parameters
-    ----------
-    precision_grid : array of shape (k,)
-        Positive, finite precisions ``x``.
-    tau2 : float
-        Additive random-effects variance (0 for limits under the model alone).
-    level : float
-        Two-sided coverage, e.g. 0.998: ``z_q = Phi^-1(1 - (1 - level)/2)``.
-
-    Returns
-    -------
-    (lower, upper) : arrays of shape (k,)
-        The lower limit is floored at 0 (an O/E ratio cannot be negative; no flag changes).
-
-    Raises
-    ------
-    ValueError
-        If a precision is not positive and finite, ``tau2`` is negative or not finite, or ``level`` is not in (0, 1).
-
-    References
-    ----------
-    Spiegelhalter DJ. Funnel plots for comparing institutional performance. Stat Med 2005;24:1185-1202.
+    ``P(X < l) <= a`` and ``P(X > u) <= a`` with ``a = (1 - level) / 2``, each as tight as the discrete
+    distribution allows, so a count beyond a limit has one-sided p-value at most ``a``.
     """
-    x = _as_float(precision_grid, "precision_grid")
-    if not np.all(np.isfinite(x) & (x > 0)):
-        raise ValueError(f"precision_grid must be positive and finite; {np.sum(~(np.isfinite(x) & (x > 0)))} "
-                         f"values are not")
-    if not (isinstance(tau2, numbers.Real) and np.isfinite(tau2) and tau2 >= 0):
-        raise ValueError(f"tau2 must be a finite number >= 0; got {tau2!r}")
-    half_width = stats.norm.ppf(1 - (1 - _check_level(level)) / 2) * np.sqrt(1 / x + tau2)
-    return np.maximum(1 - half_width, 0.0), 1 + half_width
+    alpha = (1 - _check_level(level)) / 2
+    return distribution.lower_count(alpha), distribution.upper_count(alpha)
 
 
-def _estimate_overdispersion(z: np.ndarray, weights: np.ndarray) -> tuple[float, float, bool, float]:
-    """(phi, p, overdispersed, tau2) by Spiegelhalter's 10%-winsorised additive random-effects recipe."""
+def typical_limits(expected_grid: ArrayLike, *, mean_risk: float, tau2: float,
+                   level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Funnel curves on the O/E scale for a unit whose every case has the outcome's mean risk.
+
+    At each expected count ``E`` of the grid the unit has ``n = max(1, round(E / mean_risk))`` cases of risk
+    ``E / n``; the curves are ``l / E`` and ``u / E`` of :func:`count_limits` (steps: counts are whole numbers).
+    Units are judged by their own case mix (:func:`funnel_assessment`), so a point near a curve may sit on
+    either side of its own limit.
+    """
+    grid = _as_float(expected_grid, "expected_grid")
+    if not np.all(np.isfinite(grid) & (grid > 0)):
+        raise ValueError("expected_grid must be positive and finite")
+    if not 0 < mean_risk < 1:
+        raise ValueError(f"mean_risk must be strictly between 0 and 1; got {mean_risk!r}")
+    lower, upper = np.empty(len(grid)), np.empty(len(grid))
+    for i, e in enumerate(grid):
+        n = max(1, int(round(e / mean_risk)))
+        risk = min(e / n, 1 - 1e-9)
+        l, u = count_limits(null_count_distribution(np.full(n, risk), tau2=tau2), level)
+        lower[i], upper[i] = l / e, u / e
+    return lower, upper
+
+
+def estimate_overdispersion(table: pd.DataFrame) -> tuple[float, float, bool, float]:
+    """(phi, p, overdispersed, tau2) of an O/E table (``observed``, ``expected``, ``variance``) by Spiegelhalter's
+    10%-winsorised additive random-effects recipe (the rule is in :func:`funnel_assessment`)."""
+    _require_columns(table, [OBSERVED, EXPECTED, VARIANCE], "table")
+    o, e, v = (_as_float(table[c], c) for c in (OBSERVED, EXPECTED, VARIANCE))
+    bad = ~(np.isfinite(e) & (e > 0) & np.isfinite(v) & (v > 0) & np.isfinite(o) & (o >= 0))
+    if bad.any():
+        raise ValueError(f"observed must be a count >= 0 and expected and variance positive and finite; "
+                         f"{bad.sum()} units are not ({_positions(bad)})")
+    return _overdispersion((o - e) / np.sqrt(v), e**2 / v)
+
+
+def _overdispersion(z: np.ndarray, weights: np.ndarray) -> tuple[float, float, bool, float]:
     units = len(z)
     if units < MIN_UNITS_FOR_OVERDISPERSION:
         return np.nan, np.nan, False, 0.0
@@ -212,86 +225,119 @@ def _estimate_overdispersion(z: np.ndarray, weights: np.ndarray) -> tuple[float,
     return phi, p_value, True, float(max(0.0, tau2))
 
 
-def funnel_assessment(table: pd.DataFrame, *, limits: tuple[float, ...] = (0.95, 0.998)) -> FunnelResult:
-    """Funnel-plot limits and flags for O/E per unit, with additive random-effects overdispersion.
+def funnel_assessment(frame: pd.DataFrame, *, unit: str, observed: str, expected: str, alert: float = 0.95,
+                      alarm: float = 0.998, overdispersion: bool = True) -> FunnelResult:
+    """Exact funnel limits, one-sided p-values and alert/alarm verdicts for O/E per unit.
 
-    The indicator is ``O/E``, target 1; a unit's precision is ``x = E^2/V`` with ``V = sum p(1-p)``, so
-    that ``var(O/E) = 1/x`` if the model is right for the unit. z-scores ``z_i = (O_i - E_i)/sqrt(V_i)`` are
-    winsorised at their 10th and 90th percentiles (linear interpolation) and ``phi = mean(z_w^2)``.
+    Under the null a unit's observed count is Poisson-binomial from its own cases' risks
+    (:func:`reports.null_counts.null_count_distribution`), so limits and p-values are exact at every expected
+    count. ``p_high = P(X >= O)`` and ``p_low = P(X <= O)``. A unit is in *alarm* high when ``p_high <= (1 -
+    alarm)/2`` (above the upper alarm limit), in *alert* high when ``p_high <= (1 - alert)/2`` (HQIP: alert at
+    2 SD, alarm at 3 SD); low likewise. Limits on the O/E scale are ``l/E`` and ``u/E`` of :func:`count_limits`:
+    a unit is beyond them when ``O/E < l/E`` or ``O/E > u/E``.
 
-    Overdispersion rule: with ``I >= 5`` units, overdispersion is declared when ``I*phi > I - 1`` and
-    ``P(chi2_{I-1} >= I*phi) < 0.05``; then ``tau2 = max(0, (I*phi - (I-1)) / (sum w - sum w^2 / sum w))``
-    with ``w_i = x_i``. Otherwise ``tau2 = 0``; with fewer than 5 units nothing is estimated (phi NaN).
-    Limits are ``1 ± z_q sqrt(1/x + tau2)`` (:func:`funnel_limits`); ``z_adjusted = (O/E - 1)/sqrt(1/x + tau2)``.
-    Flags use the widest level: ``'high'`` above its upper limit, ``'low'`` below its lower limit, else ``''``.
-    Every unit is assessed, however small its expected count.
+    Overdispersion (Spiegelhalter 2005): z-scores ``(O - E)/sqrt(V)`` with ``V = sum p(1-p)`` winsorised at their
+    10th and 90th percentiles give ``phi = mean(z_w^2)``; with ``I >= 5`` units, when ``I*phi > I - 1`` and
+    ``P(chi2_{I-1} >= I*phi) < 0.05``, ``tau2 = max(0, (I*phi - (I-1)) / (sum w - sum w^2 / sum w))`` with ``w =
+    E^2/V``, and the null becomes the frailty mixture of variance ``V + tau2 E^2``. ``overdispersion=False``
+    keeps ``tau2 = 0``.
 
     Parameters
     ----------
-    table : DataFrame
-        An O/E table from :func:`observed_expected` (needs ``unit``, ``observed``, ``expected``, ``variance``).
-    limits : tuple of float, default (0.95, 0.998)
-        Two-sided levels; each adds columns named by :func:`limit_columns`.
+    frame : DataFrame
+        One row per eligible case: unit label, 0/1 outcome, expected risk in (0, 1).
+    unit, observed, expected : str
+        Column names.
+    alert, alarm : float, default 0.95 and 0.998
+        Two-sided levels of the alert and alarm limits, ``alert < alarm``.
+    overdispersion : bool, default True
+        Estimate and allow for overdispersion.
 
     Returns
     -------
     FunnelResult
-        A new table (plus ``oe_ratio``, ``precision``, ``z_adjusted``, limit columns, ``flag``) and the estimates.
+        ``table``: :func:`observed_expected`'s columns plus ``precision`` (``E^2/V``), ``z_adjusted`` ((O/E - 1) /
+        sqrt(1/x + tau2)), the four limit columns (:func:`limit_columns`), ``p_high``, ``p_low``, ``alert`` and
+        ``alarm`` (``'high'``, ``'low'`` or ``''``; a unit in alarm is also in alert) and ``null`` (the
+        distribution used).
 
     Raises
     ------
     ValueError
-        If a column is missing, the table is empty, O is negative or not finite, E or V is not positive
-        and finite, or ``limits`` is empty, repeated or has a level outside (0, 1).
+        As :func:`observed_expected`, or levels not in (0, 1) or ``alert >= alarm``.
 
     References
     ----------
     Spiegelhalter DJ. Funnel plots for comparing institutional performance. Stat Med 2005;24:1185-1202.
-    Spiegelhalter DJ, Sherlaw-Johnson C, Bardsley M, et al. Statistical methods for healthcare regulation:
-    rating, screening and surveillance. J R Stat Soc A 2012;175:1-47.
     Spiegelhalter DJ. Handling over-dispersion of performance indicators. Qual Saf Health Care 2005;14:347-351.
+    Healthcare Quality Improvement Partnership. Detection and management of outliers for national clinical
+    audits, 2024.
     """
-    _require_columns(table, [UNIT, OBSERVED, EXPECTED, VARIANCE], "table")
-    if len(table) == 0:
-        raise ValueError("table must have at least one unit; got 0 rows")
-    levels = tuple(_check_level(level, "each of limits") for level in limits)
-    if not levels or len(set(levels)) != len(levels):
-        raise ValueError(f"limits must be one or more distinct levels; got {limits!r}")
-    o = _as_float(table[OBSERVED], OBSERVED)
-    bad = ~(np.isfinite(o) & (o >= 0))
-    if bad.any():
-        raise ValueError(f"{OBSERVED} must be a finite count >= 0; {bad.sum()} units are not ({_positions(bad)})")
-    e, v = _as_float(table[EXPECTED], EXPECTED), _as_float(table[VARIANCE], VARIANCE)
-    for name, values in ((EXPECTED, e), (VARIANCE, v)):
-        bad = ~(np.isfinite(values) & (values > 0))
-        if bad.any():
-            raise ValueError(f"{name} must be positive and finite; {bad.sum()} units are not ({_positions(bad)})")
+    alert, alarm = _check_level(alert, "alert"), _check_level(alarm, "alarm")
+    if not alert < alarm:
+        raise ValueError(f"alert must be a lower level than alarm; got alert {alert!r}, alarm {alarm!r}")
+    table = observed_expected(frame, unit=unit, observed=observed, expected=expected)
+    o, e, v = (table[c].to_numpy(dtype=np.float64) for c in (OBSERVED, EXPECTED, VARIANCE))
     x = e**2 / v
-    phi, p_value, overdispersed, tau2 = _estimate_overdispersion((o - e) / np.sqrt(v), x)
+    phi, p_value, overdispersed, tau2 = _overdispersion((o - e) / np.sqrt(v), x)
+    if not overdispersion:
+        overdispersed, tau2 = False, 0.0
+    risks = frame[expected].to_numpy(dtype=np.float64)
+    codes = pd.Index(table[UNIT]).get_indexer(frame[unit].to_numpy())
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(table) + 1))
+    columns: dict[str, list] = {name: [] for name in
+                                (*limit_columns(alert), *limit_columns(alarm), P_HIGH, P_LOW, NULL)}
+    for i in range(len(table)):
+        distribution = null_count_distribution(risks[order[bounds[i]:bounds[i + 1]]], tau2=tau2)
+        for level in (alert, alarm):
+            (lower_name, upper_name), (l, u) = limit_columns(level), count_limits(distribution, level)
+            columns[lower_name].append(l / e[i])
+            columns[upper_name].append(u / e[i])
+        columns[P_HIGH].append(float(distribution.sf(int(o[i]))))
+        columns[P_LOW].append(float(distribution.cdf(int(o[i]))))
+        columns[NULL].append(distribution.method)
     out = table.copy()
-    out[OE_RATIO] = o / e
     out[PRECISION] = x
     out[Z_ADJUSTED] = (o / e - 1) / np.sqrt(1 / x + tau2)
-    for level in levels:
-        lower_name, upper_name = limit_columns(level)
-        out[lower_name], out[upper_name] = funnel_limits(x, tau2=tau2, level=level)
-    lower_name, upper_name = limit_columns(max(levels))
-    out[FLAG] = np.select([out[OE_RATIO] > out[upper_name], out[OE_RATIO] < out[lower_name]],
-                          [FLAG_HIGH, FLAG_LOW], default=FLAG_NONE)
-    return FunnelResult(table=out, phi=phi, tau2=tau2, overdispersed=overdispersed, p_value=p_value,
-                        method=_describe_method(len(out), phi, p_value, overdispersed, tau2))
+    for name, values in columns.items():
+        out[name] = values
+    for name, level in ((ALERT, alert), (ALARM, alarm)):
+        a = (1 - level) / 2
+        out[name] = np.select([out[P_HIGH] <= a, out[P_LOW] <= a], [FLAG_HIGH, FLAG_LOW], default=FLAG_NONE)
+    return FunnelResult(table=out, phi=phi, tau2=tau2, overdispersed=overdispersed, p_value=p_value, alert=alert,
+                        alarm=alarm, method=_describe_method(len(out), phi, p_value, overdispersed, tau2))
+
+
+def fdr_q_values(p_values: ArrayLike) -> np.ndarray:
+    """Benjamini-Hochberg q-values (adjusted p-values) of one family of tests; NaN stays NaN.
+
+    References
+    ----------
+    Benjamini Y, Hochberg Y. Controlling the false discovery rate. J R Stat Soc B 1995;57:289-300.
+    Jones HE, Ohlssen DI, Spiegelhalter DJ. Use of the false discovery rate when comparing multiple health
+    care providers. J Clin Epidemiol 2008;61:232-240.
+    """
+    p = _as_float(p_values, "p_values")
+    q = np.full(len(p), np.nan)
+    known = ~np.isnan(p)
+    if known.any():
+        q[known] = multipletests(np.clip(p[known], 0.0, 1.0), method="fdr_bh")[1]
+    return q
 
 
 def _describe_method(units: int, phi: float, p_value: float, overdispersed: bool, tau2: float) -> str:
-    limits = "limits 1 ± z*sqrt(1/x + tau^2) for O/E with x = E^2/sum p(1-p) (Spiegelhalter 2005)"
+    exact = ("exact limits and one-sided p-values from the Poisson-binomial distribution of each unit's count "
+             "given its own cases' risks")
     if units < MIN_UNITS_FOR_OVERDISPERSION:
-        return (f"overdispersion not assessed: {units} units, at least {MIN_UNITS_FOR_OVERDISPERSION} needed; "
-                f"binomial {limits.replace(' + tau^2', '')}")
+        return (f"{exact}; overdispersion not assessed: {units} units, at least {MIN_UNITS_FOR_OVERDISPERSION} "
+                f"needed")
     test = (f"phi = {phi:.3g} from 10%-winsorised z-scores of {units} units, "
             f"I*phi vs chi2({units - 1}), p = {p_value:.2g}")
     if overdispersed:
-        return f"additive random-effects overdispersion, tau^2 = {tau2:.3g} ({test}); {limits}"
-    return f"no overdispersion detected ({test}): binomial {limits.replace(' + tau^2', '')}"
+        return (f"{exact}, widened for overdispersion by a gamma frailty of variance tau^2 = {tau2:.3g} on the O/E "
+                f"scale ({test}; Spiegelhalter 2005)")
+    return f"{exact}; no overdispersion detected ({test})"
 
 
 # ------------------------------------------------------------------------------------------ over time

@@ -62,7 +62,8 @@ def _count(value: Any) -> str:
 def run_summary_tables(manifest: Mapping[str, Any], qi_units: Any = None) -> dict[str, list[dict[str, Any]]]:
     """The key tables of a run for the Prefect UI: models, drift of the new batches, flagged QI units.
 
-    ``qi_units`` is the run's QI table (already suppressed); only units outside the 99.8% limits are listed.
+    ``qi_units`` is the run's QI table (already suppressed); only units in alarm (beyond the alarm limits) are
+    listed, with their q-value; a unit whose verdict is withheld is never listed.
     """
     models = manifest.get("models") or {}
     tables: dict[str, list[dict[str, Any]]] = {}
@@ -82,9 +83,10 @@ def run_summary_tables(manifest: Mapping[str, Any], qi_units: Any = None) -> dic
     tables["drift"] = rows
     flagged = []
     if qi_units is not None and len(qi_units):
-        outside = qi_units[qi_units["flag"].isin([FLAG_HIGH, FLAG_LOW])]
+        outside = qi_units[qi_units["alarm"].isin([FLAG_HIGH, FLAG_LOW])]
         flagged = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
                    for row in outside[["unit_type", "unit_id", "outcome", "n", "observed", "expected", "oe_ratio",
-                                       "flag"]].astype(object).to_dict(orient="records")]
+                                       "alarm", "q_high", "q_low", "alarm_survives_fdr"]].astype(object).to_dict(
+                       orient="records")]
     tables["qi_flags"] = flagged
     return tables

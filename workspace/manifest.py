@@ -120,6 +120,11 @@ def write_manifest(workspace: Path, manifest: RunManifest, *, with_commit: bool 
     return path
 
 
+def read_manifest(workspace: Path, run_id: str) -> dict:
+    """A run's visible manifest as a dict (FileNotFoundError when it has none)."""
+    return json.loads(manifest_path(workspace, run_id).read_text(encoding="utf-8"))
+
+
 def read_manifest_status(workspace: Path, run_id: str) -> str | None:
     """The status a run's visible manifest holds, or None when it has none."""
     try:

@@ -37,6 +37,23 @@ def write_run_file(workspace: Path, run_id: str, name: str, data: bytes) -> Path
     return path
 
 
+INTERNAL_DIR = "internal"
+REPORTS_DIR = "reports"
+
+
+def audience_dir(workspace: Path, audience: str, run_id: str) -> Path:
+    """Where an on-demand report of the published run goes: ``internal/<run_id>/`` (never published, never part
+    of a submission) or ``reports/<run_id>/`` for a published report with other limits."""
+    return Path(workspace) / (INTERNAL_DIR if audience == "internal" else REPORTS_DIR) / run_id
+
+
+def write_audience_file(workspace: Path, audience: str, run_id: str, name: str, data: bytes) -> Path:
+    """Write one file of an on-demand report (durably, whole or not at all) and return its path."""
+    path = audience_dir(workspace, audience, run_id) / name
+    write_durably(path, data)
+    return path
+
+
 def write_run_folder(workspace: Path, run_id: str, name: str, files: Mapping[str, bytes], *,
                      linked: Mapping[str, Path] = {}) -> Path:  # noqa: B006 - read only
     """Put a folder of a run in place whole (the submission package): ``files`` written, ``linked`` hard-linked from

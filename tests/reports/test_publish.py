@@ -83,15 +83,24 @@ def test_qi_units_csv_has_the_columns_no_small_counts_and_nothing_recoverable(pu
     _, run_dir, _ = published
     table = pd.read_csv(run_dir / QI_UNITS_FILE, dtype=str, keep_default_na=False)
     for column in ("unit_type", "unit_id", "outcome", "n", "observed", "expected", "oe_ratio", "oe_low",
-                   "oe_high", "risk_adjusted_rate", "flag"):
+                   "oe_high", "risk_adjusted_rate", "alert", "alarm", "p_high", "q_high", "alarm_survives_fdr",
+                   "shrunken_or", "trend_ratio", "cusum_h", "site_completeness", "verdict_withheld"):
         assert column in table.columns
     assert set(table["unit_type"]) == {"site", "operator"}
-    assert set(table["flag"]) <= {"", "high", "low"}
+    assert set(table["alarm"]) <= {"", "high", "low", "withheld"} and set(table["alert"]) <= set(table["alarm"]) | {
+        "high", "low"}
     for column in ("n", "observed"):
         numbers = pd.to_numeric(table[column].where(table[column] != SUPPRESSED), errors="raise")
         assert not numbers.dropna().astype(int).map(is_small).any(), column
     withheld = table[table["observed"] == SUPPRESSED]
     assert (withheld["oe_ratio"] == "").all() and (withheld["risk_adjusted_rate"] == "").all()
+    # a verdict is a cell too: no flag, p, q, shrunken estimate, trend or CUSUM beside a withheld observed count
+    assert len(withheld) and (withheld[["alert", "alarm", "cusum_last_signal_year"]] == "withheld").all().all()
+    for column in ("p_high", "p_low", "q_high", "q_low", "shrunken_or", "shrunken_low", "trend_ratio",
+                   "cusum_signals", "cusum_h"):
+        assert (withheld[column] == "").all(), column
+    assert (withheld["alarm_survives_fdr"] == "False").all() and (withheld["verdict_withheld"] == "True").all()
+    assert (table.loc[table["observed"] != SUPPRESSED, "verdict_withheld"] == "False").all()
     # the total events of each outcome are published (rates over time): no withheld cell may follow from it
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for (unit_type, outcome), part in table.groupby(["unit_type", "outcome"]):
@@ -139,6 +148,34 @@ def test_report_html_is_self_contained_and_has_no_small_counts(published):
     for section in ("What was loaded and quarantined", "Observed rates over time", "Sites and operators",
                     "Monitoring over time", "The outcomes the procedure exists for", "Registry submission"):
         assert section in text
+
+
+def test_internal_report_has_exact_counts_and_every_verdict_the_published_one_withholds(published):
+    from reports.publish import INTERNAL_MARK, report_for_audience
+    from workspace.transaction import workspace_lock
+
+    workspace, run_dir, _ = published
+    with workspace_lock(workspace, run_id="internal-report"):
+        result = report_for_audience(workspace, audience="internal")
+    internal_dir = Path(result.qi_units).parent
+    assert internal_dir == workspace / "internal" / "run-1" and not (internal_dir / SUBMISSION_DIR).exists()
+    public = pd.read_csv(run_dir / QI_UNITS_FILE, dtype=str, keep_default_na=False)
+    exact = pd.read_csv(result.qi_units, dtype=str, keep_default_na=False)
+    assert (exact["marking"] == INTERNAL_MARK).all() and (exact["verdict_withheld"] == "False").all()
+    keys = ["unit_type", "unit_id", "outcome"]
+    both = public.merge(exact, on=keys, suffixes=("_public", "_internal"))
+    assert len(both) == len(public) == len(exact)
+    withheld = both[both["observed_public"] == SUPPRESSED]
+    assert len(withheld) and (withheld["alarm_public"] == "withheld").all()
+    assert withheld["observed_internal"].str.fullmatch(r"\d+").all()  # the exact count, small or not
+    assert withheld["alarm_internal"].isin(["", "high", "low"]).all() and (withheld["p_high_internal"] != "").all()
+    shown = both[both["observed_public"] != SUPPRESSED]
+    assert (shown["observed_public"] == shown["observed_internal"]).all()
+    assert (shown["alarm_public"] == shown["alarm_internal"]).all()
+    html = Path(result.report).read_text(encoding="utf-8")
+    assert INTERNAL_MARK in html and "What needs attention" in html
+    assert json.loads(Path(result.metrics).read_text())["marking"] == INTERNAL_MARK
+    assert INTERNAL_MARK not in (run_dir / SUBMISSION_DIR / "manifest.json").read_text()
 
 
 def test_submission_is_valid_and_the_same_night_reproduces_it(published, tmp_path):
@@ -209,12 +246,19 @@ def test_report_renders_in_headless_chromium_without_errors_or_requests(publishe
             labels = page.eval_on_selector_all("figure svg", "els => els.map(e => e.getAttribute('aria-label'))")
             visible = page.eval_on_selector_all(
                 "figure svg", "els => els.filter(e => e.getBoundingClientRect().height > 50).length")
+            summary = page.eval_on_selector(
+                "#attention", "e => { const r = e.getBoundingClientRect(); const p = e.querySelector('p.attention')"
+                ".getBoundingClientRect(); return {top: r.top, first_bottom: p.bottom, "
+                "heading: e.querySelector('h2').textContent}; }")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=False)
         finally:
             browser.close()
     assert console_errors == []
     assert requests == [page_url]  # the page itself and nothing else
+    # the first screen leads with what needs attention: its heading and first sentences without scrolling
+    assert summary["heading"] == "What needs attention" and 0 <= summary["top"] < 300
+    assert summary["first_bottom"] < 900
     figures = (run_dir / REPORT_FILE).read_text().count("<figure>")
     assert svgs == figures and figures >= 10 and visible == svgs and all(labels)
     from PIL import Image

@@ -57,11 +57,13 @@ def test_the_key_tables_hold_models_drift_and_only_flagged_units():
     qi_units = pd.DataFrame({"unit_type": ["site", "site", "operator"], "unit_id": ["S1", "S2", "O9"],
                              "outcome": "leakage_any", "n": [400, 500, "<11"], "observed": [90, 80, "<11"],
                              "expected": [60.0, 81.0, 3.1], "oe_ratio": [1.5, 0.99, None],
-                             "flag": ["high", "", ""]})
+                             "alarm": ["high", "", "withheld"], "q_high": [0.004, 0.6, None],
+                             "q_low": [1.0, 0.5, None], "alarm_survives_fdr": [True, False, False]})
     tables = run_summary_tables(manifest, qi_units)
     assert [row["outcome"] for row in tables["models"]] == ["leakage_any", "infection_90d"]
     assert tables["drift"][0]["check"] == "calibration of the leakage champion"
     assert [(row["check"], row["drifted"]) for row in tables["drift"][1:]] == [
         ("PSI cement_volume_ml", True), ("PSI age_years", False)]
-    assert [row["unit_id"] for row in tables["qi_flags"]] == ["S1"] and tables["qi_flags"][0]["flag"] == "high"
+    assert [row["unit_id"] for row in tables["qi_flags"]] == ["S1"] and tables["qi_flags"][0]["alarm"] == "high"
+    assert tables["qi_flags"][0]["alarm_survives_fdr"] is True
     assert run_summary_tables({**MANIFEST, "models": {}})["models"][0]["fitted"] is False
