@@ -201,9 +201,29 @@ def test_run_trains_models_and_score_uses_them(tmp_path):
     refused = cementrisk("plan", "--case", str(bad), "--workspace", str(workspace))
     assert refused.returncode == 2 and "age_years" in refused.stderr and "Traceback" not in refused.stderr
 
+    # the QI team's internal report of the published run: exact counts, every verdict, its own folder
+    internal = cementrisk("report", "--workspace", str(workspace))
+    assert internal.returncode == 0, internal.stderr
+    assert "internal: not for release" in internal.stdout
+    (run_dir,) = [p for p in (workspace / "internal").iterdir()]
+    assert {p.name for p in run_dir.iterdir()} == {"report.html", "qi_units.csv", "metrics.json"}
+    assert "internal: not for release" in (run_dir / "report.html").read_text()
+    other = cementrisk("report", "--workspace", str(workspace), "--audience", "published", "--alert", "0.9",
+                       "--alarm", "0.99")
+    assert other.returncode == 0, other.stderr
+    assert json.loads(next((workspace / "reports").glob("*/metrics.json")).read_text())["qi"]["levels"] == {
+        "alert": 0.9, "alarm": 0.99, "fdr": 0.05}
+
     # a second run on the same source trains nothing new
     again = cementrisk("run", "--source", str(source), "--workspace", str(workspace), "--engine", "local")
     assert again.returncode == 0 and "registry is unchanged" in again.stdout
+
+
+def test_report_is_refused_with_exit_2_before_a_published_run_or_with_bad_levels(tmp_path):
+    result = cementrisk("report", "--workspace", str(tmp_path / "empty"))
+    assert result.returncode == 2 and "no run is published yet" in result.stderr and "Traceback" not in result.stderr
+    levels = cementrisk("report", "--workspace", str(tmp_path / "empty"), "--alert", "0.999", "--alarm", "0.99")
+    assert levels.returncode == 2 and "0 < alert < alarm < 1" in levels.stderr
 
 
 def test_score_without_models_is_refused_with_exit_2(tmp_path):
