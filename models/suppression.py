@@ -123,7 +123,8 @@ def recoverable(frame: pd.DataFrame, *, count_column: str, group_by: Sequence[st
 def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_by: Sequence[str] | None = None,
                    derived: Mapping[str, Sequence[str]] | None = None, complements: Mapping[str, str] | None = None,
                    row_total: str | None = None, total_rows: ArrayLike | None = None,
-                   unprotectable: Literal["raise", "withhold"] = "raise") -> pd.DataFrame:
+                   unprotectable: Literal["raise", "withhold"] = "raise",
+                   already: Mapping[str, ArrayLike] | None = None) -> pd.DataFrame:
     """Withhold small counts, the statistics that would reveal them, and enough other cells that totals cannot.
 
     Steps: (1) primary: a count 1..10 is withheld; for a declared pair ``events -> n``, ``events`` is also
@@ -156,6 +157,10 @@ def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_b
         What to do when a group's published total would reveal its withheld cells whatever else is
         withheld: ``"raise"`` :class:`Unprotectable`, or ``"withhold"`` every count and statistic of the
         table (for tables whose total is published elsewhere and that may be empty rather than fail).
+    already
+        Count column -> boolean mask of cells withheld already (by another table that shares a margin with
+        this one); they count as primary suppressions. Lets a caller protect a hierarchy (operators within
+        sites within the outcome) by running one table per level until no level withholds anything new.
 
     Returns
     -------
@@ -188,6 +193,13 @@ def suppress_table(frame: pd.DataFrame, *, count_columns: Sequence[str], group_b
     if unprotectable not in ("raise", "withhold"):
         raise ValueError(f"unprotectable must be 'raise' or 'withhold'; got {unprotectable!r}")
     hidden = _primary(values, complements, row_total)
+    for column, mask in (already or {}).items():
+        if column not in hidden:
+            raise ValueError(f"already names {column!r}, which is not one of count_columns {list(counts)}")
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(frame),):
+            raise ValueError(f"already[{column!r}] must have one value per row ({len(frame)}); got {mask.shape}")
+        hidden[column] = hidden[column] | mask
     try:
         hidden = _protect_margins(values, hidden, groups, totals, complements)
     except Unprotectable:

@@ -127,7 +127,7 @@ class Completeness:
     thresholds: Thresholds
     latest_year: int
 
-    def published(self) -> pd.DataFrame:
+    def published(self, already: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
         """The table with small counts withheld and verdicts that rest only on published counts.
 
         Suppression (:func:`models.suppression.suppress_table`, the whole table one group, its totals
@@ -136,7 +136,9 @@ class Completeness:
         baseline years, baseline procedures); a site with 1..10 procedures has every count and statistic
         withheld; further cells are withheld so no withheld count can be worked out from a total; shares,
         ratios, p-values, expected counts and per-check flags are withheld with the counts they come from.
-        ``unprotectable="withhold"``: a table that cannot be protected is withheld entirely.
+        ``unprotectable="withhold"``: a table that cannot be protected is withheld entirely. ``already``: count
+        column -> mask of cells another published table withholds (the QI table's assessed levels of a site are
+        this table's ``leakage_assessed``), withheld here too.
 
         Verdicts are recomputed from the published cells only, so they reveal nothing the table does not:
         a check whose counts are all published keeps its flag and its reason with numbers; a check with a
@@ -155,7 +157,7 @@ class Completeness:
         plain = self.table.drop(columns=[*_DIFFERENCES, POOR, REASONS, NOTES])
         counts = [c for c in COUNT_COLUMNS if c not in _DIFFERENCES]
         out = suppress_table(plain, count_columns=counts, derived=_DERIVED, complements=_COMPLEMENTS,
-                             row_total=PROCEDURES, unprotectable="withhold")
+                             row_total=PROCEDURES, unprotectable="withhold", already=already)
         for column, (whole, part) in _DIFFERENCES.items():
             shown = (out[whole] != SUPPRESSED) & (out[part] != SUPPRESSED)
             out[column] = self.table[column].astype(object).where(shown, SUPPRESSED)

@@ -29,7 +29,7 @@ VLAD_POINTS = 200
 FUNNEL_GRID = 120
 COMPLETENESS_PROCEDURE_COLUMNS = (s.PROCEDURE_ID, s.SITE_ID, s.PROCEDURE_YEAR, s.INFECTION_90D)
 COMPLETENESS_LEVEL_COLUMNS = (s.PROCEDURE_ID, s.LEAKAGE, s.LEAKAGE_IMAGING)
-"""The registry columns :func:`completeness_figures` reads."""
+"""The registry columns the data completeness reads (:func:`qi_figures`)."""
 PUBLISHED, INTERNAL = "published", "internal"
 AUDIENCES = (PUBLISHED, INTERNAL)
 TITLES = {"leakage_any": "Any cement leakage (per level)", "leakage_canal": "Leakage into the canal (per level)",
@@ -82,28 +82,70 @@ def trends_figures(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
 
 def qi_figures(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bool], *, audience: str = PUBLISHED,
                limits: tuple[float, float] = (verdicts.ALERT, verdicts.ALARM),
-               completeness: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict, dict]:
-    """(qi_units table, QI figures, monitoring figures) for ``audience``: 'published' withholds as a count every
-    verdict of a unit whose observed count is withheld; 'internal' keeps exact counts and every verdict. Each unit
-    carries its site's data completeness (:func:`completeness_figures`) beside its verdicts."""
+               procedures: pd.DataFrame | None = None,
+               levels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict, dict, dict]:
+    """(qi_units table, QI figures, monitoring figures, completeness figures) for ``audience``: 'published' withholds
+    as a count every verdict of a unit whose observed count is withheld; 'internal' keeps exact counts and every
+    verdict. Each unit carries its site's data completeness beside its verdicts.
+
+    The QI table and the completeness table share cells (a site's assessed levels are its levels minus those not
+    assessed; its infection denominator is its procedures minus those without follow-up), so they are suppressed
+    together: what one withholds the other withholds, until neither withholds anything new.
+    """
     if audience not in AUDIENCES:
         raise ValueError(f"audience must be one of {AUDIENCES}; got {audience!r}")
     alert, alarm = limits
     found = verdicts.unit_verdicts(frames, published, alert=alert, alarm=alarm)
-    units = found.units.assign(verdict_withheld=False) if audience == INTERNAL else verdicts.publishable(found.units)
-    units = _with_completeness(units, completeness or {})
+    complete = None
+    if procedures is not None and len(procedures) and set(COMPLETENESS_PROCEDURE_COLUMNS) <= set(procedures.columns):
+        complete = completeness.site_completeness(procedures, levels)
+    if audience == INTERNAL:
+        units = found.units.assign(verdict_withheld=False)
+        table = complete.table if complete is not None else None
+    else:
+        units, table = _suppress_together(found.units, complete)
+    complete_block = _completeness_block(complete, table)
+    units = _with_completeness(units, complete_block)
     signals = found.signals if audience == INTERNAL else verdicts.signals_publishable(found.signals, units)
     blocks = {}
     for (outcome, unit_type), result in found.funnels.items():
         rows = units[(units["outcome"] == outcome) & (units["unit_type"] == unit_type)]
         blocks.setdefault(outcome, {"title": TITLES.get(outcome, outcome), "units": {}})["units"][unit_type] = \
             _funnel_block(rows, result, frames[outcome], unit_type=unit_type)
-    if audience != INTERNAL and len(signals):  # a run length of 1 to 10 cases is a small count of cases too
-        signals = signals.assign(**{c: signals[c].map(lambda v: SUPPRESSED if is_small(int(v) + (c == "case"))
-                                                      else v) for c in ("case", "since_reset")})
+    signals = signals.sort_values(["outcome", "unit_type", "unit_id", "case"], kind="stable")
+    if audience != INTERNAL:  # case numbers give run lengths (their differences) and, with h, a count of events
+        signals = signals.drop(columns=["case", "since_reset", "value"])
     monitoring = _monitoring_block(frames.get(MONITORED) if published.get(MONITORED) else None, units, signals)
     levels = {"alert": alert, "alarm": alarm, "fdr": verdicts.FDR_LEVEL}
-    return units, {"outcomes": blocks, "levels": levels, "methods": found.methods}, monitoring
+    return units, {"outcomes": blocks, "levels": levels, "methods": found.methods}, monitoring, complete_block
+
+
+_SHARED_N = {"infection_90d": completeness.INFECTION_MISSING}
+"""Per outcome, the completeness count whose complement is the QI site row's n (level outcomes: assessed levels)."""
+
+
+def _suppress_together(units: pd.DataFrame, complete: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    if complete is None or units.empty:
+        return verdicts.publishable(units), None if complete is None else complete.published()
+    c = completeness
+    sites = complete.table[s.SITE_ID].astype(str).to_numpy()
+    site_rows = (units["unit_type"] == "site").to_numpy()
+    shared = np.array([_SHARED_N.get(o, c.LEAKAGE_ASSESSED) for o in units["outcome"]])
+    unit_sites = units["site_id"].astype(str).to_numpy()
+    already = {name: np.zeros(len(sites), dtype=bool) for name in (c.LEAKAGE_ASSESSED, c.INFECTION_MISSING)}
+    for _ in range(10):
+        table = complete.published(already=already)
+        hidden = {name: set(sites[(table[name] == SUPPRESSED).to_numpy()])
+                  for name in (c.LEAKAGE_ASSESSED, c.INFECTION_MISSING, c.PROCEDURES)}
+        hidden[c.INFECTION_MISSING] |= hidden[c.PROCEDURES]  # the complement needs both
+        mark = site_rows & np.array([site in hidden[name] for name, site in zip(shared, unit_sites)], dtype=bool)
+        public = verdicts.publishable(units, withheld_n=mark)
+        held = site_rows & (public["n"] == SUPPRESSED).to_numpy()
+        grown = {name: already[name] | np.isin(sites, unit_sites[held & (shared == name)]) for name in already}
+        if all((grown[name] == already[name]).all() for name in already):
+            return public, table
+        already = grown
+    raise RuntimeError("the QI and completeness tables' suppression did not settle in 10 rounds")
 
 
 def _funnel_block(rows: pd.DataFrame, result: qi.FunnelResult, frame: pd.DataFrame, *, unit_type: str) -> dict:
@@ -130,8 +172,7 @@ def _funnel_block(rows: pd.DataFrame, result: qi.FunnelResult, frame: pd.DataFra
 def _monitoring_block(frame: pd.DataFrame | None, units: pd.DataFrame, signals: pd.DataFrame) -> dict[str, Any]:
     """VLAD per site for any leakage (registry order) and every CUSUM signal of the published units."""
     title = TITLES[MONITORED]
-    listed = [_jsonable(r) for r in signals.sort_values(["outcome", "unit_type", "unit_id", "case"]).to_dict(
-        orient="records")] if len(signals) else []
+    listed = [_jsonable(r) for r in signals.to_dict(orient="records")] if len(signals) else []
     if frame is None or frame.empty or frame["p"].isna().any():
         return {"title": title, "sites": [], "signals": listed,
                 "reason": "no published leakage model: nothing to monitor"}
@@ -156,16 +197,16 @@ def _monitoring_block(frame: pd.DataFrame | None, units: pd.DataFrame, signals: 
     caption = ("Running sum of expected minus observed leaks per site (up: fewer leaks than the case mix "
                "predicts). Levels in registry order (procedure year, extract batch, procedure).")
     if withheld:
-        caption += f" {withheld} sites with 1 to 10 levels, leaks or non-leaks are not charted (withheld)."
+        caption += (f" {withheld} sites are not charted: their levels, leaks or non-leaks number 1 to 10, or their "
+                    f"verdicts are withheld.")
     return {"title": title, "caption": caption, "sites": sites, "signals": listed}
 
 
-def completeness_figures(procedures: pd.DataFrame, levels: pd.DataFrame, *, audience: str = PUBLISHED) -> dict:
-    """Data completeness per site (:func:`reports.completeness.site_completeness`), suppressed unless internal."""
-    if procedures.empty or not set(COMPLETENESS_PROCEDURE_COLUMNS) <= set(procedures.columns):
-        return {"method": "no procedures: completeness not assessed", "header": [], "rows": [], "sites": []}
-    found = completeness.site_completeness(procedures, levels)
-    table = found.table if audience == INTERNAL else found.published()
+def _completeness_block(found: Any, table: pd.DataFrame | None) -> dict:
+    """Data completeness per site for the report: ``table`` is the raw table (internal) or the published one."""
+    if found is None or table is None:
+        return {"method": "no procedures: completeness not assessed", "header": [], "rows": [], "sites": [],
+                "assessed": False}
     header = ["site", "procedures", "levels", "leakage not assessed", "share", "imaging not recorded", "share",
               "infection follow-up missing", "share", "expected share", "latest-year volume / expected", "poor",
               "reasons"]
@@ -181,7 +222,7 @@ def completeness_figures(procedures: pd.DataFrame, levels: pd.DataFrame, *, audi
         sites.append({"site_id": str(r[s.SITE_ID]), "poor": verdict == "poor", "verdict": verdict,
                       "reasons": list(r[c.REASONS])})
     return {"method": found.method, "header": header, "rows": [[_cell(v) for v in row] for row in rows],
-            "sites": sites}
+            "sites": sites, "assessed": True}
 
 
 def _cell(value: Any) -> Any:
@@ -261,20 +302,22 @@ def build_figures(*, run: Mapping[str, Any], manifest: Mapping[str, Any], proced
     if not versions.get(MONITORED):
         versions = {}
     published = {spec.name: bool(versions.get(spec.name)) for spec in OUTCOMES}
-    complete = completeness_figures(procedures, levels, audience=audience)
-    qi_units, qi_block, monitoring = qi_figures(frames, published, audience=audience, limits=limits,
-                                                completeness=complete)
+    qi_units, qi_block, monitoring, complete = qi_figures(frames, published, audience=audience, limits=limits,
+                                                          procedures=procedures, levels=levels)
     models = {name: {**block, "title": TITLES.get(name, name)} for name, block in model_metrics.items()}
-    calibration = calibration_figures(frames, published, manifest)
+    trends = trends_figures(frames)
+    calibration = calibration_figures(frames, published, manifest, trends)
     figures = {
         "run": dict(run), "audience": audience,
         "registry": {"watermark": watermark, "procedures": len(procedures), "levels": len(levels),
                      "year_min": _int_or_none(procedures[s.PROCEDURE_YEAR].min()) if len(procedures) else None,
                      "year_max": _int_or_none(procedures[s.PROCEDURE_YEAR].max()) if len(procedures) else None},
-        "attention": attention(qi_units, monitoring["signals"], calibration, complete, qi_block["levels"]),
+        "attention": attention(qi_units, monitoring["signals"], calibration, complete, qi_block["levels"],
+                               latest_year=_int_or_none(procedures[s.PROCEDURE_YEAR].max()) if len(procedures)
+                               else None),
         "completeness": complete,
         "data": data_figures(manifest),
-        "trends": trends_figures(frames),
+        "trends": trends,
         "outcomes": models,
         "qi": {**qi_block,
                "reason": "" if qi_block["outcomes"] else "no published model: sites and operators cannot be compared yet",

@@ -29,11 +29,15 @@ METHODS = (
     "recalibration; 95% CIs from a cluster bootstrap that resamples procedures. Apparent minus validated is "
     "the optimism.",
     "O/E intervals are exact Poisson (Garwood) intervals for the observed count divided by the expected. Funnel "
-    "limits use the binomial variance of each unit's expected count; where the units vary more than chance "
-    "allows, an additive random-effects term from 10%-winsorised z-scores widens the limits (Spiegelhalter 2005).",
-    "The VLAD chart plots, per site, the running sum of expected minus observed leaks in registry order; the "
-    "risk-adjusted CUSUM (Steiner et al. 2000) signals when the evidence for doubled odds of leakage passes its "
-    "threshold.",
+    "limits and one-sided p-values come from the Poisson-binomial distribution of each unit's count given its own "
+    "cases' risks (exact under the model, cases independent); where the units vary more than chance allows "
+    "(10%-winsorised z-scores, Spiegelhalter 2005), a gamma frailty of variance tau^2 widens them. Alert beyond the "
+    "inner limit, alarm beyond the outer (HQIP); Benjamini-Hochberg q-values across the report.",
+    "Shrunken odds ratios: a random-intercept logistic model per outcome with the champion's logit risk as offset, "
+    "sites and operators nested in sites as random effects (Laplace maximum likelihood, checked against lme4).",
+    "The risk-adjusted CUSUM (Steiner et al. 2000, odds ratio 2) of each site and operator has the limit that "
+    "gives one false alarm per five years of the unit's own volume when the model is right, and restarts after a "
+    "signal; the VLAD chart plots, per site, the running sum of expected minus observed leaks in registry order.",
     "Counts from 1 to 10 are withheld everywhere (<11), and a second cell is withheld where the first could be "
     "recovered from a published total. Rates, ratios and means of withheld cells are withheld with them.",
     "Observed leakage depends on the imaging used (CT finds more than radiographs); the leakage models condition "
@@ -202,7 +206,7 @@ def _qi(qi: Mapping[str, Any]) -> dict[str, Any]:
     for block in qi["outcomes"].values():
         units = []
         for unit_type, unit in block["units"].items():
-            listed = [_verdict_row(r) for r in unit["rows"] if r["alert"] not in ("", None)]
+            listed = [_verdict_row(r) for r in unit["rows"] if r["alert"] in ("high", "low")]
             shrunk = [r for r in unit["rows"] if r.get("shrunken_or") is not None]
             caterpillar = plots.caterpillar_plot(
                 labels=[r["unit_id"] for r in shrunk], estimate=[r["shrunken_or"] for r in shrunk],
@@ -253,8 +257,8 @@ def _funnel_plot(unit: Mapping[str, Any], *, title: str) -> str:
 
 def _monitoring(monitoring: Mapping[str, Any]) -> dict[str, Any]:
     signals = [{"unit": f"{r['unit_type']} {r['unit_id']}", "outcome": r["outcome"], "direction": r["direction"],
-                "year": str(r["year"]), "case": r["case"] if isinstance(r["case"], str) else fmt(int(r["case"]) + 1),
-                "since_reset": fmt(r["since_reset"])}
+                "year": str(r["year"]), "case": fmt(int(r["case"]) + 1) if "case" in r else "-",
+                "since_reset": fmt(r["since_reset"]) if "since_reset" in r else "-"}
                for r in monitoring.get("signals", [])]
     if not monitoring.get("sites"):
         return {"plot": "", "reason": monitoring.get("reason", "no site has enough assessed levels to chart"),
@@ -315,7 +319,7 @@ def _benefit(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with_ci(estimate: Any, low: Any, high: Any, digits: int, *, percent: bool = False) -> str:
-    if estimate is None or isinstance(estimate, str):
+    if estimate is None or isinstance(estimate, str) or not np.isfinite(float(estimate)):
         return "-"
     scale = 100.0 if percent else 1.0
     values = [None if v is None else float(v) * scale for v in (estimate, low, high)]

@@ -8,10 +8,11 @@ rate at expected counts below about 10.
 
 When the units vary more than chance allows (additive overdispersion ``tau^2`` on the O/E scale), the null
 becomes a mixture: ``O | theta ~ PoissonBinomial(theta p_i)`` with a unit frailty ``theta ~ Gamma(mean 1,
-variance tau^2)``. Where the frailty adds no more variance than chance (``tau E <= sd``) the mixture is
-integrated over ``theta`` (24-node Gauss quadrature for the gamma); where it dominates,
-the mixture is the negative binomial with the same mean ``E`` and variance ``V + tau^2 E^2`` (the
-gamma-Poisson mixture, with the binomial variance ``V = sum p(1-p)`` in place of the Poisson's ``E``).
+variance tau^2)``, risks ``theta p_i`` capped just below 1 (variance ``V + tau^2 (E^2 - sum p_i^2)``, a little
+less than ``V + tau^2 E^2``). Where the frailty adds no more variance than chance (``tau E <= sd``) the mixture is
+integrated over ``theta`` (24-node Gauss quadrature for the gamma); where it dominates, a count of ``n`` cases
+follows the beta-binomial on 0..n with mean ``E`` and variance ``V + tau^2 E^2`` (the frailty on the unit's
+rate, bounded by its number of cases), or the mixture when that variance is within the binomial's.
 
 Every distribution is returned as a pmf on a window of counts ``[offset, offset + len(pmf))`` outside which the
 probability is below 1e-25.
@@ -35,6 +36,7 @@ _BLOCK = 64  # rows whose pmf is built by the vectorised recursion before blocks
 _TAIL_SD, _TAIL_ADD = 12.0, 40.0  # window half-width: 12 sd + 40 counts (Bernstein: mass outside < 1e-25)
 _NODES = 24  # Gauss nodes of the gamma frailty
 _MAX_RISK = 1.0 - 1e-12
+NEGLIGIBLE = 1e-3  # a frailty adding less than this share of the binomial variance is left out
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class CountDistribution:
 
     offset: int
     pmf: np.ndarray
-    method: str  # 'poisson-binomial', 'poisson-binomial-gamma mixture' or 'negative binomial'
+    method: str  # 'poisson-binomial', 'poisson-binomial-gamma mixture' or 'beta-binomial'
 
     def sf(self, k: np.ndarray | int) -> np.ndarray:
         """P(X >= k), elementwise for whole numbers ``k``."""
@@ -143,27 +145,34 @@ def _mixture(p: np.ndarray, tau2: float) -> CountDistribution:
     return CountDistribution(offset=lo, pmf=pmf / pmf.sum(), method="poisson-binomial-gamma mixture")
 
 
-def _negative_binomial(mean: float, var: float) -> CountDistribution:
-    r = mean**2 / (var - mean)  # size; success probability r / (r + mean)
-    prob = r / (r + mean)
-    lo = int(stats.nbinom.ppf(1e-25, r, prob)) if mean > 50 else 0
-    hi = int(stats.nbinom.isf(1e-25, r, prob)) + 2
+def _beta_binomial(n: int, mean: float, var: float) -> CountDistribution | None:
+    """The beta-binomial on 0..n with this mean and variance, or None when the variance is within the binomial's."""
+    rate = mean / n
+    binomial = n * rate * (1 - rate)
+    if n < 2 or var <= binomial * (1 + 1e-9):
+        return None
+    rho = min((var / binomial - 1) / (n - 1), 1 - 1e-9)  # intra-unit correlation
+    size = 1 / rho - 1
+    lo, hi = _window(mean, var, n)
     k = np.arange(lo, hi + 1)
-    return CountDistribution(offset=lo, pmf=stats.nbinom.pmf(k, r, prob), method="negative binomial")
+    return CountDistribution(offset=lo, pmf=stats.betabinom.pmf(k, n, rate * size, (1 - rate) * size),
+                             method="beta-binomial")
 
 
 def null_count_distribution(p: np.ndarray, *, tau2: float = 0.0) -> CountDistribution:
     """The null distribution of a unit's observed count from its cases' risks, with optional overdispersion.
 
-    ``tau2 = 0``: Poisson-binomial (:func:`poisson_binomial`). ``tau2 > 0``: the Poisson-binomial-gamma frailty
-    mixture where ``tau * E <= sd`` (integrated over the frailty), else the negative binomial with mean ``E`` and
-    variance ``V + tau2 E^2`` (see the module docstring).
+    ``tau2 = 0``, or a frailty that adds less than 0.1% to the variance (``tau2 E^2 <= 0.001 V``): Poisson-binomial
+    (:func:`poisson_binomial`). Otherwise the Poisson-binomial-gamma frailty mixture where ``tau * E <= sd``
+    (integrated over the frailty), else the beta-binomial on 0..n with mean ``E`` and variance ``V + tau2 E^2``
+    (bounded: no count above n; see the module docstring).
     """
     p = np.asarray(p, dtype=np.float64)
-    if tau2 <= 0:
-        return poisson_binomial(p)
     mean, var = float(p.sum()), float(np.sum(p * (1 - p)))
-    total = var + tau2 * mean**2
-    if tau2 * mean**2 <= var or total <= mean * (1 + 1e-9):
-        return _mixture(p, tau2)
-    return _negative_binomial(mean, total)
+    if tau2 <= 0 or tau2 * mean**2 <= NEGLIGIBLE * var:
+        return poisson_binomial(p)
+    if tau2 * mean**2 > var:
+        bounded = _beta_binomial(len(p), mean, var + tau2 * mean**2)
+        if bounded is not None:
+            return bounded
+    return _mixture(p, tau2)

@@ -161,8 +161,9 @@ class FunnelResult:
 
 
 def limit_columns(level: float) -> tuple[str, str]:
-    """Names of the lower and upper limit columns for ``level``: 0.95 -> ('lower_95', 'upper_95'), 0.998 -> '998'."""
-    tag = f"{100 * _check_level(level):.10g}".replace(".", "")
+    """Names of the lower and upper limit columns for ``level``: 0.95 -> ('lower_95', 'upper_95'), 0.998 ->
+    ('lower_99_8', 'upper_99_8'); distinct levels get distinct names (0.099 -> '9_9', 0.99 -> '99')."""
+    tag = f"{100 * _check_level(level):.10g}".replace(".", "_")
     return f"lower_{tag}", f"upper_{tag}"
 
 
@@ -336,7 +337,7 @@ def _describe_method(units: int, phi: float, p_value: float, overdispersed: bool
             f"I*phi vs chi2({units - 1}), p = {p_value:.2g}")
     if overdispersed:
         return (f"{exact}, widened for overdispersion by a gamma frailty of variance tau^2 = {tau2:.3g} on the O/E "
-                f"scale ({test}; Spiegelhalter 2005)")
+                f"scale (its beta-binomial counterpart where it dominates chance; {test}; Spiegelhalter 2005)")
     return f"{exact}; no overdispersion detected ({test})"
 
 

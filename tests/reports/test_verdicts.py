@@ -50,9 +50,12 @@ def test_every_unit_gets_every_verdict_and_the_planted_site_is_in_alarm(found) -
 
 
 def test_q_values_are_benjamini_hochberg_across_all_units_and_outcomes_of_the_report(found) -> None:
+    # one family: both one-sided p-values of every unit-outcome (2m tests), so the alarms that survive, high or
+    # low together, have a false discovery rate of at most 5%
     units = found.units
-    np.testing.assert_allclose(units["q_high"], multipletests(units["p_high"], method="fdr_bh")[1])
-    np.testing.assert_allclose(units["q_low"], multipletests(units["p_low"], method="fdr_bh")[1])
+    q = multipletests(np.concatenate([units["p_high"], units["p_low"]]), method="fdr_bh")[1]
+    np.testing.assert_allclose(units["q_high"], q[:len(units)])
+    np.testing.assert_allclose(units["q_low"], q[len(units):])
     survives = ((units["alarm"] == "high") & (units["q_high"] <= 0.05)) | (
         (units["alarm"] == "low") & (units["q_low"] <= 0.05))
     assert (units["alarm_survives_fdr"] == survives).all()
@@ -74,6 +77,10 @@ def test_a_unit_with_a_withheld_count_has_no_published_verdict_but_an_internal_o
     merged = shown.merge(exact, on=["unit_type", "unit_id", "outcome"], suffixes=("", "_exact"))
     assert (merged["alarm"] == merged["alarm_exact"]).all()
     np.testing.assert_allclose(merged["p_high"].astype(float), merged["p_high_exact"])
+    # published q-values are Benjamini-Hochberg over the published p-values only (a q carries its family's p)
+    q = multipletests(np.concatenate([shown["p_high"].astype(float), shown["p_low"].astype(float)]),
+                      method="fdr_bh")[1]
+    np.testing.assert_allclose(shown["q_high"].astype(float), q[:len(shown)])
     signals = verdicts.signals_publishable(found.signals, public)
     assert not set(signals["unit_id"]) & set(public.loc[public["verdict_withheld"], "unit_id"])
 
@@ -93,3 +100,49 @@ def test_no_published_model_gives_an_empty_table() -> None:
     empty = verdicts.unit_verdicts({"leakage_any": _frame()}, {"leakage_any": False})
     assert empty.units.empty and list(empty.units.columns) == list(verdicts.COLUMNS)
     assert verdicts.publishable(empty.units).empty
+
+
+def _recoverable_from_sites(public: pd.DataFrame) -> list[str]:
+    """Withheld operator counts that a site row minus its other, published operators would give."""
+    found = []
+    for (outcome, site), ops in public[public["unit_type"] == "operator"].groupby(["outcome", "site_id"]):
+        site_row = public[(public["unit_type"] == "site") & (public["unit_id"] == site)
+                          & (public["outcome"] == outcome)].iloc[0]
+        for column in ("n", "observed"):
+            hidden = ops[column] == SUPPRESSED
+            if site_row[column] != SUPPRESSED and hidden.sum() == 1:
+                found.append(f"{outcome} {site} {column}")
+    return found
+
+
+def test_an_operator_count_cannot_be_worked_out_from_its_site_row() -> None:
+    # Site S07's third operator has 6 levels; the site row minus the other two operators would give them back.
+    public = verdicts.publishable(verdicts.unit_verdicts({"leakage_any": _frame()}, {"leakage_any": True}).units)
+    assert _recoverable_from_sites(public) == []
+    small = public[(public["unit_type"] == "operator") & (public["site_id"] == "S07")]
+    assert (small["observed"] == SUPPRESSED).sum() >= 2 or (
+        public.loc[(public["unit_type"] == "site") & (public["unit_id"] == "S07"), "observed"] == SUPPRESSED).all()
+    # and a withheld site row cannot be worked out among the sites from the outcome total
+    sites = public[public["unit_type"] == "site"]
+    assert (sites["observed"] == SUPPRESSED).sum() != 1
+
+
+def test_an_operator_at_two_sites_is_one_unit_at_each() -> None:
+    frame = _frame()
+    moved = frame.index[(frame[s.OPERATOR_ID] == "OP00")][:120]
+    frame.loc[moved, s.SITE_ID] = "S01"  # OP00 now works at S00 and at S01
+    units = verdicts.unit_verdicts({"leakage_any": frame}, {"leakage_any": True}).units
+    op = units[(units["unit_type"] == "operator") & (units["unit_id"] == "OP00")]
+    assert sorted(op["site_id"]) == ["S00", "S01"] and op["shrunken_or"].notna().all()
+    sums = units[units["unit_type"] == "operator"].groupby("site_id")[["n", "observed"]].sum()
+    sites = units[units["unit_type"] == "site"].set_index("unit_id")[["n", "observed"]]
+    assert (sums.sort_index().to_numpy() == sites.sort_index().to_numpy()).all()
+    assert _recoverable_from_sites(verdicts.publishable(units)) == []
+
+
+def test_withheld_n_from_another_table_is_withheld_here_too(found) -> None:
+    units = found.units
+    mark = ((units["unit_type"] == "site") & (units["unit_id"] == "S03")).to_numpy()
+    public = verdicts.publishable(units, withheld_n=mark)
+    assert public.loc[mark, "n"].item() == SUPPRESSED
+    assert _recoverable_from_sites(public) == []
