@@ -290,7 +290,8 @@ def funnel_assessment(frame: pd.DataFrame, *, unit: str, observed: str, expected
     columns: dict[str, list] = {name: [] for name in
                                 (*limit_columns(alert), *limit_columns(alarm), P_HIGH, P_LOW, NULL)}
     for i in range(len(table)):
-        distribution = null_count_distribution(risks[order[bounds[i]:bounds[i + 1]]], tau2=tau2)
+        # sorted: the same cases in any row order give the same bits (the scored store and a rebuild agree)
+        distribution = null_count_distribution(np.sort(risks[order[bounds[i]:bounds[i + 1]]]), tau2=tau2)
         for level in (alert, alarm):
             (lower_name, upper_name), (l, u) = limit_columns(level), count_limits(distribution, level)
             columns[lower_name].append(l / e[i])

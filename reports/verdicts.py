@@ -110,7 +110,7 @@ def with_q_values(units: pd.DataFrame, *, fdr: float = FDR_LEVEL) -> pd.DataFram
         return out.assign(q_high=pd.Series(dtype=float), q_low=pd.Series(dtype=float),
                           alarm_survives_fdr=pd.Series(dtype=bool))
     q = qi.fdr_q_values(np.concatenate([out["p_high"].to_numpy(dtype=float), out["p_low"].to_numpy(dtype=float)]))
-    out["q_high"], out["q_low"] = q[:len(out)], q[len(out):]
+    out["q_high"], out["q_low"] = _significant(q[:len(out)]), _significant(q[len(out):])
     out["alarm_survives_fdr"] = (((out["alarm"] == qi.FLAG_HIGH) & (out["q_high"] <= fdr))
                                  | ((out["alarm"] == qi.FLAG_LOW) & (out["q_low"] <= fdr)))
     return out
@@ -133,9 +133,17 @@ def _funnel_rows(result: qi.FunnelResult, *, unit_type: str, outcome: str, alert
     for level, names in ((alert, ("alert_lower", "alert_upper")), (alarm, ("alarm_lower", "alarm_upper"))):
         for mine, theirs in zip(names, qi.limit_columns(level)):
             out[mine] = t[theirs].round(4)
-    out["p_high"], out["p_low"] = t[qi.P_HIGH].to_numpy(), t[qi.P_LOW].to_numpy()
+    out["p_high"], out["p_low"] = (_significant(t[c].to_numpy(dtype=float)) for c in (qi.P_HIGH, qi.P_LOW))
     out["alert"], out["alarm"], out["null"] = t[qi.ALERT].to_numpy(), t[qi.ALARM].to_numpy(), t[qi.NULL].to_numpy()
     return out
+
+
+def _significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Rounded to ``digits`` significant digits: no figure claims more, and the bytes do not depend on summation
+    order."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(values > 0, 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(values)))), 1.0)
+    return np.where(values > 0, np.round(values * scale) / scale, values)
 
 
 def _with_shrinkage(table: pd.DataFrame, effects: pd.DataFrame, unit_type: str) -> pd.DataFrame:
