@@ -384,7 +384,8 @@ def _chart(y: np.ndarray, p: np.ndarray, years: np.ndarray, *, target: float, od
 
 
 def unit_cusums(frame: pd.DataFrame, *, unit: str, y: str = "y", p: str = "p", year: str = s.PROCEDURE_YEAR,
-                years_per_false_alarm: float = 5.0, odds_ratio: float = 2.0, improvement_odds_ratio: float = 0.5,
+                years_per_false_alarm: float = 5.0, odds_ratio: float = 2.0,
+                improvement_odds_ratio: float | None = 0.5,
                 min_cases: int = MIN_CASES) -> UnitCusums:
     """Risk-adjusted CUSUMs for deterioration and improvement per unit, each with its own limit h.
 
@@ -409,8 +410,9 @@ def unit_cusums(frame: pd.DataFrame, *, unit: str, y: str = "y", p: str = "p", y
         ``Y``: one false alarm per this many years of the unit's volume, per direction.
     odds_ratio : float, default 2.0
         Odds ratio (> 1) the deterioration chart is tuned to detect.
-    improvement_odds_ratio : float, default 0.5
-        Odds ratio (in (0, 1)) the improvement chart is tuned to detect.
+    improvement_odds_ratio : float or None, default 0.5
+        Odds ratio (in (0, 1)) the improvement chart is tuned to detect; None: no improvement chart (its columns
+        are NA).
     min_cases : int, default 20
         Fewest cases for a chart.
 
@@ -443,9 +445,10 @@ def unit_cusums(frame: pd.DataFrame, *, unit: str, y: str = "y", p: str = "p", y
     """
     cases = _check_cases(frame, unit=unit, y=y, p=p, year=year)
     years_per_alarm = _check_positive(years_per_false_alarm, "years_per_false_alarm")
-    ratios = {DETERIORATION: _check_odds_ratio(odds_ratio, "odds_ratio", direction=DETERIORATION),
-              IMPROVEMENT: _check_odds_ratio(improvement_odds_ratio, "improvement_odds_ratio",
-                                             direction=IMPROVEMENT)}
+    ratios = {DETERIORATION: _check_odds_ratio(odds_ratio, "odds_ratio", direction=DETERIORATION)}
+    if improvement_odds_ratio is not None:  # None: no improvement chart (half the work)
+        ratios[IMPROVEMENT] = _check_odds_ratio(improvement_odds_ratio, "improvement_odds_ratio",
+                                                direction=IMPROVEMENT)
     if isinstance(min_cases, bool) or not (isinstance(min_cases, numbers.Integral) and min_cases >= 1):
         raise ValueError(f"min_cases must be an integer >= 1; got {min_cases!r}")
     codes, labels = pd.factorize(cases["labels"], sort=True)
@@ -506,8 +509,9 @@ def _signal_table(parts: list[dict[str, np.ndarray]], labels: np.ndarray) -> pd.
 def _describe_method(units: pd.DataFrame, years_per_alarm: float, ratios: dict[str, float], min_cases: int) -> str:
     charted = int(units[direction_column(LIMIT, DETERIORATION)].notna().sum())
     few = int((units[N_CASES] < min_cases).sum())
+    improvement = f" and {ratios[IMPROVEMENT]:g} (improvement)" if IMPROVEMENT in ratios else ""
     text = (f"Risk-adjusted Bernoulli CUSUMs (Steiner et al. 2000) per unit for odds ratio {ratios[DETERIORATION]:g} "
-            f"(deterioration) and {ratios[IMPROVEMENT]:g} (improvement), restarted at 0 after each signal. Each "
+            f"(deterioration){improvement}, restarted at 0 after each signal. Each "
             f"unit's limit h is set from its own case mix so that, when the risk model is right for the unit, each "
             f"chart gives on average one false alarm per {years_per_alarm:g} years of that unit's volume (in-control "
             f"average run length = {years_per_alarm:g} x its cases per year with cases, by the Markov-chain "

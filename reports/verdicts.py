@@ -83,7 +83,8 @@ def unit_verdicts(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bo
             table = _funnel_rows(result, unit_type=unit_type, outcome=spec.name, alert=alert, alarm=alarm)
             table = _with_shrinkage(table, shrunk, unit_type)
             table = _with_trend(table, oe_slopes(frame, unit=column, y="y", p="p", year=s.PROCEDURE_YEAR))
-            cusums = unit_cusums(_in_time_order(frame, column), unit=column, y="y", p="p", year=s.PROCEDURE_YEAR)
+            cusums = unit_cusums(_in_time_order(frame, column), unit=column, y="y", p="p", year=s.PROCEDURE_YEAR,
+                                 improvement_odds_ratio=None)  # deterioration only: see UnitVerdicts.signals
             table = _with_cusum(table, cusums.units, cusums.signals)
             tables.append(table.drop(columns=[KEY]))
             worse = cusums.signals[cusums.signals[cusum.DIRECTION] == cusum.DETERIORATION]

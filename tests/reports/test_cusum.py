@@ -349,3 +349,17 @@ def test_unit_inputs_are_checked(frame: pd.DataFrame, options: dict, message: st
 def test_frame_must_be_a_data_frame() -> None:
     with pytest.raises(ValueError, match="frame must be a pandas DataFrame; got dict"):
         cusum.unit_cusums({"site": ["A"]}, unit="site")  # type: ignore[arg-type]
+
+
+def test_no_improvement_chart_when_its_odds_ratio_is_none() -> None:
+    rng = np.random.default_rng(4)
+    n = 400
+    frame = pd.DataFrame({"unit": np.repeat(["A", "B"], n // 2), "y": (rng.random(n) < 0.3).astype(int),
+                          "p": np.full(n, 0.3), "procedure_year": np.tile(np.repeat([2020, 2021], n // 4), 2)})
+    both = cusum.unit_cusums(frame, unit="unit")
+    worse = cusum.unit_cusums(frame, unit="unit", improvement_odds_ratio=None)
+    h = cusum.direction_column(cusum.LIMIT, cusum.DETERIORATION)
+    np.testing.assert_allclose(worse.units[h], both.units[h])
+    assert worse.units[cusum.direction_column(cusum.LIMIT, cusum.IMPROVEMENT)].isna().all()
+    assert set(worse.signals[cusum.DIRECTION]) <= {cusum.DETERIORATION}
+    assert "(improvement)" not in worse.method and "(improvement)" in both.method
