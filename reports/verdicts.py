@@ -36,9 +36,9 @@ VERDICT_TEXT = ("alert", "alarm", "cusum_last_signal_year")
 STATISTICS = ("oe_ratio", "oe_low", "oe_high", "risk_adjusted_rate", "p_high", "p_low", "q_high", "q_low",
               "shrunken_or", "shrunken_low", "shrunken_high", "trend_ratio", "trend_low", "trend_high",
               "cusum_signals", "cusum_h")
-COLUMNS = ("unit_type", "unit_id", "site_id", "outcome", "n", "observed", "expected", "oe_ratio", "oe_low", "oe_high",
-           "risk_adjusted_rate", "alert_lower", "alert_upper", "alarm_lower", "alarm_upper", "p_high", "p_low", "q_high", "q_low",
-           "alert", "alarm", "alarm_survives_fdr", "shrunken_or", "shrunken_low", "shrunken_high", "trend_ratio",
+COLUMNS = ("unit_type", "unit_id", "site_id", "outcome", "n", "observed", "expected", "oe_ratio", "oe_low",
+           "oe_high", "risk_adjusted_rate", "alert_lower", "alert_upper", "alarm_lower", "alarm_upper", "p_high",
+           "p_low", "q_high", "q_low", "alert", "alarm", "alarm_survives_fdr", "shrunken_or", "shrunken_low", "shrunken_high", "trend_ratio",
            "trend_low", "trend_high", "cusum_h", "cusum_signals", "cusum_last_signal_year", "null")
 """Columns of the verdict table (qi_units.csv adds verdict_withheld and site_completeness)."""
 
@@ -210,12 +210,22 @@ def publishable(units: pd.DataFrame, *, withheld_n: ArrayLike | None = None, fdr
     hidden = {c: np.zeros(len(units), dtype=bool) for c in COUNTS}
     if withheld_n is not None:
         hidden["n"] |= np.asarray(withheld_n, dtype=bool)
-    for outcome in units["outcome"].unique():
-        rows = np.flatnonzero((units["outcome"] == outcome).to_numpy())
-        part = {c: h[rows] for c, h in hidden.items()}
-        part = _protect_hierarchy(units.iloc[rows].reset_index(drop=True), part)
-        for c in COUNTS:
-            hidden[c][rows] = part[c]
+    # the same unit's n in two outcomes is one cell (the leakage outcomes share their assessed levels): withheld in one,
+    # withheld in all, and each outcome protected again, until nothing changes
+    same_n = units.groupby(["unit_type", "unit_id", "site_id", "n"], sort=False).ngroup().to_numpy()
+    for _ in range(20):
+        before = hidden["n"].copy()
+        for outcome in units["outcome"].unique():
+            rows = np.flatnonzero((units["outcome"] == outcome).to_numpy())
+            part = {c: h[rows] for c, h in hidden.items()}
+            part = _protect_hierarchy(units.iloc[rows].reset_index(drop=True), part)
+            for c in COUNTS:
+                hidden[c][rows] = part[c]
+        hidden["n"] = np.isin(same_n, same_n[hidden["n"]])
+        if (hidden["n"] == before).all():
+            break
+    else:
+        raise RuntimeError("the suppression of the QI table did not settle across outcomes in 20 rounds")
     out = units.copy()
     for c in COUNTS:
         out[c] = pd.Series([SUPPRESSED if h else int(v) for v, h in zip(units[c], hidden[c])], index=units.index,

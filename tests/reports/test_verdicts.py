@@ -146,3 +146,15 @@ def test_withheld_n_from_another_table_is_withheld_here_too(found) -> None:
     public = verdicts.publishable(units, withheld_n=mark)
     assert public.loc[mark, "n"].item() == SUPPRESSED
     assert _recoverable_from_sites(public) == []
+
+
+def test_a_unit_n_shared_by_two_outcomes_is_withheld_in_both() -> None:
+    # Two leakage outcomes on the same levels share each unit's n: a cell withheld in one is withheld in the other.
+    frame = _frame()
+    frames = {"leakage_any": frame, "leakage_venous": frame.assign(y=(frame["y"] * (frame.index % 9 == 0)))}
+    units = verdicts.unit_verdicts(frames, {"leakage_any": True, "leakage_venous": True}).units
+    public = verdicts.publishable(units)
+    keyed = public.set_index(["unit_type", "unit_id", "site_id", "outcome"])["n"].unstack("outcome")
+    assert ((keyed["leakage_any"] == SUPPRESSED) == (keyed["leakage_venous"] == SUPPRESSED)).all()
+    assert (keyed["leakage_venous"] == SUPPRESSED).any()
+    assert _recoverable_from_sites(public) == []
