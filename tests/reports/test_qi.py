@@ -339,3 +339,18 @@ def test_lower_cusum_accumulates_evidence_of_improvement() -> None:
 def test_cusum_rejects_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         qi.risk_adjusted_cusum(Y_HAND, P_HAND, **kwargs)
+
+
+@pytest.mark.parametrize(("n", "low", "high"), [(1, 0.3, 0.3), (63, 1e-6, 0.02), (65, 0.05, 0.95), (300, 0.01, 0.9),
+                                                (2000, 1e-4, 1e-2)])
+def test_poisson_binomial_matches_brute_force_convolution(n: int, low: float, high: float) -> None:
+    from reports.null_counts import poisson_binomial
+
+    risks = np.random.default_rng(n).uniform(low, high, n)
+    reference = np.array([1.0])
+    for r in risks:  # the textbook recursion, one case at a time, no window
+        reference = np.convolve(reference, [1 - r, r])
+    distribution = poisson_binomial(risks)
+    mine = np.zeros(n + 1)
+    mine[distribution.offset:distribution.offset + len(distribution.pmf)] = distribution.pmf
+    np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-14)
