@@ -120,7 +120,8 @@ def attention(units: pd.DataFrame, signals: Sequence[Mapping[str, Any]], calibra
         sentences.append(
             f"{len(high)} unit-outcome{'s' * (len(high) != 1)} in alarm high (more events than the case mix "
             f"predicts, beyond the {alarm} limit), {survive} of them surviving the false discovery rate of {fdr} "
-            f"across all {len(units)} unit-outcomes of this report; {int((in_alarm['alarm'] == 'low').sum())} in "
+            f"across the {len(shown)} unit-outcomes whose verdicts this report shows; "
+            f"{int((in_alarm['alarm'] == 'low').sum())} in "
             f"alarm low; {int((in_alert['alert'] == 'high').sum())} more in alert high and "
             f"{int((in_alert['alert'] == 'low').sum())} in alert low (beyond {alert}).")
         withheld = int(units["verdict_withheld"].sum())
