@@ -53,11 +53,6 @@ class UnitCusums:
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _positions(bad: np.ndarray) -> str:
-    where = np.flatnonzero(bad)
-    return f"rows {', '.join(str(i) for i in where[:3])}{', ...' if len(where) > 3 else ''}"
-
-
 def _as_float(values: ArrayLike, name: str) -> np.ndarray:
     if isinstance(values, pd.Series):
         if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
@@ -77,7 +72,7 @@ def _check_risks(values: ArrayLike, name: str = "risks") -> np.ndarray:
     bad = ~((p > 0) & (p < 1))  # NaN is bad too
     if bad.any():
         raise ValueError(f"{name} must be expected risks strictly between 0 and 1 (no NaN); {bad.sum()} values "
-                         f"are not ({_positions(bad)})")
+                         f"are not ({qi.positions(bad)})")
     return p
 
 
@@ -339,27 +334,23 @@ def _first_guess(probs: np.ndarray, steps: np.ndarray, *, arl0: float, shortest:
 # -------------------------------------------------------------------------------------------- per unit
 def _check_cases(frame: pd.DataFrame, *, unit: str, y: str, p: str, year: str) -> dict[str, np.ndarray]:
     """The frame's columns as arrays after every rule is checked; ValueError names the rule and the rows."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"frame must be a pandas DataFrame; got {type(frame).__name__}")
-    missing = [c for c in (unit, y, p, year) if c not in frame.columns]
-    if missing:
-        raise ValueError(f"frame lacks required columns {missing}; it has {list(frame.columns)}")
+    qi.require_columns(frame, [unit, y, p, year], "frame")
     if len(frame) == 0:
         raise ValueError("frame must have at least one case; got 0 rows")
     labels = frame[unit]
     bad = labels.isna().to_numpy()
     if bad.any():
-        raise ValueError(f"{unit} must name a unit on every row; {bad.sum()} rows are missing ({_positions(bad)})")
+        raise ValueError(f"{unit} must name a unit on every row; {bad.sum()} rows are missing ({qi.positions(bad)})")
     outcome = _as_float(frame[y], y)
     bad = (outcome != 0) & (outcome != 1)
     if bad.any():
-        raise ValueError(f"{y} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({_positions(bad)})")
+        raise ValueError(f"{y} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({qi.positions(bad)})")
     risk = _check_risks(frame[p], p)
     years = _as_float(frame[year], year)
     bad = ~np.isfinite(years) | (years != np.round(years))
     if bad.any():
         raise ValueError(f"{year} must be a whole number of years (no NaN); {bad.sum()} values are not "
-                         f"({_positions(bad)})")
+                         f"({qi.positions(bad)})")
     return {"labels": labels.to_numpy(), "y": outcome, "p": risk, "year": years.astype(np.int64)}
 
 

@@ -23,7 +23,6 @@ from reports import seed_outcomes as so
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from reports.trends import observed_rates_by_year
 
-UNIT_TYPES = {"site": s.SITE_ID, "operator": s.OPERATOR_ID}
 MONITORED = "leakage_any"
 VLAD_POINTS = 200
 FUNNEL_GRID = 120

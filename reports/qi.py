@@ -32,7 +32,8 @@ MIN_UNITS_FOR_OVERDISPERSION = 5
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _positions(bad: np.ndarray) -> str:
+def positions(bad: np.ndarray) -> str:
+    """The first three flagged rows for an error message: 'rows 0, 4, 9, ...'."""
     where = np.flatnonzero(bad)
     return f"rows {', '.join(str(i) for i in where[:3])}{', ...' if len(where) > 3 else ''}"
 
@@ -60,21 +61,23 @@ def _check_cases(y: ArrayLike, p: ArrayLike, *, y_name: str = "y", p_name: str =
         raise ValueError(f"{y_name} and {p_name} must not be empty; got 0 cases")
     bad = (y_num != 0) & (y_num != 1)  # NaN is bad too
     if bad.any():
-        raise ValueError(f"{y_name} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({_positions(bad)})")
+        raise ValueError(f"{y_name} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({positions(bad)})")
     bad = ~((p_num > 0) & (p_num < 1))  # NaN is bad too
     if bad.any():
         raise ValueError(f"{p_name} must be an expected risk strictly between 0 and 1 (no NaN); {bad.sum()} values "
-                         f"are not ({_positions(bad)})")
+                         f"are not ({positions(bad)})")
     return y_num, p_num
 
 
-def _check_level(level: float, name: str = "level") -> float:
+def check_level(level: float, name: str = "level") -> float:
+    """``level`` as a float after checking it is a probability strictly between 0 and 1 (ValueError names it)."""
     if not (isinstance(level, numbers.Real) and 0 < level < 1):
         raise ValueError(f"{name} must be a probability strictly between 0 and 1; got {level!r}")
     return float(level)
 
 
-def _require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    """ValueError unless ``frame`` is a DataFrame holding every one of ``columns`` (``what`` names it)."""
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{what} must be a pandas DataFrame; got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
@@ -117,12 +120,12 @@ def observed_expected(frame: pd.DataFrame, *, unit: str, observed: str, expected
     Garwood F. Fiducial limits for the Poisson distribution. Biometrika 1936;28:437-442.
     Breslow NE, Day NE. Statistical Methods in Cancer Research II. IARC 1987 (SMR, indirect standardisation).
     """
-    _require_columns(frame, [unit, observed, expected], "frame")
-    alpha = 1 - _check_level(level)
+    require_columns(frame, [unit, observed, expected], "frame")
+    alpha = 1 - check_level(level)
     labels = frame[unit]
     bad = labels.isna().to_numpy()
     if bad.any():
-        raise ValueError(f"{unit} must name a unit on every row; {bad.sum()} rows are missing ({_positions(bad)})")
+        raise ValueError(f"{unit} must name a unit on every row; {bad.sum()} rows are missing ({positions(bad)})")
     y, p = _check_cases(frame[observed], frame[expected], y_name=observed, p_name=expected)
     cases = pd.DataFrame({UNIT: labels.to_numpy(), OBSERVED: y, EXPECTED: p, VARIANCE: p * (1 - p)})
     grouped = cases.groupby(UNIT, sort=True, observed=True)
@@ -141,7 +144,7 @@ def observed_expected(frame: pd.DataFrame, *, unit: str, observed: str, expected
 
 def overall_rate(table: pd.DataFrame) -> float:
     """Overall observed event rate (sum of O over sum of n) of an O/E table from :func:`observed_expected`."""
-    _require_columns(table, [N_CASES, OBSERVED], "table")
+    require_columns(table, [N_CASES, OBSERVED], "table")
     return float(table[OBSERVED].sum() / table[N_CASES].sum())
 
 
@@ -163,7 +166,7 @@ class FunnelResult:
 def limit_columns(level: float) -> tuple[str, str]:
     """Names of the lower and upper limit columns for ``level``: 0.95 -> ('lower_95', 'upper_95'), 0.998 ->
     ('lower_99_8', 'upper_99_8'); distinct levels get distinct names (0.099 -> '9_9', 0.99 -> '99')."""
-    tag = f"{100 * _check_level(level):.10g}".replace(".", "_")
+    tag = f"{100 * check_level(level):.10g}".replace(".", "_")
     return f"lower_{tag}", f"upper_{tag}"
 
 
@@ -173,7 +176,7 @@ def count_limits(distribution: CountDistribution, level: float) -> tuple[int, in
     ``P(X < l) <= a`` and ``P(X > u) <= a`` with ``a = (1 - level) / 2``, each as tight as the discrete
     distribution allows, so a count beyond a limit has one-sided p-value at most ``a``.
     """
-    alpha = (1 - _check_level(level)) / 2
+    alpha = (1 - check_level(level)) / 2
     return distribution.lower_count(alpha), distribution.upper_count(alpha)
 
 
@@ -203,12 +206,12 @@ def typical_limits(expected_grid: ArrayLike, *, mean_risk: float, tau2: float,
 def estimate_overdispersion(table: pd.DataFrame) -> tuple[float, float, bool, float]:
     """(phi, p, overdispersed, tau2) of an O/E table (``observed``, ``expected``, ``variance``) by Spiegelhalter's
     10%-winsorised additive random-effects recipe (the rule is in :func:`funnel_assessment`)."""
-    _require_columns(table, [OBSERVED, EXPECTED, VARIANCE], "table")
+    require_columns(table, [OBSERVED, EXPECTED, VARIANCE], "table")
     o, e, v = (_as_float(table[c], c) for c in (OBSERVED, EXPECTED, VARIANCE))
     bad = ~(np.isfinite(e) & (e > 0) & np.isfinite(v) & (v > 0) & np.isfinite(o) & (o >= 0))
     if bad.any():
         raise ValueError(f"observed must be a count >= 0 and expected and variance positive and finite; "
-                         f"{bad.sum()} units are not ({_positions(bad)})")
+                         f"{bad.sum()} units are not ({positions(bad)})")
     return _overdispersion((o - e) / np.sqrt(v), e**2 / v)
 
 
@@ -274,7 +277,7 @@ def funnel_assessment(frame: pd.DataFrame, *, unit: str, observed: str, expected
     Healthcare Quality Improvement Partnership. Detection and management of outliers for national clinical
     audits, 2024.
     """
-    alert, alarm = _check_level(alert, "alert"), _check_level(alarm, "alarm")
+    alert, alarm = check_level(alert, "alert"), check_level(alarm, "alarm")
     if not alert < alarm:
         raise ValueError(f"alert must be a lower level than alarm; got alert {alert!r}, alarm {alarm!r}")
     table = observed_expected(frame, unit=unit, observed=observed, expected=expected)

@@ -23,7 +23,6 @@ J Stat Softw 2015;67(1):1-48.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +32,7 @@ from scipy import optimize, stats
 from scipy.special import logit
 
 from records.schema import OPERATOR_ID, SITE_ID
+from reports import qi
 
 UNIT_TYPE, UNIT_ID, UNIT_SITE = "unit_type", "unit_id", "site_id"
 N_CASES, OBSERVED, EXPECTED = "n", "observed", "expected"
@@ -116,7 +116,7 @@ def shrunken_effects(frame: pd.DataFrame, *, y: str = "y", p: str = "p", site: s
     adjustment, procedure mix adjustment, shrinkage adjustment, and surgical focus. J Am Coll Surg
     2013;217:336-346.
     """
-    level = _check_level(level)
+    level = qi.check_level(level)
     outcome, risk, site_labels, operator_labels = _check_frame(frame, y=y, p=p, site=site, operator=operator)
     groups, site_ids, pair_site_ids, pair_operator_ids = _group_rows(outcome, risk, site_labels, operator_labels)
     sums = _SoftplusSums(groups)
@@ -128,17 +128,6 @@ def shrunken_effects(frame: pd.DataFrame, *, y: str = "y", p: str = "p", site: s
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _positions(bad: np.ndarray) -> str:
-    where = np.flatnonzero(bad)
-    return f"rows {', '.join(str(i) for i in where[:3])}{', ...' if len(where) > 3 else ''}"
-
-
-def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not (isinstance(level, numbers.Real) and 0 < level < 1):
-        raise ValueError(f"level must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
-
-
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     values = frame[column]
     if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
@@ -149,28 +138,24 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
 def _check_frame(frame: pd.DataFrame, *, y: str, p: str, site: str,
                  operator: str) -> tuple[np.ndarray, np.ndarray, pd.Series, pd.Series]:
     """Outcome (0/1 float), risk, site and operator labels, after checking every rule."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"frame must be a pandas DataFrame; got {type(frame).__name__}")
-    missing = [c for c in (y, p, site, operator) if c not in frame.columns]
-    if missing:
-        raise ValueError(f"frame lacks required columns {missing}; it has {list(frame.columns)}")
+    qi.require_columns(frame, [y, p, site, operator], "frame")
     if len(frame) == 0:
         raise ValueError("frame must not be empty; got 0 rows")
     outcome, risk = _numeric(frame, y), _numeric(frame, p)
     bad = (outcome != 0) & (outcome != 1)  # NaN is bad too
     if bad.any():
-        raise ValueError(f"{y} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({_positions(bad)})")
+        raise ValueError(f"{y} must be 0 or 1 (bool accepted); {bad.sum()} values are not ({qi.positions(bad)})")
     if outcome.min() == outcome.max():
         raise ValueError(f"{y} must contain at least one event and one non-event to estimate the intercept; "
                          f"all {len(outcome)} values are {int(outcome[0])}")
     bad = ~((risk > 0) & (risk < 1))  # NaN is bad too
     if bad.any():
         raise ValueError(f"{p} must be an expected risk strictly between 0 and 1 (no NaN); {bad.sum()} values are "
-                         f"not ({_positions(bad)})")
+                         f"not ({qi.positions(bad)})")
     for column in (site, operator):
         bad = frame[column].isna().to_numpy()
         if bad.any():
-            raise ValueError(f"{column} must not be missing; {bad.sum()} values are ({_positions(bad)})")
+            raise ValueError(f"{column} must not be missing; {bad.sum()} values are ({qi.positions(bad)})")
     return outcome, risk, frame[site], frame[operator]
 
 

@@ -12,6 +12,7 @@ from scipy import stats
 
 from models.intervals import poisson_ratio_interval
 from records import schema as s
+from reports import qi
 from reports.qi import EXPECTED, N_CASES, OBSERVED, OE_HIGH, OE_LOW, OE_RATIO, UNIT
 
 YEARS, FIRST_YEAR, LAST_YEAR = "years", "first_year", "last_year"
@@ -56,7 +57,7 @@ def oe_by_year(frame: pd.DataFrame, *, unit: str, y: str = "y", p: str = "p", ye
     ----------
     Garwood F. Fiducial limits for the Poisson distribution. Biometrika 1936;28:437-442.
     """
-    level = _check_level(level)
+    level = qi.check_level(level)
     table = _yearly(frame, unit=unit, y=y, p=p, year=year)
     o, e = table[OBSERVED].to_numpy(), table[EXPECTED].to_numpy()
     low, high = poisson_ratio_interval(o, e, level=level)
@@ -120,7 +121,7 @@ def oe_slopes(frame: pd.DataFrame, *, unit: str, y: str = "y", p: str = "p", yea
     model with offset; quasi-likelihood scale from Pearson chi-squared). Venzon DJ, Moolgavkar SH. Appl
     Stat 1988;37:87-94 (profile-likelihood intervals).
     """
-    level = _check_level(level)
+    level = qi.check_level(level)
     _check_choice(interval, "interval", ("profile", "wald"))
     _check_choice(dispersion, "dispersion", ("pooled", "none"))
     if not isinstance(min_years, numbers.Integral) or isinstance(min_years, bool) or min_years < 2:
@@ -298,12 +299,6 @@ def _numeric(values: pd.Series, name: str) -> np.ndarray:
     if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
         raise ValueError(f"{name} must be numeric (booleans accepted); got dtype {values.dtype}")
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _check_level(level: float) -> float:
-    if not (isinstance(level, numbers.Real) and not isinstance(level, bool) and 0 < level < 1):
-        raise ValueError(f"level must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
 
 
 def _check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:

@@ -24,7 +24,6 @@ from reports.shrinkage import shrunken_effects
 from reports import unit_trends
 from reports.unit_trends import oe_slopes
 
-UNIT_TYPES = {"site": s.SITE_ID, "operator": s.OPERATOR_ID}
 PAIR, KEY = "_operator_at_site", "_key"  # an operator's unit: the (operator, site) pair
 _SEP = "\x1f"  # the unit separator: the contract refuses control characters in ids, so it cannot occur in one
 WITHHELD = "withheld"
