@@ -69,13 +69,8 @@ def publish_reports(workspace: Path, *, run_id: str, manifest: dict[str, Any]) -
     """
     workspace = Path(workspace)
     run_dir = runs.run_dir(workspace, run_id)
-    state = load_ledger(workspace)
-    update = update_scored(workspace, state)
+    state, update, frames, procedures, levels, versions = _report_inputs(workspace)
     notes = list(update.notes)
-    frames = read_outcome_frames(workspace, state)
-    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), ledger=state)
-    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), ledger=state)
-    versions = update.versions if update.versions.get(MONITORED) else {}
     if procedures.empty:
         notes.append("the registry is empty: nothing to score")
     elif not versions:
@@ -115,12 +110,7 @@ def report_for_audience(workspace: Path, *, audience: str = INTERNAL,
         raise FileNotFoundError("no run is published yet: run `cementrisk run` first")
     run_id = payload["run_id"]
     manifest = read_manifest(workspace, run_id)
-    state = load_ledger(workspace)
-    update = update_scored(workspace, state)
-    frames = read_outcome_frames(workspace, state)
-    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), ledger=state)
-    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), ledger=state)
-    versions = update.versions if update.versions.get(MONITORED) else {}
+    state, update, frames, procedures, levels, versions = _report_inputs(workspace)
     built = build_figures(run={"code_version": code_version()}, manifest=manifest, procedures=procedures,
                           levels=levels, scores=None, frames=frames, versions=versions,
                           model_metrics=published_model_metrics(workspace),
@@ -137,6 +127,18 @@ def report_for_audience(workspace: Path, *, audience: str = INTERNAL,
     report_path = write(REPORT_FILE, render_report(figures, run_id=run_id))
     return ReportSummary(report=str(report_path), metrics=str(metrics_path), qi_units=str(qi_path), submission=None,
                          notes=list(update.notes))
+
+
+def _report_inputs(workspace: Path) -> tuple[Any, Any, dict, Any, Any, dict[str, str | None]]:
+    """(ledger, scored-store update, outcome frames, procedures, levels, champion versions) a report is built from;
+    new batches are scored into the store first. No expected risks (empty versions) without a leakage champion."""
+    state = load_ledger(workspace)
+    update = update_scored(workspace, state)
+    frames = read_outcome_frames(workspace, state)
+    procedures = read_registry_table(workspace, PROCEDURES, columns=list(_SUMMARY_PROCEDURE_COLUMNS), ledger=state)
+    levels = read_registry_table(workspace, LEVELS, columns=list(_SUMMARY_LEVEL_COLUMNS), ledger=state)
+    versions = update.versions if update.versions.get(MONITORED) else {}
+    return state, update, frames, procedures, levels, versions
 
 
 def publish_run(workspace: Path, *, run_id: str) -> Path:

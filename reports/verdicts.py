@@ -248,17 +248,18 @@ def _protect_hierarchy(part: pd.DataFrame, hidden: dict[str, np.ndarray]) -> dic
     counts = part[list(COUNTS)].astype(np.int64)
     site = (part["unit_type"] == "site").to_numpy()
     operators = ~site
+    # the operators of each site under their site's row (site rows first, one group per site); fixed across rounds
+    labelled = counts.assign(site_id=part["site_id"].to_numpy(), total=site)
+    nested = pd.concat([labelled[site], labelled[operators]])
+    order = np.concatenate([np.flatnonzero(site), np.flatnonzero(operators)])
+    nested_ok = _nested_sums_match(nested)
     for _ in range(100):
         before = {c: h.copy() for c, h in hidden.items()}
         sites = suppress_table(counts[site], count_columns=list(COUNTS), complements={"observed": "n"}, row_total="n",
                                unprotectable="withhold", already={c: h[site] for c, h in hidden.items()})
         for c in COUNTS:
             hidden[c][site] = (sites[c] == SUPPRESSED).to_numpy()
-        # the operators of each site under their site's row (operators and sites kept in one group per site)
-        nested = pd.concat([counts.assign(site_id=part["site_id"].to_numpy(), total=site)[site],
-                            counts.assign(site_id=part["site_id"].to_numpy(), total=site)[operators]])
-        order = np.concatenate([np.flatnonzero(site), np.flatnonzero(operators)])
-        if _nested_sums_match(nested):
+        if nested_ok:
             result = suppress_table(nested, count_columns=list(COUNTS), group_by=["site_id"],
                                     complements={"observed": "n"}, row_total="n", unprotectable="withhold",
                                     total_rows=nested["total"].to_numpy(),
