@@ -22,13 +22,14 @@ import json
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from models.card import sections_markdown
 from workspace import model_files
 from workspace.manifest import code_version, utc_now
 from workspace.model_files import (CARD_JSON, CARD_MD, CHAMPION_FILE, FEATURES_FILE, INTEGRITY_FILE,  # noqa: F401
@@ -57,6 +58,9 @@ BASE_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.impute._base.MissingIndicator",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._voting.VotingClassifier",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.utils._bunch.Bunch",
     "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.isotonic.IsotonicRegression",
     # scikit-learn internals of the above
@@ -114,6 +118,7 @@ class ModelCard:
     limitations: list[str]
     tripod_ai: dict[str, str]
     seed: int
+    sections: list = field(default_factory=list)  # TRIPOD+AI sections (models.card); absent from older cards
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -128,12 +133,13 @@ class ModelCard:
             Fields are missing or unknown.
         """
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        optional = {f.name for f in fields(cls) if f.default_factory is not MISSING}
+        missing = [n for n in names if n not in data and n not in optional]
         unknown = sorted(set(data) - set(names))
         if missing or unknown:
             raise ModelStoreError(f"not a model card: missing fields {missing or 'none'}, "
                                   f"unknown fields {unknown or 'none'}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     def to_markdown(self) -> str:
         """The model card for people: intended use, outcome, data, features, model, validation, limits, TRIPOD+AI."""
@@ -147,7 +153,8 @@ class ModelCard:
                  "## Model", "", f"- Learner: {self.learner}", f"- Calibration: {self.calibration}",
                  f"- Selection: {self.selection}", "",
                  "## Validated performance", "", *_table(("metric", "value"), _flatten(self.metrics)), "",
-                 "## Limitations", "", *[f"- {item}" for item in self.limitations], "",
+                 *(sections_markdown(self.sections) if self.sections else
+                   ["## Limitations", "", *[f"- {item}" for item in self.limitations], ""]),
                  "## TRIPOD+AI", "",
                  "Where each reporting item of TRIPOD+AI (Collins et al., BMJ 2024;385:e078378) is covered.", "",
                  *_table(("item", "where / how"), list(self.tripod_ai.items())), ""]

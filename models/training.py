@@ -18,28 +18,35 @@ from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
 from models import store
 from models.assessment import assess
-from models.suppression import is_small
+from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
-from models.development import Development, develop
+from models.card import tripod_sections
+from models.development import SELECTION, Development, develop
 from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
-from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, n_parameters
+from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, Candidate, fitted_parameters
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
-from models.rare import assess_sample_size, crude_rate
+from models.rare import SampleSizeAssessment, assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
 from records.batches import batch_ranges
 from workspace.manifest import code_version
 
-TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression")
+TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression",
+                "models.learners.ProductTerms")
 MIN_EACH_CLASS = 20
-SELECTION = "lowest cross-validated log loss of the calibrated out-of-fold predictions (folds by procedure)"
+PARAMETERS_COUNTED = ("predictor parameters of each regression candidate as fitted: the columns of its design after "
+                      "one-hot encoding (categories - 1 each), B-spline bases, missing-indicators and interaction "
+                      "terms; none for boosting and ensembles (no fixed design). Riley et al.'s minimum sample "
+                      "size uses the count of each candidate; for a rare outcome a candidate whose minimum is "
+                      "not met is not offered")
 INTENDED_USE = ("Expected (case-mix adjusted) risk for quality-improvement comparison of sites and operators "
                 "and for pre-procedural counselling in balloon kyphoplasty and vertebroplasty. A prediction "
                 "from registry data, not a causal effect; not for deciding treatment of an individual on its own.")
 LIMITATIONS = [
-    "Internal validation only (cross-validation within the registry); no external validation yet.",
+    "Validated within the registry (nested cross-validation, leave-one-site-out and by period); no validation "
+    "in a registry other than this one yet.",
     "Observed leakage depends on the imaging used: the model conditions on it; a planned case is scored "
     "as if assessed by CT.",
     "Site and operator are deliberately not predictors: the expected risk is the case-mix expectation.",
@@ -97,16 +104,21 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
     X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806
     base: dict[str, object] = {"outcome": spec.name, "unit": spec.unit, "definition": spec.definition,
                                "eligibility": spec.eligibility, "data": _data_summary(rows, y, len(frame))}
+    if spec.unit == "procedure":
+        base["follow_up"] = follow_up(frame, eligible)
+    candidates = CANDIDATES_RARE if spec.rare else CANDIDATES_COMMON
     if spec.rare:
-        assessment = assess_sample_size(n_parameters=n_parameters(spec.features), n=len(y), events=int(y.sum()),
-                                        anticipated_c=config.anticipated_c)
-        sample_size = _json(asdict(assessment)) | {"reason": assessment.reason()}
-        if is_small(assessment.available_events):
-            sample_size["available_events"] = "<11"
+        counts = _parameter_counts(candidates, spec, X)
+        base["parameters"] = counts
+        if isinstance(counts.get("error"), str):
+            base.update(status="not_fitted", reason="no model fitted: " + counts["error"])
+            return OutcomeResult(spec.name, fitted=False, metrics=base)
+        counts = counts["by_candidate"]
+        candidates, sample_size, reason = _supported(candidates, counts, y, config)
         base["sample_size"] = sample_size
-        if not assessment.met:
+        if not candidates:
             rate = crude_rate(int(y.sum()), len(y))
-            base.update(status="not_fitted", reason="no model fitted: " + assessment.reason(),
+            base.update(status="not_fitted", reason="no model fitted: " + reason,
                         crude_rate=_suppress_rate(asdict(rate)))
             return OutcomeResult(spec.name, fitted=False, metrics=base)
     events, non_events = int(y.sum()), int(len(y) - y.sum())
@@ -115,7 +127,11 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
                     reason=f"no model fitted: too few events or non-events to fit and validate a model "
                            f"(needs at least {MIN_EACH_CLASS} of each with {config.n_folds}-fold cross-validation)")
         return OutcomeResult(spec.name, fitted=False, metrics=base)
-    candidates = CANDIDATES_RARE if spec.rare else CANDIDATES_COMMON
+    if not spec.rare:
+        base["parameters"] = _parameter_counts(candidates, spec, X)
+        if isinstance(base["parameters"].get("error"), str):
+            base.update(status="not_fitted", reason="no model fitted: " + base["parameters"]["error"])
+            return OutcomeResult(spec.name, fitted=False, metrics=base)
     dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
                   seed=config.seed, mapper=mapper)
     apparent = dev.model.predict_proba(X)[:, 1]
@@ -123,13 +139,15 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
                  "year": rows[s.PROCEDURE_YEAR].to_numpy()}
     if spec.unit == "level":
         subgroups["imaging"] = rows[d.IMAGING].to_numpy()
+    subgroups["sex"] = rows[s.SEX].astype("object").fillna("missing").to_numpy()
+    subgroups["age_band"] = age_bands(rows[s.AGE_YEARS])
     validation = assess(y, dev.validated, p_apparent=apparent, groups=groups, subgroups=subgroups,
                         n_boot=config.n_boot, seed=config.seed, mapper=mapper)
     metrics = base | {
         "status": "fitted",
         "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),
                         "log_loss_by_repeat": list(c.log_loss_by_repeat)} for c in dev.candidates],
-        "selected": dev.selected, "selection": SELECTION,
+        "selected": dev.selected, "selection": SELECTION, "nested_selection": dev.nested.to_dict(),
         "calibration": {"method": CALIBRATION_METHOD, "intercept": round(dev.calibration_intercept, 6),
                         "slope": round(dev.calibration_slope, 6)},
         "validation": validation,
@@ -168,7 +186,8 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
         calibration=CALIBRATION_METHOD, selection=SELECTION,
         metrics=metrics["validation"]["validated"] | _band(y, dev.validated),
-        limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed)
+        limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed,
+        sections=tripod_sections(metrics, features=spec.features, limitations=LIMITATIONS, intended_use=INTENDED_USE))
     stored = store.save_model(workspace, outcome=spec.name, estimator=dev.model, card=card,
                               features=[{"name": f.name, "kind": f.kind} for f in spec.features],
                               extra_trusted=TRUSTED_OURS)
@@ -179,6 +198,84 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
                                                                 "previous_champion": current}}
     return OutcomeResult(spec.name, fitted=True, metrics=metrics, version=stored.version,
                          champion=decision.promote)
+
+
+def _parameter_counts(candidates: tuple[Candidate, ...], spec: OutcomeSpec, X: pd.DataFrame) -> dict[str, object]:  # noqa: N803
+    """Each candidate's fitted parameter count (:func:`models.learners.fitted_parameters`), the largest, and how
+    they are counted; ``error`` instead when a design cannot be built on the rows (too few or constant values)."""
+    if len(X) == 0:
+        return {"error": "no eligible rows"}
+    try:
+        counts = {c.name: fitted_parameters(c, spec.features, X) for c in candidates}
+    except ValueError as problem:
+        return {"error": f"the candidates' design cannot be built on these rows ({problem})"}
+    return {"by_candidate": counts, "most": max(k for k in counts.values() if k is not None),
+            "counted": PARAMETERS_COUNTED}
+
+
+AGE_BANDS = ((0, 70, "under 70"), (70, 80, "70-79"), (80, 200, "80 and over"))
+
+
+def age_bands(age: pd.Series) -> np.ndarray:
+    """The age band of each row (:data:`AGE_BANDS`; "missing" where age is)."""
+    values = pd.to_numeric(age, errors="coerce").astype("float64").to_numpy()
+    out = np.full(len(values), "missing", dtype=object)
+    for low, high, name in AGE_BANDS:
+        out[(values >= low) & (values < high)] = name
+    return out
+
+
+def follow_up(frame: pd.DataFrame, eligible: np.ndarray) -> dict[str, object]:
+    """Procedures whose 90-day follow-up is incomplete (infection missing): never in the infection denominator;
+    counted overall and per site, counts of 1 to 10 withheld (and a second site where one could be recovered).
+    """
+    incomplete = ~np.asarray(eligible, dtype=bool)
+    table = pd.DataFrame({"site": frame[s.SITE_ID].astype("object").to_numpy(), "n": 1,
+                          "incomplete": incomplete.astype(int)}).groupby("site", sort=True).sum().reset_index()
+    shown = suppress_table(table, count_columns=["n", "incomplete"], complements={"incomplete": "n"},
+                           row_total="n", unprotectable="withhold")
+    total = int(incomplete.sum())
+    by_site = [{"site": str(site), "procedures": None if n == SUPPRESSED else int(n),
+                "incomplete": None if k == SUPPRESSED else int(k)}
+               for site, n, k in zip(shown["site"], shown["n"], shown["incomplete"], strict=True)]
+    words = "fewer than 11" if is_small(total) else f"{total:,}"
+    return {"incomplete": "<11" if is_small(total) else total, "by_site": by_site,
+            "statement": f"{words} procedures with incomplete 90-day follow-up (infection_90d missing) are not in "
+                         "the infection denominator (per site in metrics.json and the report; counts of 1 to 10 "
+                         "withheld)"}
+
+
+def _supported(candidates: tuple[Candidate, ...], counts: dict[str, int | None], y: np.ndarray,
+               config: TrainingConfig) -> tuple[tuple[Candidate, ...], dict[str, object], str]:
+    """The candidates of a rare outcome whose fitted parameter count the data support (Riley et al.), the
+    assessments (JSON-ready; the most complex candidate's first, as ``sample_size`` always had) and the reason.
+
+    A candidate whose minimum sample size is not met is not offered; with none left no model is fitted.
+    """
+    assessments = {name: assess_sample_size(n_parameters=k, n=len(y), events=int(y.sum()),
+                                            anticipated_c=config.anticipated_c)
+                   for name, k in counts.items() if k is not None}
+    most = max(assessments, key=lambda name: (counts[name], name))
+
+    def described(a: SampleSizeAssessment) -> dict[str, object]:
+        out = _json(asdict(a)) | {"reason": a.reason()}
+        if is_small(a.available_events):
+            out["available_events"] = "<11"
+        return out
+
+    summary = described(assessments[most]) | {
+        "candidate": most,
+        "by_candidate": {name: {"parameters": counts[name], "required": a.required.get("minimum"), "met": a.met}
+                         for name, a in assessments.items()}}
+    kept = tuple(c for c in candidates if c.name not in assessments or assessments[c.name].met)
+    if not any(assessments[c.name].met for c in kept if c.name in assessments):
+        simplest = min(assessments, key=lambda name: (counts[name], name))
+        reason = assessments[simplest].reason() + f" for the simplest candidate, {simplest}"
+        if simplest != most:
+            reason += (f"; {most} ({counts[most]} parameters) needs at least "
+                       f"{assessments[most].required.get('minimum', 0):,}")
+        return (), summary, reason
+    return kept, summary, assessments[most].reason()
 
 
 def _band(y: np.ndarray, p_validated: np.ndarray) -> dict[str, object]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from models import store
+from models.learners import CANDIDATES_COMMON
 from models.outcomes import OUTCOMES
 from models.refresh import metrics_json, refresh_models, should_retrain
 from models.scoring import NoModelError, score_records, score_source
@@ -43,7 +44,15 @@ def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace)
     for name in ("leakage_any", "leakage_canal", "leakage_venous"):
         outcome = metrics["outcomes"][name]
         assert outcome["status"] == "fitted"
-        assert {c["name"] for c in outcome["candidates"]} == {"spline_logistic", "gradient_boosting"}
+        assert [c["name"] for c in outcome["candidates"]] == [c.name for c in CANDIDATES_COMMON]
+        nested = outcome["nested_selection"]
+        assert len(nested["chosen_by_fold"]) == FAST.n_folds
+        assert set(nested["chosen_by_fold"]) <= {c.name for c in CANDIDATES_COMMON}
+        assert nested["log_loss_nested"] == pytest.approx(validated_log_loss(outcome), abs=1e-5)
+        counts = outcome["parameters"]["by_candidate"]
+        assert counts["spline_logistic_interactions"] > counts["spline_logistic"] > 40
+        assert counts["gradient_boosting"] is None and outcome["parameters"]["most"] == max(
+            k for k in counts.values() if k is not None)
         best = min(outcome["candidates"], key=lambda c: c["cv_log_loss"])
         assert outcome["selected"] == best["name"]
         validated = outcome["validation"]["validated"]
@@ -57,9 +66,13 @@ def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace)
         assert 0.7 < validated["calibration_slope"]["estimate"] < 1.3
         curve = outcome["validation"]["decision_curve"]
         assert len(curve) == 50 and {"net_benefit_model", "net_benefit_treat_all"} <= set(curve[0])
-        assert set(outcome["validation"]["subgroups"]) == {"site", "etiology", "year", "imaging"}
+        assert set(outcome["validation"]["subgroups"]) == {"site", "etiology", "year", "imaging", "sex", "age_band"}
         assert outcome["model"]["champion"] is True and outcome["gate"]["promote"] is True
         assert store.champion(workspace, name) == outcome["model"]["version"]
+
+
+def validated_log_loss(outcome: dict) -> float:
+    return outcome["validation"]["validated"]["log_loss"]["estimate"]
 
 
 def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_workspace):
@@ -70,6 +83,12 @@ def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_works
     assert infection["reason"].startswith("no model fitted: ")
     assert str(infection["sample_size"]["required"]["minimum"]) in infection["reason"].replace(",", "")
     assert infection["sample_size"]["met"] is False
+    # Riley's count is the most complex candidate's design as fitted (splines and missing-indicators), not the
+    # number of features
+    by_candidate = infection["sample_size"]["by_candidate"]
+    assert by_candidate["spline_logistic"]["parameters"] > by_candidate["flic_logistic"]["parameters"] >= 8
+    assert infection["sample_size"]["n_parameters"] == by_candidate["spline_logistic"]["parameters"]
+    assert by_candidate["spline_logistic"]["required"] > by_candidate["flic_logistic"]["required"]
     assert infection["crude_rate"]["method"].startswith("Clopper-Pearson")
 
 
@@ -179,3 +198,36 @@ def test_policy_keeps_champions_on_a_quiet_batch_and_retrains_when_it_drifts(tra
     else:
         assert "fewer than 10,000 new leakage events" in decision.reason
         assert decision.drift["features_major"] == []
+
+
+def test_the_card_answers_tripod_ai_section_by_section(trained_workspace):
+    workspace, _ = trained_workspace
+    stored = store.load_model(workspace, outcome="leakage_any",
+                              extra_trusted=("models.calibration.RecalibratedClassifier",
+                                             "models.rare.FlicLogisticRegression", "models.learners.ProductTerms"))
+    titles = [section["title"] for section in stored.card.sections]
+    for needed in ("Intended use and users", "Data sources and dates", "Representativeness", "Outcome and its timing",
+                   "Predictors and their timing", "Sample size and events", "Missing data", "Model specification",
+                   "Internal validation", "Internal-external validation", "Calibration by site and subgroup",
+                   "Performance by sex and age band", "Thresholds and uncertainty", "Updating policy", "Limitations"):
+        assert needed in titles
+    assert all(section["items"] and section["lines"] for section in stored.card.sections)
+    markdown = (stored.path / "card.md").read_text()
+    assert "## Sample size and events (TRIPOD+AI 10)" in markdown and "## Updating policy (TRIPOD+AI 24)" in markdown
+    assert "spline_logistic_interactions" in markdown  # the parameter count of each candidate as fitted
+    # a card written before the sections existed still loads
+    old = stored.card.to_dict()
+    del old["sections"]
+    assert store.ModelCard.from_dict(old).sections == []
+
+
+def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted_by_site(trained_workspace, registry):
+    _, summary = trained_workspace
+    infection = json.loads(Path(summary.metrics_path).read_text())["outcomes"]["infection_90d"]
+    missing = int(registry.procedures["infection_90d"].isna().sum())
+    assert missing > 10 and infection["follow_up"]["incomplete"] == missing
+    assert infection["data"]["rows"] == len(registry.procedures) - missing
+    shown = [row for row in infection["follow_up"]["by_site"] if row["incomplete"] is not None]
+    assert all(row["incomplete"] == 0 or row["incomplete"] > 10 for row in shown)
+    assert len(infection["follow_up"]["by_site"]) == registry.procedures["site_id"].nunique()
+    assert "not in the infection denominator" in infection["follow_up"]["statement"]
