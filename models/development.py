@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+import time
+
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -45,6 +47,7 @@ class CandidateResult:
     description: str
     validated: np.ndarray
     log_loss_by_repeat: tuple[float, ...]
+    fit_seconds: float = 0.0  # its cross-validation fits (an ensemble: its members'), wall time where they ran
 
     @property
     def cv_log_loss(self) -> float:
@@ -82,6 +85,7 @@ class Development:
     calibration_slope: float
     nested: NestedSelection
     raw_out_of_fold: np.ndarray    # the selected candidate's out-of-fold risks before recalibration (repeat 1)
+    final_fit_seconds: float = 0.0
 
 
 def assign_folds(groups: np.ndarray, *, n_folds: int, seed: int) -> np.ndarray:
@@ -110,6 +114,12 @@ def _fold_fit(job: tuple[int, int, tuple[int, ...]], candidates: Sequence[Candid
     test = np.isin(fold_sets[r], held)
     model = clone(candidates[c].build(features, seed)).fit(X.loc[~test], y[~test])
     return model.predict_proba(X.loc[test])[:, 1]
+
+
+def _timed_fold_fit(job: tuple[int, int, tuple[int, ...]], *shared: object) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    p = _fold_fit(job, *shared)
+    return p, time.perf_counter() - start
 
 
 def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X: pd.DataFrame,  # noqa: N803
@@ -142,7 +152,15 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     outer = [(c, r, (int(f),)) for c in learners for r in range(repeats) for f in np.unique(fold_sets[r])]
     inner = [(c, 0, pair) for c in learners for pair in combinations(fold_ids, 2)]
     jobs = outer + inner
-    fitted = dict(zip(jobs, mapper(_fold_fit, jobs, shared=(candidates, features, X, y, fold_sets, seed))))
+    timed = mapper(_timed_fold_fit, jobs, shared=(candidates, features, X, y, fold_sets, seed))
+    fitted = {job: p for job, (p, _) in zip(jobs, timed)}
+    seconds = {c: 0.0 for c in range(len(candidates))}
+    for (c, _, _), (_, spent) in zip(jobs, timed):
+        seconds[c] += spent
+
+    def fit_seconds(c: int) -> float:
+        return sum(fit_seconds(names.index(m)) for m in candidates[c].members) if candidates[c].ensemble \
+            else seconds[c]
 
     def raw(c: int, r: int) -> np.ndarray:
         """Out-of-fold risks of candidate ``c`` (an ensemble: the mean of its members')."""
@@ -157,19 +175,21 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     validated = {key: cross_fitted_recalibration(y, p, fold_sets[key[1]]) for key, p in raws.items()}
     summaries = tuple(CandidateResult(
         name=c.name, description=c.description, validated=validated[(i, 0)],
-        log_loss_by_repeat=tuple(round(log_loss(y, validated[(i, r)]), 8) for r in range(repeats)))
-        for i, c in enumerate(candidates))
+        log_loss_by_repeat=tuple(round(log_loss(y, validated[(i, r)]), 8) for r in range(repeats)),
+        fit_seconds=fit_seconds(i)) for i, c in enumerate(candidates))
     best = min(range(len(summaries)), key=lambda i: (summaries[i].cv_log_loss, i))
     nested_p, chosen = _nested(candidates, names, fitted, y, fold_sets[0], fold_ids,
                                {i: validated[(i, 0)] for i in range(len(candidates))})
     intercept, slope = fit_recalibration(y, raws[(best, 0)])
+    start = time.perf_counter()
     final = candidates[best].build(features, seed).fit(X, y)
+    final_seconds = time.perf_counter() - start
     model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope)
     nested = NestedSelection(chosen_by_fold=tuple(names[c] for c in chosen), log_loss_nested=log_loss(y, nested_p),
                              log_loss_not_nested=log_loss(y, summaries[best].validated))
     return Development(selected=names[best], model=model, validated=nested_p, folds=fold_sets[0],
                        candidates=summaries, calibration_intercept=intercept, calibration_slope=slope,
-                       nested=nested, raw_out_of_fold=raws[(best, 0)])
+                       nested=nested, raw_out_of_fold=raws[(best, 0)], final_fit_seconds=final_seconds)
 
 
 def _nested(candidates: tuple[Candidate, ...], names: list[str], fitted: dict, y: np.ndarray, folds: np.ndarray,

@@ -26,6 +26,7 @@ from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
 from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, Candidate, fitted_parameters
+from models.metrics import auroc, calibration_errors, calibration_intercept_slope
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
 from models.rare import SampleSizeAssessment, assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
@@ -72,6 +73,7 @@ class OutcomeResult:
     metrics: dict[str, object]
     version: str | None = None
     champion: bool = False
+    timings: dict[str, float] | None = None  # seconds per candidate's CV fits and of the final fit (not in metrics)
 
 
 def model_frames(procedures: pd.DataFrame, levels: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -146,16 +148,19 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
     metrics = base | {
         "status": "fitted",
         "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),
-                        "log_loss_by_repeat": list(c.log_loss_by_repeat)} for c in dev.candidates],
+                        "log_loss_by_repeat": list(c.log_loss_by_repeat)} | _candidate_figures(y, c.validated)
+                       for c in dev.candidates],
         "selected": dev.selected, "selection": SELECTION, "nested_selection": dev.nested.to_dict(),
         "calibration": {"method": CALIBRATION_METHOD, "intercept": round(dev.calibration_intercept, 6),
                         "slope": round(dev.calibration_slope, 6)},
         "validation": validation,
         "predictors": strongest_predictors(dev.model, X, y, features=spec.features, seed=config.seed),
     }
+    timings = {c.name: round(c.fit_seconds, 3) for c in dev.candidates} | {"final_fit": round(dev.final_fit_seconds, 3)}
     if workspace is None:
-        return OutcomeResult(spec.name, fitted=True, metrics=metrics)
-    return _gate_and_store(spec, rows, y, dev, metrics, config=config, workspace=workspace)
+        return OutcomeResult(spec.name, fitted=True, metrics=metrics, timings=timings)
+    stored = _gate_and_store(spec, rows, y, dev, metrics, config=config, workspace=workspace)
+    return replace(stored, timings=timings)
 
 
 def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: Development,
@@ -198,6 +203,17 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
                                                                 "previous_champion": current}}
     return OutcomeResult(spec.name, fitted=True, metrics=metrics, version=stored.version,
                          champion=decision.promote)
+
+
+def _candidate_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """A candidate's validated (out-of-fold, cross-fitted-calibrated; not nested) AUROC, slope and ICI."""
+    _, slope = calibration_intercept_slope(y, p)
+    ici = calibration_errors(y, p)["ici"]
+    return {"validated_auroc": _r6(auroc(y, p)), "validated_calibration_slope": _r6(slope), "validated_ici": _r6(ici)}
+
+
+def _r6(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
 
 
 def _parameter_counts(candidates: tuple[Candidate, ...], spec: OutcomeSpec, X: pd.DataFrame) -> dict[str, object]:  # noqa: N803
