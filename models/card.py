@@ -107,18 +107,28 @@ def tripod_sections(metrics: Mapping[str, Any], *, features: Sequence[FeatureSpe
         f"Cost of choosing (nested minus not nested log loss): {nested.get('cost_of_choosing')}; candidate per "
         f"fold: {nested.get('chosen_by_fold')}."])
     ie_lines = []
-    for kind in ("site", "period"):
+    for kind, words in (("sites", "leave-one-site-out"), ("temporal", "by period")):
         part = transport.get(kind) or {}
-        pooled = part.get("pooled") or {}
-        for measure, values in pooled.items():
-            if isinstance(values, Mapping) and values.get("estimate") is not None:
-                pi = values.get("prediction_interval") or [None, None]
-                ie_lines.append(f"{kind} {measure}: pooled {values['estimate']:.3f}"
-                                + (f" (95% prediction interval {pi[0]:.3f} to {pi[1]:.3f})"
-                                   if pi[0] is not None and pi[1] is not None else "")
-                                + (f", tau^2 {values['tau2']:.4f}" if values.get("tau2") is not None else ""))
-        if part.get("note"):
-            ie_lines.append(f"{kind}: {part['note']}")
+        for measure, values in (part.get("pooled") or {}).items():
+            if not isinstance(values, Mapping):
+                continue
+            if values.get("estimate") is None:
+                if values.get("note"):
+                    ie_lines.append(f"{words} {measure}: {values['note']}")
+                continue
+            line = f"{words} {measure}: pooled {values['estimate']:.3f} (k = {values['k']})"
+            if values.get("low") is not None:
+                line += f", 95% CI {values['low']:.3f} to {values['high']:.3f}"
+            if values.get("prediction_low") is not None:
+                line += f", 95% prediction interval {values['prediction_low']:.3f} to {values['prediction_high']:.3f}"
+            if values.get("tau2") is not None:
+                line += f", tau^2 {values['tau2']:.4f}"
+            ie_lines.append(line)
+    if transport.get("sites", {}).get("not_held_out", {}).get("sites"):
+        not_held = transport["sites"]["not_held_out"]
+        ie_lines.append(f"{not_held['sites']} sites not held out ({not_held['reason']})")
+    if transport.get("refit"):
+        ie_lines.append(f"Refit: {transport['refit']}.")
     add("Internal-external validation", "12e, 23b", ie_lines or ["not computed for this outcome"])
     add("Calibration by site and subgroup", "12e, 23b", [
         f"{name}: " + "; ".join(_subgroup_lines(rows)) for name, rows in subgroups.items()

@@ -8,6 +8,11 @@ Rules (all recorded with their figures):
    - AUROC not lower beyond its CI: the upper bound of the paired cluster-bootstrap 95% CI of
      (new - champion) is at least 0.
    Without such rows (nothing new since the champion was trained) the champion is kept.
+3. The temporal validation (refitted on the years before the latest year, tested on it;
+   :mod:`models.transport`): the new version's latest-year calibration slope is not clearly outside
+   [0.8, 1.2] (its 95% CI overlaps the range); and when the champion's card records the same year, the new
+   version is not worse there: AUROC not lower by more than 0.01 and |log O/E| not larger by more than 0.05.
+   A year not evaluated (too few events) leaves the rule out, and the reasons say so.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from models import metrics as m
 SLOPE_BOUNDS = (0.8, 1.2)
 LOG_LOSS_TOLERANCE = 0.005
 MIN_COMPARISON_EVENTS = 20
+LATEST_AUROC_TOLERANCE = 0.01
+LATEST_LOG_OE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,30 @@ def paired_auroc_difference(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray,
     return float(estimate), float(low), float(high)
 
 
+def latest_year_check(new: dict | None, champion: dict | None) -> tuple[bool, str]:
+    """Rule 3 on the temporal validation's latest year: whether the new version passes, and the reason."""
+    low, high = SLOPE_BOUNDS
+    if not new:
+        return True, "temporal validation of the latest year not evaluated (too few events or no earlier year)"
+    slope = new["calibration_slope"]
+    clear = slope["high"] is not None and (slope["high"] < low or slope["low"] > high)
+    words = (f"latest year {new['unit']}: calibration slope {slope['estimate']:.3f} (95% CI {slope['low']:.3f} to "
+             f"{slope['high']:.3f}) {'clearly outside' if clear else 'consistent with'} [{low}, {high}]")
+    if clear:
+        return False, words
+    if not champion or champion.get("unit") != new["unit"]:
+        return True, words + "; the champion has no temporal validation of that year to compare with"
+    auc_new, auc_old = new["auroc"]["estimate"], champion["auroc"]["estimate"]
+    oe_new, oe_old = abs(np.log(new["oe_ratio"]["estimate"])), abs(np.log(champion["oe_ratio"]["estimate"]))
+    ok = auc_new >= auc_old - LATEST_AUROC_TOLERANCE and oe_new <= oe_old + LATEST_LOG_OE_TOLERANCE
+    return ok, (words + f"; AUROC {auc_new:.4f} vs champion {auc_old:.4f}, |log O/E| {oe_new:.4f} vs {oe_old:.4f}: "
+                f"{'no worse' if ok else 'worse'} (tolerances {LATEST_AUROC_TOLERANCE}, {LATEST_LOG_OE_TOLERANCE})")
+
+
 def decide(*, validated_slope: float, y: np.ndarray | None = None, p_new: np.ndarray | None = None,
            p_champion: np.ndarray | None = None, groups: np.ndarray | None = None, has_champion: bool,
-           n_boot: int = 200, seed: int = 0) -> GateDecision:
+           n_boot: int = 200, seed: int = 0, latest_new: dict | None = None,
+           latest_champion: dict | None = None) -> GateDecision:
     """Apply the gate.
 
     Parameters
@@ -72,12 +100,18 @@ def decide(*, validated_slope: float, y: np.ndarray | None = None, p_new: np.nda
         predictions, procedure ids. ``None`` when there are no such rows.
     has_champion
         Whether a champion exists.
+    latest_new, latest_champion
+        The latest-year unit rows of the temporal validation of the new version and (from its card) of the
+        champion (:func:`models.training.latest_year`); None when not evaluated or not recorded.
     """
     low, high = SLOPE_BOUNDS
     reasons: list[str] = []
     slope_ok = low <= validated_slope <= high
     reasons.append(f"validated calibration slope {validated_slope:.3f} "
                    f"{'within' if slope_ok else 'outside'} [{low}, {high}]")
+    latest_ok, latest_words = latest_year_check(latest_new, latest_champion if has_champion else None)
+    reasons.append(latest_words)
+    slope_ok = slope_ok and latest_ok
     if not has_champion:
         reasons.append("no champion yet")
         return GateDecision(promote=slope_ok, reasons=reasons)

@@ -20,14 +20,16 @@ from models import store
 from models.assessment import assess
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
+from models.calibration import RecalibratedClassifier, fit_recalibration
 from models.card import tripod_sections
-from models.development import SELECTION, Development, develop
+from models.development import SELECTION, Development, assign_folds, develop
 from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
 from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, Candidate, fitted_parameters
 from models.metrics import auroc, calibration_errors, calibration_intercept_slope
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
+from models.transport import internal_external
 from models.rare import SampleSizeAssessment, assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
@@ -64,6 +66,8 @@ class TrainingConfig:
     repeats: int = 1
     n_boot: int = 200
     anticipated_c: float = 0.75
+    internal_external: bool = True  # leave-one-site-out and temporal validation of the selected candidate
+    last_years: int = 3  # years tested in turn by the temporal validation
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
     subgroups["age_band"] = age_bands(rows[s.AGE_YEARS])
     validation = assess(y, dev.validated, p_apparent=apparent, groups=groups, subgroups=subgroups,
                         n_boot=config.n_boot, seed=config.seed, mapper=mapper)
+    transport = _internal_external(dev, candidates, spec, X, y, groups, rows, config=config, mapper=mapper)
     metrics = base | {
         "status": "fitted",
         "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),
@@ -155,6 +160,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
                         "slope": round(dev.calibration_slope, 6)},
         "validation": validation,
         "predictors": strongest_predictors(dev.model, X, y, features=spec.features, seed=config.seed),
+        "internal_external": transport,
     }
     timings = {c.name: round(c.fit_seconds, 3) for c in dev.candidates} | {"final_fit": round(dev.final_fit_seconds, 3)}
     if workspace is None:
@@ -180,8 +186,10 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         if unseen.any():
             comparison = {"y": y[unseen], "p_new": dev.validated[unseen], "groups": rows.loc[unseen, s.PROCEDURE_ID].to_numpy(),
                           "p_champion": champion.estimator.predict_proba(rows.loc[unseen, spec.feature_names])[:, 1]}
+    latest_new = latest_year(metrics.get("internal_external"))
+    latest_champion = champion.card.metrics.get("temporal_latest") if current is not None else None
     decision = decide(validated_slope=validated_slope, has_champion=current is not None, n_boot=config.n_boot,
-                      seed=config.seed, **comparison)
+                      seed=config.seed, latest_new=latest_new, latest_champion=latest_champion, **comparison)
     if refused_champion is not None:
         decision = replace(decision, reasons=[*decision.reasons, f"the champion was refused: {refused_champion}; "
                                                                  "gated as if there were none"])
@@ -190,7 +198,7 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
         training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
         calibration=CALIBRATION_METHOD, selection=SELECTION,
-        metrics=metrics["validation"]["validated"] | _band(y, dev.validated),
+        metrics=metrics["validation"]["validated"] | _band(y, dev.validated) | {"temporal_latest": latest_new},
         limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed,
         sections=tripod_sections(metrics, features=spec.features, limitations=LIMITATIONS, intended_use=INTENDED_USE))
     stored = store.save_model(workspace, outcome=spec.name, estimator=dev.model, card=card,
@@ -203,6 +211,53 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
                                                                 "previous_champion": current}}
     return OutcomeResult(spec.name, fitted=True, metrics=metrics, version=stored.version,
                          champion=decision.promote)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """Development's recipe for one candidate, without the selection: fit the learner on the rows given and
+    recalibrate it on its own grouped out-of-fold risks (``folds`` folds by procedure). Picklable, so the
+    refits of the internal-external validation can run on any mapper."""
+
+    candidate: Candidate
+    features: tuple
+    seed: int
+    folds: int = 3
+
+    def __call__(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> RecalibratedClassifier:  # noqa: N803
+        folds = assign_folds(groups, n_folds=self.folds, seed=self.seed)
+        raw = np.empty(len(y), dtype=float)
+        for fold in range(self.folds):
+            test = folds == fold
+            if test.any():
+                model = self.candidate.build(self.features, self.seed).fit(X.loc[~test], y[~test])
+                raw[test] = model.predict_proba(X.loc[test])[:, 1]
+        intercept, slope = fit_recalibration(y, raw)
+        return RecalibratedClassifier(self.candidate.build(self.features, self.seed).fit(X, y), intercept, slope)
+
+
+def _internal_external(dev: Development, candidates: tuple[Candidate, ...], spec: OutcomeSpec, X: pd.DataFrame,  # noqa: N803
+                       y: np.ndarray, groups: np.ndarray, rows: pd.DataFrame, *, config: TrainingConfig,
+                       mapper: Mapper) -> dict[str, object] | None:
+    """Leave-one-site-out and temporal validation of the selected candidate (:func:`models.transport.internal_external`)."""
+    if not config.internal_external:
+        return None
+    chosen = next(c for c in candidates if c.name == dev.selected)
+    recipe = Refit(chosen, tuple(spec.features), config.seed)
+    indexed = X.reset_index(drop=True)
+    result = internal_external(recipe, indexed, y, groups=groups, sites=rows[s.SITE_ID].astype(str).to_numpy(),
+                               years=rows[s.PROCEDURE_YEAR].to_numpy(dtype="int64"), last_years=config.last_years,
+                               mapper=mapper)
+    return result | {"refit": f"{dev.selected} refitted on the training part and recalibrated on its own "
+                              f"{recipe.folds}-fold out-of-fold risks (grouped by procedure); no reselection"}
+
+
+def latest_year(transport: dict[str, object] | None) -> dict[str, object] | None:
+    """The temporal validation's latest evaluated year (its unit row), or None."""
+    if not transport:
+        return None
+    evaluated = [row for row in transport["temporal"]["years"] if row["status"] == "evaluated"]
+    return max(evaluated, key=lambda row: row["unit"]) if evaluated else None
 
 
 def _candidate_figures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:

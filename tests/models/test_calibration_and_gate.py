@@ -108,3 +108,28 @@ def test_paired_auroc_difference_is_zero_for_identical_models_and_deterministic(
     first = paired_auroc_difference(y, p_new, p_old, groups, n_boot=50, seed=3)
     assert first == paired_auroc_difference(y, p_new, p_old, groups, n_boot=50, seed=3)
     assert first[1] < first[0] < first[2]
+
+
+def _latest(unit: int, *, auroc: float, oe: float, slope: tuple[float, float, float] = (1.0, 0.8, 1.2)) -> dict:
+    return {"unit": unit, "auroc": {"estimate": auroc}, "oe_ratio": {"estimate": oe},
+            "calibration_slope": dict(zip(("estimate", "low", "high"), slope))}
+
+
+def test_gate_uses_the_latest_year_of_the_temporal_validation():
+    from models.gate import decide, latest_year_check
+
+    assert latest_year_check(None, None)[0]
+    assert latest_year_check(_latest(2025, auroc=0.75, oe=1.0), None)[0]
+    # a slope whose CI lies wholly outside [0.8, 1.2] fails, one that overlaps it does not
+    assert not latest_year_check(_latest(2025, auroc=0.75, oe=1.0, slope=(0.6, 0.5, 0.75)), None)[0]
+    assert latest_year_check(_latest(2025, auroc=0.75, oe=1.0, slope=(0.7, 0.5, 0.9)), None)[0]
+    champion = _latest(2025, auroc=0.76, oe=1.02)
+    assert latest_year_check(_latest(2025, auroc=0.755, oe=0.99), champion)[0]
+    assert not latest_year_check(_latest(2025, auroc=0.74, oe=1.0), champion)[0]  # AUROC 0.02 lower
+    assert not latest_year_check(_latest(2025, auroc=0.76, oe=1.15), champion)[0]  # calibration-in-the-large worse
+    # a champion validated on another year is no comparison
+    ok, words = latest_year_check(_latest(2025, auroc=0.70, oe=1.3), _latest(2024, auroc=0.8, oe=1.0))
+    assert ok and "no temporal validation of that year" in words
+    refused = decide(validated_slope=1.0, has_champion=False,
+                     latest_new=_latest(2025, auroc=0.75, oe=1.0, slope=(1.5, 1.3, 1.7)))
+    assert not refused.promote and any("clearly outside" in r for r in refused.reasons)

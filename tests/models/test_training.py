@@ -49,6 +49,11 @@ def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace)
         assert len(nested["chosen_by_fold"]) == FAST.n_folds
         assert set(nested["chosen_by_fold"]) <= {c.name for c in CANDIDATES_COMMON}
         assert nested["log_loss_nested"] == pytest.approx(validated_log_loss(outcome), abs=1e-5)
+        transport = outcome["internal_external"]
+        assert len(transport["temporal"]["years"]) == 3 and transport["temporal"]["years"][-1]["unit"] == 2025
+        held = len(transport["sites"]["held_out"])
+        assert held + transport["sites"]["not_held_out"]["sites"] == 24
+        assert all(row["events"] == "<11" or row["events"] >= 100 for row in transport["sites"]["held_out"])
         counts = outcome["parameters"]["by_candidate"]
         assert counts["spline_logistic_interactions"] > counts["spline_logistic"] > 40
         assert counts["gradient_boosting"] is None and outcome["parameters"]["most"] == max(
