@@ -14,6 +14,7 @@ import jinja2
 import numpy as np
 
 from reports import plots
+from reports.forest import forest_svg
 from records import schema as s
 from models.suppression import SUPPRESSED
 from reports import seed_outcomes as so
@@ -95,7 +96,7 @@ def _data(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"source": data["source"], "status": data["status"], "reason": data.get("reason"), "tables": tables,
             "retraining": {"text": ("Models retrained: " if retraining.get("trained") else "Models not retrained: ")
                            + (retraining.get("reason") or "model training was not run"),
-                           "drift": drift},
+                           "drift": drift, "warnings": [str(w) for w in retraining.get("warnings") or []]},
             "rules": rules, "batches_loaded": _batches(data["batches_loaded"]),
             "batches_skipped": _batches(data["batches_skipped"])}
 
@@ -123,6 +124,8 @@ def _model(block: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "title": block.get("title", name), "definition": block.get("definition", ""),
                            "eligibility": block.get("eligibility", ""), "unit": block.get("unit", ""),
                            "fitted": block.get("status") == "fitted"}
+    follow = block.get("follow_up")
+    out["follow_up"] = _follow_up_text(follow) if follow else ""
     if not out["fitted"]:
         rate = block.get("crude_rate")
         out["reason"] = block.get("reason", "")
@@ -154,6 +157,17 @@ def _model(block: Mapping[str, Any]) -> dict[str, Any]:
         subgroups=[{"name": dim, "rows": [_subgroup_row(r) for r in rows]}
                    for dim, rows in validation["subgroups"].items()],
     )
+    out["candidates"] = [{"name": c["name"], "log_loss": fmt(c.get("cv_log_loss"), 5),
+                          "auroc": fmt(c.get("validated_auroc"), 4), "slope": fmt(c.get("validated_calibration_slope"), 3),
+                          "ici": fmt(c.get("validated_ici"), 4)} for c in block.get("candidates", [])]
+    nested = block.get("nested_selection")
+    out["nested"] = "" if not nested else (
+        f"Selection is nested: in each of the {len(nested['chosen_by_fold'])} outer folds the candidate was chosen by "
+        f"an inner cross-validation of the other folds ({', '.join(nested['chosen_by_fold'])}); the validated "
+        f"figures above are those of the nested risks (log loss {fmt(nested['log_loss_nested'], 5)}, against "
+        f"{fmt(nested['log_loss_not_nested'], 5)} for the published candidate's own out-of-fold risks: the cost of "
+        f"choosing is {fmt(nested['cost_of_choosing'], 5)}). The published model is {block['selected']}.")
+    out["transport"] = _transport(block.get("internal_external"), out["title"])
     predictors = block.get("predictors") or []
     out["predictors"] = [{"feature": p["feature"], "importance": fmt(p["importance"], 4), "direction": p["direction"]}
                          for p in predictors]
@@ -162,6 +176,39 @@ def _model(block: Mapping[str, Any]) -> dict[str, Any]:
         directions=[_short_direction(p) for p in predictors],
         title=f"Strongest predictors: {out['title']}") if predictors else ""
     return out
+
+
+FOREST_MEASURES = ("oe_ratio", "calibration_slope", "auroc")
+
+
+def _transport(transport: Mapping[str, Any] | None, title: str) -> dict[str, Any] | None:
+    """Forest plots of the internal-external validation (sites and years; O/E, calibration slope, AUROC)."""
+    if not transport:
+        return None
+    figures = []
+    for kind, rows_key, words in (("sites", "held_out", "held-out site"), ("temporal", "years", "held-out year")):
+        part = transport.get(kind) or {}
+        rows = part.get(rows_key) or []
+        if not any(row.get("status") == "evaluated" for row in rows):
+            continue
+        for measure in FOREST_MEASURES:
+            figures.append(forest_svg(rows, (part.get("pooled") or {}).get(measure), measure=measure,
+                                      title=f"{title}: {measure.replace('_', ' ')} by {words}"))
+    not_held = (transport.get("sites") or {}).get("not_held_out") or {}
+    note = ("Each held-out site (or year) was predicted by the selected candidate refitted without it (years: "
+            "refitted on the earlier years only); the pooled figure is a random-effects meta-analysis (REML, "
+            "Hartung-Knapp-Sidik-Jonkman CI) and the bar below it the 95% prediction interval for a new site or "
+            f"year. {not_held.get('sites', 0)} sites were not held out ({not_held.get('reason', '')}).")
+    if not figures:
+        note += " No site or year had enough events to be held out."
+    return {"figures": figures, "note": note}
+
+
+def _follow_up_text(follow: Mapping[str, Any]) -> str:
+    shown = [row for row in follow.get("by_site", []) if row.get("incomplete")]
+    by_site = "; ".join(f"{row['site']} {row['incomplete']:,}" for row in shown)
+    return follow["statement"] + (f"; by site: {by_site}" if by_site else "; no site count can be shown (1 to 10, "
+                                                                           "or withheld to protect one)")
 
 
 def _short_direction(predictor: Mapping[str, Any]) -> str:

@@ -146,8 +146,12 @@ def test_report_html_is_self_contained_and_has_no_small_counts(published):
     assert not names & {"script", "link", "img", "iframe", "object", "embed"}
     assert len(text.encode()) < 5_000_000
     for section in ("What was loaded and quarantined", "Observed rates over time", "Sites and operators",
-                    "Monitoring over time", "The outcomes the procedure exists for", "Registry submission"):
+                    "Monitoring over time", "The outcomes the procedure exists for", "Registry submission",
+                    "Candidates and nested selection", "Internal-external validation: leave-one-site-out and by period"):
         assert section in text
+    # the forest plots of the temporal validation (3,000 procedures: years have enough any-leakage events)
+    assert "observed / expected events (O/E, log scale)" in text and "prediction interval" in text
+    assert "not in the infection denominator" in text
 
 
 def test_internal_report_has_exact_counts_and_every_verdict_the_published_one_withholds(published):
