@@ -67,6 +67,7 @@ class TrainingConfig:
     n_boot: int = 200
     anticipated_c: float = 0.75
     internal_external: bool = True  # leave-one-site-out and temporal validation of the selected candidate
+    site_folds: int | None = 8  # held-out sites dealt into this many groups, one refit each (None: one per site)
     last_years: int = 3  # years tested in turn by the temporal validation
 
 
@@ -247,9 +248,13 @@ def _internal_external(dev: Development, candidates: tuple[Candidate, ...], spec
     indexed = X.reset_index(drop=True)
     result = internal_external(recipe, indexed, y, groups=groups, sites=rows[s.SITE_ID].astype(str).to_numpy(),
                                years=rows[s.PROCEDURE_YEAR].to_numpy(dtype="int64"), last_years=config.last_years,
-                               mapper=mapper)
+                               site_folds=config.site_folds, mapper=mapper)
+    grouping = ("one refit per held-out site" if result["criteria"]["site_refits"] == len(result["sites"]["held_out"])
+                else f"held-out sites dealt into {result['criteria']['site_refits']} groups, one refit per group, so "
+                     "each site is predicted by a model that never saw it")
     return result | {"refit": f"{dev.selected} refitted on the training part and recalibrated on its own "
-                              f"{recipe.folds}-fold out-of-fold risks (grouped by procedure); no reselection"}
+                              f"{recipe.folds}-fold out-of-fold risks (grouped by procedure); no reselection; "
+                              f"{grouping}"}
 
 
 def latest_year(transport: dict[str, object] | None) -> dict[str, object] | None:

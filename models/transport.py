@@ -78,7 +78,7 @@ class _Estimate:
 def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, sites: ArrayLike,  # noqa: N803
                       years: ArrayLike, min_events: int = 100, min_non_events: int = 100, last_years: int = 3,
                       mapper: Mapper = sequential, level: float = 0.95, method: Method = "hksj",
-                      prediction: Prediction = "t_k-2") -> dict[str, object]:
+                      prediction: Prediction = "t_k-2", site_folds: int | None = None) -> dict[str, object]:
     """Leave-one-site-out and temporal validation of refitted models, with a meta-analysis of each, JSON-ready.
 
     Sites: every site with at least ``min_events`` events and ``min_non_events`` non-events is held out
@@ -119,6 +119,10 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
         Coverage of every interval, in (0, 1).
     method, prediction
         Meta-analysis options, as :func:`models.meta_analysis.random_effects`.
+    site_folds
+        With more eligible sites than this, the eligible sites are dealt (in sorted order, in turn) into
+        ``site_folds`` groups and each refit holds out one whole group: every site is still predicted by a
+        model that never saw it, at ``site_folds`` refits instead of one per site. None: one refit per site.
 
     Returns
     -------
@@ -163,11 +167,16 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
     level = _check_level(level)
     check_options(method=method, prediction=prediction)  # before the refits, not after
     enough = _Enough(int(min_events), int(min_non_events))
+    if site_folds is not None and (not _whole(site_folds) or site_folds < 2):
+        raise ValueError(f"site_folds must be None or a whole number of at least 2; got {site_folds!r}")
     site_splits, not_held_out = _site_splits(y01, site, enough)
+    refits = _grouped(site_splits, site_folds, len(y01))
     year_splits, year_status = _year_splits(y01, year, int(last_years), enough)
-    splits = site_splits + year_splits
+    splits = refits + year_splits
     risks = mapper(_refit, splits, shared=(fit, X, y01, group))
-    rows = {(s.kind, s.unit): _unit_row(s, y01, site, year, p, level) for s, p in zip(splits, risks)}
+    by_site = _per_site(site_splits, refits, risks[:len(refits)])
+    rows = {(s.kind, s.unit): _unit_row(s, y01, site, year, p, level)
+            for s, p in [*by_site, *zip(year_splits, risks[len(refits):])]}
     site_rows = [rows[("site", s.unit)] for s in site_splits]
     year_rows = [rows.get(("year", target)) or _unevaluated_row(target, y01, site, year, status, enough)
                  for target, status in year_status]
@@ -175,7 +184,7 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
     return {
         "level": level,
         "criteria": {"min_events": int(min_events), "min_non_events": int(min_non_events),
-                     "last_years": int(last_years)},
+                     "last_years": int(last_years), "site_refits": len(refits)},
         "methods": dict(METHODS),
         "sites": {"held_out": site_rows,
                   "not_held_out": {"sites": not_held_out,
@@ -264,6 +273,32 @@ def _site_splits(y: np.ndarray, site: np.ndarray, enough: _Enough) -> tuple[list
         else:
             below += 1
     return splits, below
+
+
+def _grouped(site_splits: list[_Split], site_folds: int | None, n: int) -> list[_Split]:
+    """The refits of the site validation: one per site, or one per group of sites (dealt in turn)."""
+    if site_folds is None or len(site_splits) <= site_folds:
+        return site_splits
+    refits = []
+    for g in range(int(site_folds)):
+        members = site_splits[g::int(site_folds)]
+        test = np.sort(np.concatenate([s.test for s in members]))
+        train = np.setdiff1d(np.arange(n), test, assume_unique=True)
+        refits.append(_Split("site", f"group {g + 1}", train, test))
+    return refits
+
+
+def _per_site(site_splits: list[_Split], refits: list[_Split],
+              risks: Sequence[np.ndarray]) -> list[tuple[_Split, np.ndarray]]:
+    """Each held-out site with the risks of the refit that held it out (its training rows those of the refit)."""
+    if refits is site_splits:
+        return list(zip(site_splits, risks))
+    out = []
+    for s in site_splits:
+        refit, p = next((r, p) for r, p in zip(refits, risks) if np.isin(s.test[:1], r.test).all())
+        position = np.searchsorted(refit.test, s.test)
+        out.append((_Split("site", s.unit, refit.train, s.test), p[position]))
+    return out
 
 
 def _year_splits(y: np.ndarray, year: np.ndarray, last_years: int,

@@ -316,3 +316,36 @@ def test_errors_state_the_rule(change, message):
     fit, y_ = kwargs.pop("fit"), kwargs.pop("y")
     with pytest.raises(ValueError, match=message):
         tr.internal_external(fit, X, y_, **kwargs)
+
+
+def test_sites_dealt_into_groups_are_each_predicted_by_a_model_that_never_saw_them():
+    from models.transport import internal_external
+
+    rng = np.random.default_rng(8)
+    n_sites, per_site = 9, 500
+    site = np.repeat([f"S{i:02d}" for i in range(n_sites)], per_site)
+    x = rng.normal(size=len(site))
+    y = (rng.random(len(site)) < 1 / (1 + np.exp(-(-0.3 + x)))).astype(int)
+    years = rng.integers(2020, 2024, len(site))
+    X = pd.DataFrame({"x": x, "site": site})
+    seen: list[set[str]] = []
+
+    def fit(X_train, y_train, groups_train):  # noqa: N803
+        seen.append(set(X_train["site"]))
+        model = LogisticRegression().fit(X_train[["x"]], y_train)
+        return lambda X_test: model.predict_proba(X_test[["x"]])[:, 1]  # noqa: N803
+
+    grouped = internal_external(fit, X, y, groups=np.arange(len(y)), sites=site, years=years, last_years=0,
+                                site_folds=3)
+    assert grouped["criteria"]["site_refits"] == 3 and len(seen) == 3
+    held = grouped["sites"]["held_out"]
+    assert [row["unit"] for row in held] == sorted(set(site))
+    for row in held:  # the refit that predicted a site was trained on 6 of the 9 sites, never on it
+        assert row["train"]["sites"] == n_sites - 3
+    assert all(len(s) == n_sites - 3 for s in seen)
+    assert {frozenset(set(site) - s) for s in seen} == {frozenset(f"S{i:02d}" for i in range(g, n_sites, 3))
+                                                        for g in range(3)}
+    one_each = internal_external(fit, X, y, groups=np.arange(len(y)), sites=site, years=years, last_years=0)
+    assert one_each["criteria"]["site_refits"] == n_sites
+    with pytest.raises(ValueError, match="site_folds"):
+        internal_external(fit, X, y, groups=np.arange(len(y)), sites=site, years=years, site_folds=1)
