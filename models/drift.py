@@ -1,4 +1,9 @@
-"""Drift of a new batch from the training data: feature stability (PSI), the champion's calibration, the decision."""
+"""Drift of a new batch from the training data: feature stability (PSI), the champion's calibration, the summary.
+
+Two kinds, kept apart: a covariate shift (a feature's PSI) is a property of the data, which no refit changes, so it
+is a warning; a calibration drift (the champion's risks against the batch's outcomes) is a property of the model,
+the drift a refit can remove (:mod:`models.policy` decides).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ KINDS = ("numeric", "binary", "categorical")
 PSI_MODERATE, PSI_MAJOR = 0.1, 0.25  # Siddiqi 2006: < 0.1 stable, 0.1 to < 0.25 moderate, >= 0.25 major shift
 MISSING = "missing"
 TOO_FEW_EVENTS = "too few events to judge calibration"
+NOT_MEASURED = "not measured: no outcomes in the new batches or no champion to judge"
 DECIMALS = 6
 _NOT_ESTIMABLE = (np.nan, np.nan, np.nan)
 
@@ -93,13 +99,45 @@ def psi_band(psi: float) -> Band:
     return "major" if psi >= PSI_MAJOR else "moderate" if psi >= PSI_MODERATE else "stable"
 
 
+def shift_direction(result: PsiResult, *, kind: str) -> str:
+    """Which way a feature moved, in words that do not depend on the reference's bin edges.
+
+    The bin whose share changed most (largest absolute change of share; ties: the first bin): ``"more <label>"`` or
+    ``"fewer <label>"``; for a numeric feature whose largest change is not its ``missing`` bin, ``"higher"``
+    or ``"lower"`` by the mean bin position of the non-missing values (current against reference), so that the
+    direction survives a new reference (new deciles). ``"none"`` when no share changed.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    reference = np.array([b["reference_share"] for b in result.bins], dtype=np.float64)
+    current = np.array([b["current_share"] for b in result.bins], dtype=np.float64)
+    change = current - reference
+    if not np.any(change):
+        return "none"
+    largest = int(np.argmax(np.abs(change)))
+    label = str(result.bins[largest]["label"])
+    if kind == "numeric" and label != MISSING:
+        position = np.arange(len(change) - 1)  # the non-missing bins, in order
+        ref_mean, cur_mean = (float(position @ share[:-1] / share[:-1].sum()) if share[:-1].sum() > 0 else 0.0
+                              for share in (reference, current))
+        if cur_mean != ref_mean:
+            return "higher" if cur_mean > ref_mean else "lower"
+    return f"{'more' if change[largest] > 0 else 'fewer'} {label}"
+
+
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, *, features: Sequence[FeatureSpec],
                   bins: int = 10) -> list[dict[str, object]]:
     """PSI of every feature between the reference (training) frame and a new batch, JSON-ready.
 
     ``reference`` and ``current`` hold a column per feature of ``features`` (others are ignored);
     ``bins`` as :func:`population_stability`. Returns one dict per feature, ``feature``, ``kind``,
-    ``psi`` (rounded to 6 decimals), ``band``, sorted by PSI descending (ties by name).
+    ``psi`` (rounded to 6 decimals), ``band``, ``direction`` (:func:`shift_direction`), sorted by PSI descending
+    (ties by name).
 
     Raises
     ------
@@ -111,7 +149,8 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, *, features: S
         if absent:
             raise ValueError(f"{name} must hold a column per feature; {len(absent)} missing: {', '.join(absent)}")
     results = [(f, population_stability(reference[f.name], current[f.name], kind=f.kind, bins=bins)) for f in features]
-    rows = [{"feature": f.name, "kind": f.kind, "psi": round(r.psi, DECIMALS), "band": r.band} for f, r in results]
+    rows = [{"feature": f.name, "kind": f.kind, "psi": round(r.psi, DECIMALS), "band": r.band,
+             "direction": shift_direction(r, kind=f.kind)} for f, r in results]
     return sorted(rows, key=lambda row: (-row["psi"], row["feature"]))
 
 
@@ -127,9 +166,13 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     events or non-events, separation, or one distinct risk for the slope).
     ``drifted``: the O/E or the slope interval excludes 1 and its estimate is beyond 1 +- :data:`OE_MARGIN`
     (O/E) or :data:`SLOPE_MARGIN` (slope): significant and material (at most the 5-10% false alarms of two 95%
-    tests on a calibrated batch, fewer as the margin removes small ones); ``reason`` says why in words. Small counts are not published: when events
+    tests on a calibrated batch, fewer as the margin removes small ones); ``reason`` says why in words;
+    ``directions`` names each drift found, ``"<measure>: <which way>"`` (e.g. ``"observed/expected ratio: more
+    events than predicted"``), the signature by which :mod:`models.policy` knows the same drift again.
+    ``judged``: whether the O/E or the slope could be estimated at all. Small counts are not published: when events
     or non-events number 1 to 10, ``events`` (and ``n`` if 1 to 10) is ``"<11"``, ratios, intervals and
-    coefficients None, ``drifted`` False, ``reason`` :data:`TOO_FEW_EVENTS`. Values rounded to 6 decimals.
+    coefficients None, ``drifted`` and ``judged`` False, ``reason`` :data:`TOO_FEW_EVENTS`. Values rounded to 6
+    decimals.
 
     Parameters
     ----------
@@ -142,7 +185,7 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     -------
     dict
         ``n``, ``events``, ``expected``, ``oe_ratio``/``intercept``/``slope`` (each ``{"estimate",
-        "low", "high"}``), ``level``, ``drifted``, ``reason``.
+        "low", "high"}``), ``level``, ``judged``, ``drifted``, ``reason``, ``directions``.
 
     Raises
     ------
@@ -162,19 +205,26 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     withheld = is_small(events) or is_small(n - events)  # n - events would give small non-events away
     oe = _NOT_ESTIMABLE if withheld else _garwood_ratio(events, expected, level)
     intercept, slope = (_NOT_ESTIMABLE, _NOT_ESTIMABLE) if withheld else _calibration_fits(y01, risk, level)
-    drifted, reason = (False, TOO_FEW_EVENTS) if withheld else _judge(oe, slope, level)
+    directions, reason = ([], TOO_FEW_EVENTS) if withheld else _judge(oe, slope, level)
+    judged = not withheld and bool(np.isfinite(oe[1]) or np.isfinite(slope[1]))
     return {"n": SUPPRESSED if is_small(n) else n, "events": SUPPRESSED if withheld else events,
             "expected": round(expected, DECIMALS), "oe_ratio": _rounded(oe), "intercept": _rounded(intercept),
-            "slope": _rounded(slope), "level": level, "drifted": drifted, "reason": reason}
+            "slope": _rounded(slope), "level": level, "judged": judged, "drifted": bool(directions),
+            "reason": reason, "directions": directions}
 
 
 def drift_summary(features: list[dict[str, object]], calibration: dict[str, object] | None, *,
                   psi_threshold: float = PSI_MAJOR) -> dict[str, object]:
-    """One drift decision from :func:`feature_drift` and :func:`batch_calibration` (None: no outcomes yet).
+    """The drift of new batches from :func:`feature_drift` and :func:`batch_calibration` (None: no outcomes yet).
 
-    Drifted when any feature's PSI is at least ``psi_threshold`` or the calibration has drifted. Returns
-    ``drifted``, ``reasons`` (the triggers in words; empty when not drifted), ``features_major`` and
-    ``features_moderate`` (names by band, in the order given).
+    ``drifted``: the champion's calibration has drifted on the batches, the only drift a refit can remove;
+    ``reasons`` says so in words (empty when not drifted). A feature whose PSI is at least ``psi_threshold`` is a
+    covariate shift: listed in ``covariate_shift`` (``feature``, ``psi``, ``band``, ``direction``), never
+    ``drifted`` (a shift between new batches and training data the old batches dominate survives any refit; the
+    policy words it as a warning). ``calibration_judged``: the calibration was measured and estimable;
+    ``calibration_directions`` the drifts found (``"<measure>: <which way>"``); ``calibration_reason`` the
+    judgement in words (:data:`NOT_MEASURED` without one). ``features_major`` and
+    ``features_moderate``: names by band, in the order given.
 
     Raises
     ------
@@ -188,13 +238,24 @@ def drift_summary(features: list[dict[str, object]], calibration: dict[str, obje
     for what, row, keys in checks:
         if not keys <= row.keys():
             raise ValueError(f"{what} must have keys {', '.join(sorted(keys))}; got {', '.join(sorted(row))}")
-    reasons = [f"PSI of {row['feature']} is {row['psi']:.3f} (>= {psi_threshold:g}; {row['band']} shift)"
+    shifted = [{"feature": row["feature"], "psi": row["psi"], "band": row["band"],
+                "direction": row.get("direction", "unknown")}
                for row in features if float(row["psi"]) >= psi_threshold]
-    if calibration is not None and calibration["drifted"]:
-        reasons.append(f"calibration drifted: {calibration['reason']}")
-    return {"drifted": bool(reasons), "reasons": reasons,
+    drifted = calibration is not None and bool(calibration["drifted"])
+    return {"drifted": drifted, "reasons": [f"calibration drifted: {calibration['reason']}"] if drifted else [],
+            "calibration_judged": calibration is not None and bool(calibration.get("judged", True))
+            and calibration["reason"] != TOO_FEW_EVENTS,
+            "calibration_directions": list(calibration.get("directions") or [calibration["reason"]]) if drifted
+            else [],
+            "calibration_reason": calibration["reason"] if calibration is not None else NOT_MEASURED,
+            "covariate_shift": shifted,
             "features_major": [row["feature"] for row in features if row["band"] == "major"],
             "features_moderate": [row["feature"] for row in features if row["band"] == "moderate"]}
+
+
+def shift_signature(row: dict[str, object]) -> str:
+    """How a covariate shift of :func:`drift_summary` is known again: ``"<feature>: <direction>"``."""
+    return f"{row['feature']}: {row.get('direction', 'unknown')}"
 
 
 # ----------------------------------------------------------------------------------- private steps
@@ -285,13 +346,14 @@ SLOPE_MARGIN = 0.2
 """A calibration slope within 1 +- this is not material drift (0.8 to 1.2, the usual band of acceptable slopes)."""
 
 
-def _judge(oe: tuple[float, ...], slope: tuple[float, ...], level: float) -> tuple[bool, str]:
-    """Drifted when the O/E or slope interval excludes 1 *and* its estimate is outside the margin, and why.
+def _judge(oe: tuple[float, ...], slope: tuple[float, ...], level: float) -> tuple[list[str], str]:
+    """The drifts found (``"<measure>: <which way>"``; none: not drifted) and why in words. A measure has drifted
+    when its interval excludes 1 *and* its estimate is outside the margin.
 
     Significance alone is not enough: a batch of tens of thousands of levels detects a slope of 1.04, which
     changes no decision; a margin alone would alarm on the noise of a small batch.
     """
-    findings, consistent = [], []
+    findings, consistent, directions = [], [], []
     for name, (estimate, low, high), above, below, margin in (
             ("observed/expected ratio", oe, "more events than predicted", "fewer events than predicted",
              OE_MARGIN),
@@ -301,11 +363,12 @@ def _judge(oe: tuple[float, ...], slope: tuple[float, ...], level: float) -> tup
             consistent.append(f"{name} not estimable")
         elif (low > 1 or high < 1) and abs(estimate - 1) > margin:
             findings.append(f"{text} excludes 1 and is beyond 1 +- {margin:g}: {above if low > 1 else below}")
+            directions.append(f"{name}: {above if low > 1 else below}")
         elif low > 1 or high < 1:
             consistent.append(f"{text} excludes 1 but is within 1 +- {margin:g} (not material)")
         else:
             consistent.append(f"{text} includes 1")
-    return bool(findings), "; ".join(findings or consistent)
+    return directions, "; ".join(findings or consistent)
 
 
 def _rounded(values: tuple[float, ...]) -> dict[str, float | None]:

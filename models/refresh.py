@@ -1,8 +1,10 @@
 """Refresh the models of a workspace from its registry and write ``runs/<run_id>/metrics.json``.
 
 Models are retrained as the retraining policy (:mod:`models.policy`) says: when asked (``retrain``), when
-no model was ever trained, when enough new outcomes arrived, when the new batches drift, or when the
-models are too old. metrics.json holds no time stamp and no run
+no model was ever trained, when enough new outcomes arrived, when the champion's calibration drifts on the new
+batches (or a covariate shift arrives that the calibration cannot judge) for a shift not yet trained with, or when
+the models are too old; a covariate shift alone is a warning. Each training records the shifts it was trained with
+(``trained.json``, ``shift``), so the same shift never triggers twice. metrics.json holds no time stamp and no run
 id, so the same registry, code and seed give the same bytes.
 """
 
@@ -15,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.matrices import build_level_frame
 from models import store
 from models.drift import batch_calibration, drift_summary, feature_drift
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
-from models.policy import RetrainInputs, RetrainPolicy, decide_retraining
+from models.policy import RetrainInputs, RetrainPolicy, ShiftRecord, decide_retraining
 from models.training import TRUSTED_OURS, OutcomeResult, TrainingConfig, model_frames, train_outcome_from
 from records import schema as s
 from workspace.manifest import code_version
@@ -46,6 +49,7 @@ class ModelsSummary:
     outcomes: dict[str, dict[str, object]] = field(default_factory=dict)
     drift: dict[str, object] | None = None
     policy: dict[str, object] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # covariate shifts and known drifts, for the report and UI
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -53,12 +57,15 @@ class ModelsSummary:
 
 @dataclass(frozen=True)
 class RetrainDecision:
-    """Whether the models are retrained this run, why, and the drift of the new batches (when measured)."""
+    """Whether the models are retrained this run, why, the drift of the new batches (when measured), the warnings
+    (covariate shifts, calibration drifts already trained with) and the shift record a training now keeps."""
 
     retrain: bool
     reason: str
     drift: dict[str, object] | None = None
     policy: dict[str, object] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seen: dict[str, list[str]] = field(default_factory=dict)
 
 
 def should_retrain(workspace: Path, *, retrain: bool, policy: RetrainPolicy = RetrainPolicy(),
@@ -73,7 +80,8 @@ def retrain_decision(workspace: Path, *, retrain: bool, policy: RetrainPolicy = 
     """Apply the retraining policy (:mod:`models.policy`) to the workspace as it stands.
 
     Reads only the batches registered since the last training: new leakage events, and the drift of
-    their features against the training reference sample and of the champion's calibration on them.
+    their features against the training reference sample and of the champion's calibration on them; and the
+    shifts the last training recorded.
     """
     ledger = load_ledger(workspace)
     trained = _read_trained(workspace)
@@ -90,9 +98,11 @@ def retrain_decision(workspace: Path, *, retrain: bool, policy: RetrainPolicy = 
                            last_registrations=last,
                            trained_on=_dt.date.fromisoformat(trained["trained_on"]) if trained.get("trained_on")
                            else None, today=today or _dt.date.today(), new_events=new_events, drift=drift,
-                           trained_events=int(trained["events"]) if trained.get("events") is not None else None)
-    go, reason = decide_retraining(inputs, policy=policy)
-    return RetrainDecision(retrain=go, reason=reason, drift=drift, policy=asdict(policy))
+                           trained_events=int(trained["events"]) if trained.get("events") is not None else None,
+                           seen=ShiftRecord.from_dict(trained.get("shift")))  # type: ignore[arg-type]
+    decision = decide_retraining(inputs, policy=policy)
+    return RetrainDecision(retrain=decision.retrain, reason=decision.reason, drift=drift, policy=asdict(policy),
+                           warnings=list(decision.warnings), seen=decision.seen.to_dict())
 
 
 def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFrame, *,
@@ -106,23 +116,51 @@ def measure_drift(workspace: Path, procedures: pd.DataFrame, levels: pd.DataFram
     spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
     reference = pd.read_parquet(io.BytesIO(stored))
     frame = build_level_frame(procedures, levels)
-    features = feature_drift(reference, frame, features=spec.features)
-    calibration, refused = None, None
-    if store.champion(workspace, spec.name) is not None:
-        eligible, y = spec.labels(frame)
-        if eligible.any():
-            try:
-                model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
-            except store.ModelIntegrityError as error:  # never used, not even to measure drift; training replaces it
-                refused = str(error)
-            else:
-                p = model.estimator.predict_proba(frame.loc[eligible, spec.feature_names])[:, 1]
-                calibration = batch_calibration(y, p)
-    summary = {"features": features, "calibration": calibration,
-               **drift_summary(features, calibration, psi_threshold=psi_threshold)}
+    predict, refused = None, None
+    if store.champion(workspace, spec.name) is not None and spec.labels(frame)[0].any():
+        try:
+            model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
+        except store.ModelIntegrityError as error:  # never used, not even to measure drift; training replaces it
+            refused = str(error)
+        else:
+            predict = model.estimator.predict_proba
+    summary = drift_of_batches(reference, frame, predict_proba=predict, psi_threshold=psi_threshold)
     if refused is not None:
         summary["champion_refused"] = refused
     return summary
+
+
+def drift_of_batches(reference: pd.DataFrame, frame: pd.DataFrame, *,
+                     predict_proba: Callable[[pd.DataFrame], np.ndarray] | None,
+                     psi_threshold: float) -> dict[str, object]:
+    """The drift of new batches, JSON-ready: feature PSI of their level frame against the training reference, and
+    the monitored champion's calibration on their rows with outcomes.
+
+    Parameters
+    ----------
+    reference
+        The training reference sample (a column per feature of the monitored outcome).
+    frame
+        The level frame of the new batches (:func:`features.matrices.build_level_frame`).
+    predict_proba
+        The champion's ``predict_proba`` (features -> array of shape (n, 2)); None: no champion to judge.
+    psi_threshold
+        As :func:`models.drift.drift_summary`.
+
+    Returns
+    -------
+    dict
+        ``features`` (:func:`models.drift.feature_drift`), ``calibration`` (:func:`models.drift.batch_calibration`,
+        None without a champion or outcomes) and the keys of :func:`models.drift.drift_summary`.
+    """
+    spec = OUTCOMES_BY_NAME[MONITORED_OUTCOME]
+    features = feature_drift(reference, frame, features=spec.features)
+    calibration = None
+    eligible, y = spec.labels(frame)
+    if predict_proba is not None and eligible.any():
+        calibration = batch_calibration(y, predict_proba(frame.loc[eligible, spec.feature_names])[:, 1])
+    return {"features": features, "calibration": calibration,
+            **drift_summary(features, calibration, psi_threshold=psi_threshold)}
 
 
 def _trained_sequence(trained: dict[str, object], ledger: object) -> int | None:
@@ -170,7 +208,8 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     """
     decision = retrain_decision(workspace, retrain=retrain, policy=policy)
     if not decision.retrain:
-        return ModelsSummary(trained=False, reason=decision.reason, drift=decision.drift, policy=decision.policy)
+        return ModelsSummary(trained=False, reason=decision.reason, drift=decision.drift, policy=decision.policy,
+                             warnings=decision.warnings)
     ledger = load_ledger(workspace)
     procedures = read_registry_table(workspace, PROCEDURES, ledger=ledger)
     levels = read_registry_table(workspace, LEVELS, ledger=ledger)
@@ -189,11 +228,12 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
                                           text=metrics_json(result.metrics))
     _save_reference(workspace, procedures, levels, seed=config.seed)
     model_state.write_trained(workspace, {"sequence": ledger.sequence, "trained_on": _dt.date.today().isoformat(),
-                                          "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum())})
+                                          "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum()),
+                                          "shift": decision.seen})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
     return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,
-                         drift=decision.drift, policy=decision.policy)
+                         drift=decision.drift, policy=decision.policy, warnings=decision.warnings)
 
 
 def published_model_metrics(workspace: Path) -> dict[str, dict[str, object]]:

@@ -126,12 +126,16 @@ def summarise_task(manifest: dict) -> None:
         if rows:
             create_table_artifact(key=f"cementrisk-{key.replace('_', '-')}", table=rows,
                                   description=f"cementrisk run {run_id}: {key.replace('_', ' ')}")
-    drift = ((manifest.get("models") or {}).get("drift") or {})
+    models = manifest.get("models") or {}
+    drift = models.get("drift") or {}
     if drift.get("drifted"):
         emit_event(event="cementrisk.drift.detected", resource={"prefect.resource.id": f"cementrisk.run.{run_id}"},
                    payload={"reasons": list(drift.get("reasons", []))})
         create_markdown_artifact(key="cementrisk-drift-flag", markdown="## DRIFT DETECTED\n\n" + "\n".join(
             f"- {reason}" for reason in drift.get("reasons", [])), description=f"cementrisk run {run_id}: drift")
+    if models.get("warnings"):  # covariate shifts and drifts already trained with: shown, no reason to refit
+        create_markdown_artifact(key="cementrisk-drift-warning", markdown="## Drift warnings\n\n" + "\n".join(
+            f"- {warning}" for warning in models["warnings"]), description=f"cementrisk run {run_id}: drift warnings")
 
 
 @flow(name="cementrisk-run", validate_parameters=False)

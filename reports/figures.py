@@ -272,7 +272,7 @@ def data_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
     drift = models.get("drift") or {}
     retraining = {"trained": bool(models.get("trained")), "reason": models.get("reason", ""),
                   "drifted": drift.get("drifted"), "drift_reasons": list(drift.get("reasons", [])),
-                  "features": list(drift.get("features", []))[:5]}
+                  "features": list(drift.get("features", []))[:5], "warnings": list(models.get("warnings") or [])}
     return {"source": manifest["source"], "status": manifest["status"], "reason": manifest.get("reason"),
             "retraining": retraining,
             "tables": tables, "rules": [_jsonable(r) for r in rules.to_dict(orient="records")],

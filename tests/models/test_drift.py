@@ -166,12 +166,37 @@ def test_feature_drift_sorts_features_by_psi_and_is_json_ready():
     rows = d.feature_drift(reference, current, features=specs)
     assert [r["feature"] for r in rows] == ["age_years", "sex", "diabetes"]
     assert [r["band"] for r in rows] == ["major", "moderate", "stable"]
-    assert rows[0] == {"feature": "age_years", "kind": "numeric", "psi": rows[0]["psi"], "band": "major"}
+    assert rows[0] == {"feature": "age_years", "kind": "numeric", "psi": rows[0]["psi"], "band": "major",
+                       "direction": "higher"}
+    assert rows[1]["direction"] == "fewer f"  # f and m change alike: the first bin in order names it
     assert rows[0]["psi"] == round(d.population_stability(reference["age_years"], current["age_years"],
                                                           kind="numeric").psi, 6)
     assert json.loads(json.dumps(rows)) == rows
     with pytest.raises(ValueError, match="current must hold a column per feature; 1 missing: unused"):
         d.feature_drift(reference, current, features=[*specs, _spec("unused", "numeric")])
+
+
+@pytest.mark.parametrize("kind, reference, current, expected", [
+    ("categorical", ["yes"] * 20 + ["no"] * 30 + ["unknown"] * 50, ["yes"] * 35 + ["no"] * 65, "fewer unknown"),
+    ("binary", [0] * 70 + [1] * 30, [0] * 40 + [1] * 60, "more 1"),
+    ("numeric", list(range(100)), list(range(30, 130)), "higher"),
+    ("numeric", list(range(100)), list(range(-40, 60)), "lower"),
+    ("numeric", list(range(100)), list(range(50)) + [None] * 50, "more missing"),
+    ("categorical", ["a", "b"] * 10, ["b", "a"] * 10, "none"),
+])
+def test_shift_direction_names_the_largest_change_of_share(kind, reference, current, expected):
+    result = d.population_stability(reference, current, kind=kind)
+    assert d.shift_direction(result, kind=kind) == expected
+
+
+def test_a_numeric_direction_does_not_depend_on_the_reference_deciles():
+    rng = np.random.default_rng(16)
+    current = rng.normal(8, 2, 2000)
+    directions = {d.shift_direction(d.population_stability(rng.normal(5, 2, n), current, kind="numeric"),
+                                    kind="numeric") for n in (500, 5000, 50_000)}
+    assert directions == {"higher"}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        d.shift_direction(d.population_stability([1, 2], [1, 2], kind="numeric"), kind="ordinal")
 
 
 def test_feature_drift_is_fast_on_a_registry_sized_reference():
@@ -216,7 +241,7 @@ def test_oe_interval_is_the_garwood_interval_found_by_root_finding(level):
 
 def test_a_calibrated_batch_has_not_drifted():
     result = d.batch_calibration(*_batch(2000, seed=2024))
-    assert result["drifted"] is False
+    assert result["drifted"] is False and result["judged"] is True and result["directions"] == []
     assert "includes 1" in result["reason"]
     assert json.loads(json.dumps(result)) == result
     alarms = sum(d.batch_calibration(*_batch(2000, seed=seed))["drifted"] for seed in range(50))
@@ -229,6 +254,8 @@ def test_a_batch_with_doubled_odds_has_drifted():
     assert "observed/expected ratio" in result["reason"] and "more events than predicted" in result["reason"]
     assert result["oe_ratio"]["low"] > 1
     assert result["intercept"]["estimate"] == pytest.approx(math.log(2), abs=0.15)  # the true shift, log 2
+    assert result["judged"] is True
+    assert result["directions"] == ["observed/expected ratio: more events than predicted"]
 
 
 def test_too_extreme_risks_drift_by_the_slope():
@@ -236,6 +263,7 @@ def test_too_extreme_risks_drift_by_the_slope():
     assert result["drifted"] is True
     assert "calibration slope" in result["reason"] and "risks too extreme" in result["reason"]
     assert result["slope"]["high"] < 1
+    assert "calibration slope: risks too extreme" in result["directions"]
 
 
 @pytest.mark.parametrize("events, n", [(5, 500), (1, 40), (10, 1000), (497, 500), (3, 8)])
@@ -246,7 +274,7 @@ def test_small_counts_are_not_published(events, n):
     assert result["n"] == ("<11" if n < 11 else n)
     for key in ("oe_ratio", "intercept", "slope"):
         assert result[key] == {"estimate": None, "low": None, "high": None}
-    assert result["drifted"] is False
+    assert result["drifted"] is False and result["judged"] is False and result["directions"] == []
     assert result["reason"] == "too few events to judge calibration"
 
 
@@ -268,23 +296,32 @@ def test_batch_calibration_rejects_bad_input():
 
 
 # ---------------------------------------------------------------------------------------------- summary
-_FEATURES = [{"feature": "age_years", "kind": "numeric", "psi": 0.31, "band": "major"},
+_FEATURES = [{"feature": "age_years", "kind": "numeric", "psi": 0.31, "band": "major", "direction": "higher"},
              {"feature": "sex", "kind": "categorical", "psi": 0.12, "band": "moderate"},
              {"feature": "diabetes", "kind": "binary", "psi": 0.01, "band": "stable"}]
 
 
-def test_drift_summary_by_feature_and_by_calibration():
-    stable = {"drifted": False, "reason": "consistent"}
+def test_drift_summary_drifts_by_calibration_and_lists_a_covariate_shift_apart():
+    stable = {"drifted": False, "judged": True, "reason": "consistent", "directions": []}
     summary = d.drift_summary(_FEATURES, stable)
-    assert summary["drifted"] is True
-    assert summary["reasons"] == ["PSI of age_years is 0.310 (>= 0.25; major shift)"]
+    assert summary["drifted"] is False and summary["reasons"] == []  # a covariate shift alone is no drift
+    assert summary["covariate_shift"] == [{"feature": "age_years", "psi": 0.31, "band": "major", "direction": "higher"}]
+    assert summary["calibration_judged"] is True and summary["calibration_reason"] == "consistent"
     assert (summary["features_major"], summary["features_moderate"]) == (["age_years"], ["sex"])
-    assert d.drift_summary(_FEATURES[1:], None) == {"drifted": False, "reasons": [], "features_major": [],
-                                                    "features_moderate": ["sex"]}
-    assert d.drift_summary(_FEATURES[1:], stable, psi_threshold=0.1)["drifted"] is True
-    drifted = d.drift_summary(_FEATURES[2:], {"drifted": True, "reason": "observed/expected ratio excludes 1"})
-    assert drifted["drifted"] is True
+    assert d.drift_summary(_FEATURES[1:], None) == {
+        "drifted": False, "reasons": [], "calibration_judged": False, "calibration_directions": [],
+        "calibration_reason": d.NOT_MEASURED, "covariate_shift": [], "features_major": [],
+        "features_moderate": ["sex"]}
+    assert [r["feature"] for r in d.drift_summary(_FEATURES[1:], stable, psi_threshold=0.1)["covariate_shift"]] == [
+        "sex"]
+    drifted = d.drift_summary(_FEATURES[2:], {"drifted": True, "reason": "observed/expected ratio excludes 1",
+                                              "directions": ["observed/expected ratio: more events than predicted"]})
+    assert drifted["drifted"] is True and drifted["covariate_shift"] == []
     assert drifted["reasons"] == ["calibration drifted: observed/expected ratio excludes 1"]
+    assert drifted["calibration_directions"] == ["observed/expected ratio: more events than predicted"]
+    too_few = d.drift_summary(_FEATURES, {"drifted": False, "reason": d.TOO_FEW_EVENTS})
+    assert too_few["calibration_judged"] is False
+    assert d.shift_signature(summary["covariate_shift"][0]) == "age_years: higher"
 
 
 def test_drift_summary_rejects_bad_input():
