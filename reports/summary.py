@@ -42,8 +42,13 @@ def run_summary_markdown(manifest: Mapping[str, Any]) -> str:
             lines.append(f"- {name}: {state}")
         drift = models.get("drift") or {}
         if drift:
-            flag = "**DRIFT**: " + "; ".join(drift.get("reasons", [])) if drift.get("drifted") else "no drift"
+            flag = ("**DRIFT** (calibration): " + "; ".join(drift.get("reasons", [])) if drift.get("drifted")
+                    else "no calibration drift")
             lines += ["", f"**Drift of the new batches:** {flag}"]
+        warnings = models.get("warnings") or []
+        if warnings:
+            lines += ["", "**Warnings (covariate shift; not a reason to retrain while the champion stays calibrated):**",
+                      *[f"- {text}" for text in warnings]]
     outputs = manifest.get("outputs") or {}
     if outputs.get("report"):
         lines += ["", f"**Report:** `{outputs['report']}`", f"**QI table:** `{outputs.get('qi_units')}`",
@@ -74,12 +79,12 @@ def run_summary_tables(manifest: Mapping[str, Any], qi_units: Any = None) -> dic
          "decision": models.get("reason", "not trained")}]
     drift = models.get("drift") or {}
     rows = [{"check": f"PSI {row['feature']}", "value": row["psi"], "band": row["band"],
-             "drifted": row["band"] == "major"} for row in drift.get("features", [])]
+             "drifted": False, "warning": row["band"] == "major"} for row in drift.get("features", [])]
     calibration = drift.get("calibration")
     if calibration:
         rows.insert(0, {"check": "calibration of the leakage champion", "value": calibration.get("reason", ""),
                         "band": "drifted" if calibration.get("drifted") else "calibrated",
-                        "drifted": bool(calibration.get("drifted"))})
+                        "drifted": bool(calibration.get("drifted")), "warning": False})
     tables["drift"] = rows
     flagged = []
     if qi_units is not None and len(qi_units):

@@ -13,10 +13,11 @@ MANIFEST = {
                "levels": {"rows_in": 1900, "rows_accepted": 1880, "rows_quarantined": 20,
                           "rows_skipped_registered": 0, "columns_dropped": [], "quarantine_rules": {"range": 20}}},
     "batches_loaded": [45], "batches_skipped": [], "registry": {"batches_before": 44, "batches_after": 45},
-    "models": {"trained": True, "reason": "the new batches drifted: PSI of cement_volume_ml is 0.31",
+    "models": {"trained": True, "reason": "the new batches drifted: observed/expected ratio 1.31 excludes 1",
                "outcomes": {"leakage_any": {"fitted": True, "version": "v0002", "champion": True},
                             "infection_90d": {"fitted": False, "version": None, "champion": False}},
-               "drift": {"drifted": True, "reasons": ["PSI of cement_volume_ml is 0.31"]}},
+               "drift": {"drifted": True, "reasons": ["observed/expected ratio 1.31 excludes 1"]},
+               "warnings": ["covariate shift: PSI of cement_volume_ml is 0.31 (higher)"]},
     "outputs": {"report": "/ws/runs/x/report.html", "qi_units": "/ws/runs/x/qi_units.csv", "submission": None},
     "timings_seconds": {"read": 1.25, "report": 10.0},
 }
@@ -30,7 +31,8 @@ def test_summary_tells_the_night_and_withholds_small_counts():
     assert "| levels | 1,900 | <11 | <11 | 0 |" in text
     assert "**Models retrained:** the new batches drifted" in text
     assert "- leakage_any: v0002 (champion)" in text and "- infection_90d: no model" in text
-    assert "**DRIFT**: PSI of cement_volume_ml is 0.31" in text
+    assert "**DRIFT** (calibration): observed/expected ratio 1.31 excludes 1" in text
+    assert "- covariate shift: PSI of cement_volume_ml is 0.31 (higher)" in text  # a warning, not a reason
     assert "`/ws/runs/x/report.html`" in text and "read 1.2" in text
     table_counts = re.findall(r"\| (\d[\d,]*) ", text)
     assert not [c for c in table_counts if 0 < int(c.replace(",", "")) < 11]
@@ -62,8 +64,9 @@ def test_the_key_tables_hold_models_drift_and_only_flagged_units():
     tables = run_summary_tables(manifest, qi_units)
     assert [row["outcome"] for row in tables["models"]] == ["leakage_any", "infection_90d"]
     assert tables["drift"][0]["check"] == "calibration of the leakage champion"
-    assert [(row["check"], row["drifted"]) for row in tables["drift"][1:]] == [
-        ("PSI cement_volume_ml", True), ("PSI age_years", False)]
+    # a major PSI is a warning; only the champion's calibration drifts
+    assert [(row["check"], row["drifted"], row["warning"]) for row in tables["drift"][1:]] == [
+        ("PSI cement_volume_ml", False, True), ("PSI age_years", False, False)]
     assert [row["unit_id"] for row in tables["qi_flags"]] == ["S1"] and tables["qi_flags"][0]["alarm"] == "high"
     assert tables["qi_flags"][0]["alarm_survives_fdr"] is True
     assert run_summary_tables({**MANIFEST, "models": {}})["models"][0]["fitted"] is False
