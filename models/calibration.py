@@ -42,17 +42,28 @@ def cross_fitted_recalibration(y: np.ndarray, p: np.ndarray, folds: np.ndarray) 
 
 
 class RecalibratedClassifier(ClassifierMixin, BaseEstimator):
-    """A fitted learner and a fixed logistic recalibration of its predicted risk.
+    """A fitted learner and a fixed logistic recalibration of its predicted risk, optionally with its replicates.
 
     Built by :func:`models.training` from a learner refitted on all rows and a calibrator fitted on the
     learner's out-of-fold predictions; ``fit`` is deliberately not offered (the calibrator must not be
     refitted on the learner's own training rows).
+
+    ``replicates``: the same recipe refitted on cluster-bootstrap resamples of the training rows (each a
+    ``RecalibratedClassifier`` without replicates of its own, :func:`models.prediction_intervals.parameter_replicates`);
+    what :func:`models.prediction_intervals.prediction_interval` takes the uncertainty of a prediction from. ``None``
+    (the default, and what a model stored before replicates existed loads with): no interval can be given.
     """
 
-    def __init__(self, estimator: object = None, intercept: float = 0.0, slope: float = 1.0) -> None:
+    def __init__(self, estimator: object = None, intercept: float = 0.0, slope: float = 1.0,
+                 replicates: tuple[RecalibratedClassifier, ...] | None = None) -> None:
         self.estimator = estimator
         self.intercept = intercept
         self.slope = slope
+        self.replicates = replicates
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # a model stored before replicates existed has no such attribute: it loads as one without replicates
+        super().__setstate__({"replicates": None, **state})
 
     @property
     def classes_(self) -> np.ndarray:

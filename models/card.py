@@ -138,7 +138,8 @@ def tripod_sections(metrics: Mapping[str, Any], *, features: Sequence[FeatureSpe
     add("Thresholds and uncertainty", "12g, 15", [
         "No decision threshold is applied: the output is a calibrated risk; the decision curve is in the report.",
         "Each validated figure has a cluster-bootstrap 95% CI; a planned case's risk has a 95% interval from the "
-        "model's parameter uncertainty (`cementrisk plan`)."])
+        "model's parameter uncertainty (`cementrisk plan`): "
+        + str((metrics.get("prediction_interval") or {}).get("method", "not recorded")) + "."])
     add("Updating policy", "24", [UPDATING])
     add("Limitations", "26", list(limitations))
     return sections

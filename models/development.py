@@ -32,6 +32,7 @@ from models.calibration import RecalibratedClassifier, cross_fitted_recalibratio
 from models.fanout import Mapper, sequential
 from models.learners import Candidate
 from models.metrics import log_loss
+from models.prediction_intervals import parameter_replicates
 
 SELECTION = ("nested: for each outer fold the candidate with the lowest inner cross-validated log loss (the "
              "other folds only) gives that fold's validated risks; the published model is the candidate with "
@@ -124,11 +125,14 @@ def _timed_fold_fit(job: tuple[int, int, tuple[int, ...]], *shared: object) -> t
 
 def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X: pd.DataFrame,  # noqa: N803
             y: np.ndarray, groups: np.ndarray, *, n_folds: int, repeats: int, seed: int,
-            mapper: Mapper = sequential) -> Development:
+            mapper: Mapper = sequential, n_replicates: int = 0) -> Development:
     """Cross-validate every candidate with nested selection, refit the one with the lowest log loss on all rows.
 
     Every fit (learner, repeat, held-out folds) is one piece of work for ``mapper`` (:mod:`models.fanout`):
     per learner ``n_folds * repeats`` outer fits and ``n_folds * (n_folds - 1) / 2`` inner fits (repeat 1).
+    With ``n_replicates`` (0, or at least 10) the published model carries that many cluster-bootstrap refits of
+    itself and its recalibration (:func:`models.prediction_intervals.parameter_replicates`): the parameter
+    uncertainty behind a planned case's interval.
 
     Raises
     ------
@@ -184,7 +188,12 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     start = time.perf_counter()
     final = candidates[best].build(features, seed).fit(X, y)
     final_seconds = time.perf_counter() - start
-    model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope)
+    replicates = None
+    if n_replicates:
+        replicates = parameter_replicates(candidates[best].build(features, seed), X, y, groups,
+                                          recalibrate=raws[(best, 0)], n_replicates=n_replicates, seed=seed,
+                                          mapper=mapper)
+    model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope, replicates=replicates)
     nested = NestedSelection(chosen_by_fold=tuple(names[c] for c in chosen), log_loss_nested=log_loss(y, nested_p),
                              log_loss_not_nested=log_loss(y, summaries[best].validated))
     return Development(selected=names[best], model=model, validated=nested_p, folds=fold_sets[0],

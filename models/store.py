@@ -277,7 +277,7 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     feature_list = _check_feature_list(features, card, estimator)
     trusted = trusted_types(extra_trusted)
     try:
-        data = sio.dumps(estimator)
+        data = sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED)
     except (TypeError, ValueError) as error:
         raise ModelStoreError(f"model {outcome} cannot be saved in the skops format: {error}") from error
     _refuse_untrusted(data, trusted, what=f"the new model of {outcome}")

@@ -29,6 +29,7 @@ from models.gate import decide
 from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, Candidate, fitted_parameters
 from models.metrics import auroc, calibration_errors, calibration_intercept_slope
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
+from models.prediction_intervals import METHOD as INTERVAL_METHOD
 from models.transport import internal_external
 from models.rare import SampleSizeAssessment, assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
@@ -66,6 +67,7 @@ class TrainingConfig:
     repeats: int = 1
     n_boot: int = 200
     anticipated_c: float = 0.75
+    n_replicates: int = 20  # bootstrap refits the model carries for prediction intervals (0: none; else >= 10)
     internal_external: bool = True  # leave-one-site-out and temporal validation of the selected candidate
     site_folds: int | None = 8  # held-out sites dealt into this many groups, one refit each (None: one per site)
     last_years: int = 3  # years tested in turn by the temporal validation
@@ -140,7 +142,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
             base.update(status="not_fitted", reason="no model fitted: " + base["parameters"]["error"])
             return OutcomeResult(spec.name, fitted=False, metrics=base)
     dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
-                  seed=config.seed, mapper=mapper)
+                  seed=config.seed, mapper=mapper, n_replicates=config.n_replicates)
     apparent = dev.model.predict_proba(X)[:, 1]
     subgroups = {"site": rows[s.SITE_ID].to_numpy(), "etiology": rows[s.ETIOLOGY].to_numpy(),
                  "year": rows[s.PROCEDURE_YEAR].to_numpy()}
@@ -162,6 +164,7 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
         "validation": validation,
         "predictors": strongest_predictors(dev.model, X, y, features=spec.features, seed=config.seed),
         "internal_external": transport,
+        "prediction_interval": {"method": INTERVAL_METHOD, "replicates": config.n_replicates},
     }
     timings = {c.name: round(c.fit_seconds, 3) for c in dev.candidates} | {"final_fit": round(dev.final_fit_seconds, 3)}
     if workspace is None:
@@ -355,7 +358,8 @@ def _supported(candidates: tuple[Candidate, ...], counts: dict[str, int | None],
 
 
 def _band(y: np.ndarray, p_validated: np.ndarray) -> dict[str, object]:
-    """The calibration band of the validated risks (the planner's uncertainty); empty when it cannot be fitted."""
+    """The calibration band of the validated risks (where validation showed miscalibration: the planner's warnings,
+    not its intervals); empty when it cannot be fitted."""
     try:
         return {"calibration_band": calibration_band(y, p_validated)}
     except ValueError:

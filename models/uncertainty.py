@@ -1,10 +1,12 @@
-"""The model's uncertainty at a given risk: the flexible calibration curve with a pointwise confidence band.
+"""The validated calibration curve with a pointwise confidence band: how well a model's risks held in validation.
 
 The curve is the one of :func:`models.metrics.flexible_calibration` (logistic regression of the outcome on a
 restricted cubic spline of logit(p), knots at Harrell's quantiles); the band is a Wald interval on the
 logit scale from the covariance of its coefficients, taken back with expit. Computed from validated
 (out-of-fold) predictions, the band at a risk r is the range of event rates, among cases given risk r,
-that the validation data are consistent with.
+that the validation data are consistent with: a check of the model's calibration at r (a band excluding r says
+such risks were miscalibrated), not the uncertainty of one prediction, which it may exclude. That is
+:func:`models.prediction_intervals.prediction_interval`.
 """
 
 from __future__ import annotations

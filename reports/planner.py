@@ -1,7 +1,9 @@
 """The case planner: calibrated leakage risks of one planned procedure across cement volume, viscosity and approach.
 
 A case is checked by the contract's identifier guard, coercion and validation, scored by the champion models as
-:mod:`models.scoring` scores planned cases (as if assessed by CT), each risk with its model's calibration band."""
+:mod:`models.scoring` scores planned cases (as if assessed by CT), each risk with the interval of that prediction from
+its model's parameter uncertainty (:mod:`models.prediction_intervals`) and notes where the model's validated
+calibration band (:mod:`models.uncertainty`) warns about such risks."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.matrices import build_level_frame
 from models import store
-from models.outcomes import OUTCOMES
+from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
+from models.prediction_intervals import describe_interval, prediction_interval, replicate_count
 from models.scoring import IMAGING_FOR_PLANNING, score_records
 from models.training import TRUSTED_OURS
 from models.uncertainty import band_at, outside_band
@@ -30,6 +34,7 @@ from records.columns import NestedColumnError
 from records.guard import AGE_OVER_89, IdentifierError, check_identifiers
 from records.readers import RawBatch
 from records.validation import REASON, SOURCE_ROW, validate_batch
+from reports.qi import check_level
 
 CASE_LEVELS = "levels"
 BAND_KEY = "calibration_band"
@@ -42,6 +47,7 @@ LEVEL_OUTCOMES = tuple(o.name for o in OUTCOMES if o.unit == "level")
 DEFAULT_VOLUMES_ML = tuple(float(v) for v in np.arange(1.0, 8.25, 0.5))
 TYPICAL_VOLUME_ML = 3.0  # about the registry's median per level; a level's planned volume when the case gives one
 RESULT_COLUMNS = (s.VERTEBRA, s.APPROACH, s.CEMENT_VISCOSITY, s.CEMENT_VOLUME_ML, "outcome", "risk", "low", "high")
+INTERVAL_LEVEL = 0.95
 NOT_CAUSAL = ("This is a prediction from registry data, not a causal effect: it says how often leakage was seen in "
               "similar past cases with this planned volume, viscosity and approach, not what changing them would do "
               "for this patient.")
@@ -83,11 +89,12 @@ class CasePlan:
     """Risks of every level, outcome, approach, viscosity and volume, with the models used and notes."""
 
     case: PlannedCase
-    risks: pd.DataFrame  # RESULT_COLUMNS; low/high NaN where the model card has no calibration band
+    risks: pd.DataFrame  # RESULT_COLUMNS; low/high NaN where the model was stored without parameter replicates
     versions: dict[str, str]
     notes: tuple[str, ...]
     volumes_ml: tuple[float, ...]
-    interval_level: float | None
+    interval_level: float | None  # None when no outcome has an interval
+    interval_methods: dict[str, str]  # per outcome with an interval: what it covers, in words
 
 
 def load_case(path: Path) -> PlannedCase:
@@ -131,22 +138,30 @@ def parse_case(data: object, *, source: str = "case") -> PlannedCase:
                        procedures=procedures, levels=rows)
 
 
-def plan_case(case: PlannedCase, *, workspace: Path, volumes_ml: Sequence[float] | None = None) -> CasePlan:
+def plan_case(case: PlannedCase, *, workspace: Path, volumes_ml: Sequence[float] | None = None,
+              level: float = INTERVAL_LEVEL) -> CasePlan:
     """Risks of each leakage outcome for every level over planned volumes, viscosities and approaches.
 
     Every grid point is scored by the champion models (:func:`models.scoring.score_records`; no imaging: as CT).
-    ``low``/``high``: the champion card's ``metrics["calibration_band"]`` at the risk (``band_at``), the event
-    rates among validation cases given that risk that the data are consistent with; NaN with a note when the card
-    has no band. ``volumes_ml``: ml per level within the contract's range, default 1 to 8 by 0.5, plus the case's
-    typical volumes. Raises ``CaseError`` (volume out of range), ``NoModelError`` (no champion published).
+    ``low``/``high``: the ``level`` interval of that prediction from the model's parameter uncertainty
+    (:func:`models.prediction_intervals.prediction_interval`: bootstrap refits stored with the model, a Wald interval
+    on the logit scale centred at the risk, so the risk always lies inside); NaN with a note for a model stored
+    without replicates. Where the card's validated calibration band says such risks were miscalibrated or never
+    validated, a note says so. ``volumes_ml``: ml per level within the contract's range, default 1 to 8 by 0.5,
+    plus the case's typical volumes. Raises ``CaseError`` (volume out of range), ``NoModelError`` (no champion
+    published), ``ValueError`` (``level`` outside (0, 1)).
     """
+    level = check_level(level)
     volumes = _volume_grid(case, volumes_ml)
     combos = pd.DataFrame(list(itertools.product(s.APPROACHES, s.VISCOSITIES, volumes)), columns=RESULT_COLUMNS[1:4])
     combos.insert(0, s.PROCEDURE_ID, [f"{_PLANNED_ID}{i:05d}" for i in range(len(combos))])
-    scores = score_records(*_grid_records(case, combos), workspace=workspace)
+    records = _grid_records(case, combos)
+    scores = score_records(*records, workspace=workspace)
+    frame = build_level_frame(*records, imaging_when_missing=IMAGING_FOR_PLANNING)  # what score_records scored
     columns = {spec.risk_column: spec.name for spec in OUTCOMES if spec.name in LEVEL_OUTCOMES}
     risks = (scores.levels.merge(combos, on=s.PROCEDURE_ID)
-             .melt(id_vars=list(RESULT_COLUMNS[:4]), value_vars=list(columns), var_name="outcome", value_name="risk")
+             .melt(id_vars=[s.PROCEDURE_ID, *RESULT_COLUMNS[:4]], value_vars=list(columns), var_name="outcome",
+                   value_name="risk")
              .replace({"outcome": columns}))
     order = {s.VERTEBRA: list(case.vertebrae), "outcome": list(LEVEL_OUTCOMES)}  # a stable sort keeps the grid order
     risks = risks.sort_values([s.VERTEBRA, "outcome"], key=lambda c: c.map(order[c.name].index), kind="stable",
@@ -154,17 +169,22 @@ def plan_case(case: PlannedCase, *, workspace: Path, volumes_ml: Sequence[float]
     versions = {name: str(scores.versions[name]) for name in LEVEL_OUTCOMES}
     notes = [f"risks are of a leak that {IMAGING_FOR_PLANNING.upper()} would see: the case is scored as if assessed "
              f"by {IMAGING_FOR_PLANNING.upper()}", NOT_CAUSAL]
-    low, high, level = np.full(len(risks), np.nan), np.full(len(risks), np.nan), None
+    low, high, methods = np.full(len(risks), np.nan), np.full(len(risks), np.nan), {}
     for name, version in versions.items():
         rows = (risks["outcome"] == name).to_numpy()
-        metrics = store.load_model(workspace, outcome=name, version=version, extra_trusted=TRUSTED_OURS).card.metrics
+        stored = store.load_model(workspace, outcome=name, version=version, extra_trusted=TRUSTED_OURS)
+        note, interval = _interval_of(name, version, stored.estimator, frame, level=level)
+        if interval is not None:
+            keys = [s.PROCEDURE_ID, s.VERTEBRA]
+            at = risks.loc[rows, keys].merge(interval, on=keys, how="left", validate="one_to_one")
+            low[rows], high[rows] = at["low"].to_numpy(), at["high"].to_numpy()
+            methods[name] = describe_interval(stored.estimator, level=level)
+        metrics = stored.card.metrics
         band = metrics.get(BAND_KEY) if isinstance(metrics, Mapping) else None
-        note, bounds = _interval_of(name, version, band, risks.loc[rows, "risk"].to_numpy())
-        notes += [note] if note else []
-        if bounds is not None:
-            (low[rows], high[rows]), level = bounds, level or band.get("level")
-    return CasePlan(case=case, risks=risks.assign(low=low, high=high)[list(RESULT_COLUMNS)], versions=versions,
-                    notes=tuple(notes), volumes_ml=volumes, interval_level=level)
+        notes += [n for n in (note, _calibration_note(name, version, band, risks.loc[rows, "risk"].to_numpy())) if n]
+    risks = risks.assign(low=low, high=high)[list(RESULT_COLUMNS)]
+    return CasePlan(case=case, risks=risks, versions=versions, notes=tuple(notes + _method_notes(methods)),
+                    volumes_ml=volumes, interval_level=level if methods else None, interval_methods=methods)
 
 
 def plan_text(plan: CasePlan) -> str:
@@ -187,10 +207,16 @@ def render_plan_html(plan: CasePlan) -> str:
         with matplotlib.rc_context(_SVG_RC):
             svg = _svg(_risk_figure(plan.risks[plan.risks[s.VERTEBRA] == vertebra]))
         parts += [f"<h2>Level {esc(vertebra.upper())}</h2>", f"<figure>{svg}<figcaption>Risk (%) by planned cement "
-                  "volume of this level, one line per viscosity; shaded: the model's uncertainty at that risk (its "
-                  "calibration band in the validation data).</figcaption></figure>",
+                  f"volume of this level, one line per viscosity; {esc(_shading(plan))}.</figcaption></figure>",
                   "<pre>" + esc("\n".join(_level_lines(plan, vertebra))) + "</pre>"]
     return "\n".join(parts + ["</body>", "</html>", ""])
+
+
+def _shading(plan: CasePlan) -> str:
+    if not plan.interval_methods:
+        return "no interval is shaded: the models were stored without parameter replicates"
+    return (f"shaded: the {plan.interval_level:.0%} interval of each prediction from its model's parameter uncertainty "
+            "(bootstrap refits), not a range for the patient's outcome and not the calibration curve")
 
 
 def _refuse(problems: list[str], source: str) -> None:
@@ -277,23 +303,47 @@ def _grid_records(case: PlannedCase, combos: pd.DataFrame) -> tuple[pd.DataFrame
     return procedures, levels
 
 
-def _interval_of(outcome: str, version: str, band: object,
-                 risk: np.ndarray) -> tuple[str | None, tuple[np.ndarray, np.ndarray] | None]:
-    """The band's low and high at each risk, and a note when there is no band, or it is clipped or off the risk."""
+def _interval_of(outcome: str, version: str, model: object, frame: pd.DataFrame, *,
+                 level: float) -> tuple[str | None, pd.DataFrame | None]:
+    """The prediction interval of every level of the grid (keyed by procedure and vertebra), or a note saying why
+    there is none."""
+    if replicate_count(model) < 2:
+        return (f"{outcome}: no interval: model {version} was stored without parameter replicates (trained before "
+                "prediction intervals were stored; the next training adds them)"), None
+    features = OUTCOMES_BY_NAME[outcome].feature_names
+    interval = prediction_interval(model, frame[features], level=level)
+    return None, frame[[s.PROCEDURE_ID, s.VERTEBRA]].assign(low=interval["low"].to_numpy(),
+                                                            high=interval["high"].to_numpy())
+
+
+def _calibration_note(outcome: str, version: str, band: object, risk: np.ndarray) -> str | None:
+    """What the card's validated calibration band says of these risks: beyond the validated range, or at risks where
+    the validated predictions were miscalibrated; None when it says nothing (or the card has no band)."""
     if band is None:
-        return (f"{outcome}: no uncertainty interval: the card of model {version} holds no calibration band "
-                "(it was trained before bands were stored; the next training adds one)"), None
+        return None
     try:
         _, low, high = band_at(band, risk)
-        clipped, off = int(outside_band(band, risk).sum()), int(((risk < low) | (risk > high)).sum())
-    except (ValueError, TypeError, AttributeError) as error:
-        return f"{outcome}: no uncertainty interval: the calibration band of {version} is unreadable: {error}", None
+        beyond = int(outside_band(band, risk).sum())
+        grid = np.asarray(band["predicted"], dtype=np.float64)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        return (f"{outcome}: the calibration band of {version} is unreadable ({error}); its validation checks are "
+                "not shown")
+    off = int(((risk < low) | (risk > high)).sum())
     notes = [text for count, text in (
-        (clipped, f"{clipped} of {len(risk)} risks lie outside the validated range and get the interval of the nearest"
-                  " validated risk"),
-        (off, f"at {off} of {len(risk)} grid points the interval excludes the model's risk: in the validation data the "
-              "model was miscalibrated at such risks")) if count]
-    return (f"{outcome}: " + "; ".join(notes) if notes else None), (low, high)
+        (beyond, f"{beyond} of {len(risk)} risks lie beyond the risks the model was validated at ({grid.min():.1%} to "
+                 f"{grid.max():.1%}): its calibration there is unchecked"),
+        (off, f"at {off} of {len(risk)} grid points the validation data's calibration band excludes the risk: in "
+              "validation the model was miscalibrated at such risks")) if count]
+    return f"{outcome}: " + "; ".join(notes) if notes else None
+
+
+def _method_notes(methods: Mapping[str, str]) -> list[str]:
+    """What the intervals cover: one note when every outcome's says the same, else one per outcome."""
+    if not methods:
+        return []
+    if len(set(methods.values())) == 1:
+        return [f"[low-high]: {next(iter(methods.values()))}"]
+    return [f"{outcome} [low-high]: {text}" for outcome, text in methods.items()]
 
 
 _HTML_HEAD = """<!DOCTYPE html>
@@ -320,7 +370,7 @@ def _table(rows: list[Mapping[str, object]], names: tuple[str, ...]) -> str:
 def _level_lines(plan: CasePlan, vertebra: str) -> list[str]:
     """Per outcome of one level: the risk range over the grid, then approach x viscosity at the typical volume."""
     volume, width, cell = plan.case.typical_volumes_ml[vertebra], max(map(len, s.APPROACHES)) + 2, 24
-    label = f" [{plan.interval_level or 0.95:.0%} interval]" if plan.risks["low"].notna().any() else ""
+    label = f" [{plan.interval_level:.0%} interval]" if plan.interval_level is not None else ""
     lines = [f"Level {vertebra.upper()}: risk at {volume:g} ml{label}; range over {plan.volumes_ml[0]:g}-"
              f"{plan.volumes_ml[-1]:g} ml, all viscosities and approaches"]
     for outcome, rows in plan.risks[plan.risks[s.VERTEBRA] == vertebra].groupby("outcome", sort=False):
