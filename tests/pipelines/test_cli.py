@@ -189,13 +189,14 @@ def test_run_trains_models_and_score_uses_them(tmp_path):
     for label in ("report:", "qi units:", "submission:"):
         assert label in result.stdout
 
-    # the case planner uses the published models, with their calibration band as the uncertainty
+    # the case planner uses the published models; each risk's interval is that prediction's parameter uncertainty
     page = tmp_path / "plan.html"
     planned = cementrisk("plan", "--case", str(SAMPLE / "planned_case.json"), "--workspace", str(workspace),
                          "--out", str(page))
     assert planned.returncode == 0, planned.stderr
     assert "not a causal effect" in planned.stdout and "T12" in planned.stdout
     assert "95%" in page.read_text() and "<script" not in page.read_text()
+    assert "parameter uncertainty" in planned.stdout and "stored without parameter replicates" not in planned.stdout
     bad = tmp_path / "bad_case.json"
     bad.write_text(json.dumps({**json.loads((SAMPLE / "planned_case.json").read_text()), "age_years": 17}))
     refused = cementrisk("plan", "--case", str(bad), "--workspace", str(workspace))
