@@ -36,6 +36,10 @@ def _figure(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
     return text
 
 
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _subgroup_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
@@ -69,7 +73,7 @@ def tripod_sections(metrics: Mapping[str, Any], *, features: Sequence[FeatureSpe
     add("Data sources and dates", "5a, 5b, 6a", [
         "De-identified procedure and level records in the records contract v1, from the sites' registry exports.",
         f"Eligible rows: {data['rows']:,} ({metrics['unit']}s) from {data['procedures']:,} procedures; "
-        f"{data.get('not_eligible', 0):,} rows not eligible."])
+        f"{_count(data.get('not_eligible', 0))} rows not eligible."])
     add("Representativeness", "5c, 6b, 14", [
         "All consecutive procedures a site exports; no sampling. Eligibility: " + str(metrics["eligibility"]) + ".",
         "Calibration and discrimination by site, etiology, imaging, year, sex and age band below; cells of 1 "

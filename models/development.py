@@ -58,16 +58,18 @@ class CandidateResult:
 @dataclass(frozen=True)
 class NestedSelection:
     """What nesting the selection changes: the candidate chosen in each outer fold, and the validated log loss
-    of the nested risks beside that of the published candidate's out-of-fold risks (not nested)."""
+    of the nested risks beside that of the published candidate's out-of-fold risks (not nested); ``agreement``
+    is the share of folds that chose the published candidate."""
 
     chosen_by_fold: tuple[str, ...]
     log_loss_nested: float
     log_loss_not_nested: float
 
+    selected: str = ""
+
     def to_dict(self) -> dict[str, object]:
         return {"chosen_by_fold": list(self.chosen_by_fold),
-                "agreement": round(sum(c == self.chosen_by_fold[0] for c in self.chosen_by_fold)
-                                   / len(self.chosen_by_fold), 6),
+                "agreement": round(sum(c == self.selected for c in self.chosen_by_fold) / len(self.chosen_by_fold), 6),
                 "log_loss_nested": round(self.log_loss_nested, 6),
                 "log_loss_not_nested": round(self.log_loss_not_nested, 6),
                 "cost_of_choosing": round(self.log_loss_nested - self.log_loss_not_nested, 6)}
@@ -141,6 +143,8 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     """
     if len(np.unique(y)) < 2:
         raise ValueError("the outcome has a single class among eligible rows; no model can be fitted")
+    if n_replicates and n_replicates < 10:
+        raise ValueError(f"n_replicates must be 0 (no prediction intervals) or at least 10; got {n_replicates}")
     if n_folds < 3:
         raise ValueError(f"n_folds must be at least 3 for nested selection (an inner cross-validation needs 2 "
                          f"folds besides the held-out one); got {n_folds}")
@@ -195,7 +199,7 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
                                           mapper=mapper)
     model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope, replicates=replicates)
     nested = NestedSelection(chosen_by_fold=tuple(names[c] for c in chosen), log_loss_nested=log_loss(y, nested_p),
-                             log_loss_not_nested=log_loss(y, summaries[best].validated))
+                             log_loss_not_nested=log_loss(y, summaries[best].validated), selected=names[best])
     return Development(selected=names[best], model=model, validated=nested_p, folds=fold_sets[0],
                        candidates=summaries, calibration_intercept=intercept, calibration_slope=slope,
                        nested=nested, raw_out_of_fold=raws[(best, 0)], final_fit_seconds=final_seconds)

@@ -8,11 +8,13 @@ Rules (all recorded with their figures):
    - AUROC not lower beyond its CI: the upper bound of the paired cluster-bootstrap 95% CI of
      (new - champion) is at least 0.
    Without such rows (nothing new since the champion was trained) the champion is kept.
-3. The temporal validation (refitted on the years before the latest year, tested on it;
-   :mod:`models.transport`): the new version's latest-year calibration slope is not clearly outside
-   [0.8, 1.2] (its 95% CI overlaps the range); and when the champion's card records the same year, the new
-   version is not worse there: AUROC not lower by more than 0.01 and |log O/E| not larger by more than 0.05.
-   A year not evaluated (too few events) leaves the rule out, and the reasons say so.
+3. The temporal validation (the new version's recipe refitted on the years before the latest year, tested
+   on it; :mod:`models.transport`): its latest-year calibration slope is not clearly outside [0.8, 1.2] (the
+   95% CI overlaps the range); and when the champion's card records the temporal validation of the same year
+   (its own recipe refitted on the same earlier years), the new recipe is not worse there: AUROC not lower by
+   more than 0.01 and |log O/E| not larger by more than 0.05 (point estimates). This compares recipes on the
+   latest year, not the stored champion itself (rule 2 does that, on rows it never saw). A year not evaluated
+   or a figure not estimable leaves the rule out, and the reasons say so.
 """
 
 from __future__ import annotations
@@ -69,17 +71,23 @@ def latest_year_check(new: dict | None, champion: dict | None) -> tuple[bool, st
     """Rule 3 on the temporal validation's latest year: whether the new version passes, and the reason."""
     low, high = SLOPE_BOUNDS
     if not new:
-        return True, "temporal validation of the latest year not evaluated (too few events or no earlier year)"
-    slope = new["calibration_slope"]
-    clear = slope["high"] is not None and (slope["high"] < low or slope["low"] > high)
+        return True, ("temporal validation of the latest year not evaluated (not run, too few events or no earlier "
+                      "year): rule left out")
+    slope = new.get("calibration_slope") or {}
+    if any(slope.get(k) is None for k in ("estimate", "low", "high")):
+        return True, f"latest year {new.get('unit')}: calibration slope not estimable; rule left out"
+    clear = slope["high"] < low or slope["low"] > high
     words = (f"latest year {new['unit']}: calibration slope {slope['estimate']:.3f} (95% CI {slope['low']:.3f} to "
              f"{slope['high']:.3f}) {'clearly outside' if clear else 'consistent with'} [{low}, {high}]")
     if clear:
         return False, words
     if not champion or champion.get("unit") != new["unit"]:
         return True, words + "; the champion has no temporal validation of that year to compare with"
-    auc_new, auc_old = new["auroc"]["estimate"], champion["auroc"]["estimate"]
-    oe_new, oe_old = abs(np.log(new["oe_ratio"]["estimate"])), abs(np.log(champion["oe_ratio"]["estimate"]))
+    figures = [(row.get(k) or {}).get("estimate") for row in (new, champion) for k in ("auroc", "oe_ratio")]
+    if any(f is None or (f <= 0) for f in figures):
+        return True, words + "; AUROC or O/E of the latest year not estimable for one of the two: not compared"
+    auc_new, oe_raw_new, auc_old, oe_raw_old = figures
+    oe_new, oe_old = abs(float(np.log(oe_raw_new))), abs(float(np.log(oe_raw_old)))
     ok = auc_new >= auc_old - LATEST_AUROC_TOLERANCE and oe_new <= oe_old + LATEST_LOG_OE_TOLERANCE
     return ok, (words + f"; AUROC {auc_new:.4f} vs champion {auc_old:.4f}, |log O/E| {oe_new:.4f} vs {oe_old:.4f}: "
                 f"{'no worse' if ok else 'worse'} (tolerances {LATEST_AUROC_TOLERANCE}, {LATEST_LOG_OE_TOLERANCE})")

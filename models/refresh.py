@@ -226,10 +226,14 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     for name, result in results.items():  # the workspace's state: staged with the run, kept only if it commits
         model_state.write_outcome_metrics(workspace, outcome=name, version=result.version,
                                           text=metrics_json(result.metrics))
+    seen = dict(decision.seen)
+    judged = results.get(MONITORED_OUTCOME)
+    if judged is None or not judged.champion:  # the drifting champion was kept: its drift is not "trained with"
+        seen["calibration"] = list((_read_trained(workspace).get("shift") or {}).get("calibration") or [])
     _save_reference(workspace, procedures, levels, seed=config.seed)
     model_state.write_trained(workspace, {"sequence": ledger.sequence, "trained_on": _dt.date.today().isoformat(),
                                           "events": int(levels[s.LEAKAGE].fillna(False).astype(bool).sum()),
-                                          "shift": decision.seen})
+                                          "shift": seen})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
     return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,

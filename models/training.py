@@ -30,8 +30,8 @@ from models.learners import CANDIDATES_COMMON, CANDIDATES_RARE, Candidate, fitte
 from models.metrics import auroc, calibration_errors, calibration_intercept_slope
 from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME, OutcomeSpec
 from models.prediction_intervals import METHOD as INTERVAL_METHOD
-from models.transport import internal_external
-from models.rare import SampleSizeAssessment, assess_sample_size, crude_rate
+from models.transport import internal_external, withhold_units
+from models.rare import assess_sample_size, crude_rate
 from models.uncertainty import calibration_band
 from records import schema as s
 from records.batches import batch_ranges
@@ -71,6 +71,19 @@ class TrainingConfig:
     internal_external: bool = True  # leave-one-site-out and temporal validation of the selected candidate
     site_folds: int | None = 8  # held-out sites dealt into this many groups, one refit each (None: one per site)
     last_years: int = 3  # years tested in turn by the temporal validation
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.n_folds < 3:
+            problems.append(f"n_folds must be at least 3 (nested selection); got {self.n_folds}")
+        if self.repeats < 1 or self.n_boot < 1:
+            problems.append(f"repeats and n_boot must be at least 1; got {self.repeats} and {self.n_boot}")
+        if self.n_replicates and self.n_replicates < 10:
+            problems.append(f"n_replicates must be 0 or at least 10; got {self.n_replicates}")
+        if self.site_folds is not None and self.site_folds < 2:
+            problems.append(f"site_folds must be None or at least 2; got {self.site_folds}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,11 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
     validation = assess(y, dev.validated, p_apparent=apparent, groups=groups, subgroups=subgroups,
                         n_boot=config.n_boot, seed=config.seed, mapper=mapper)
     transport = _internal_external(dev, candidates, spec, X, y, groups, rows, config=config, mapper=mapper)
+    if transport is not None:
+        transport = withhold_units(transport, {"sites": _withheld_groups(validation["subgroups"]["site"]),
+                                               "temporal": _withheld_groups(validation["subgroups"]["year"])},
+                                   reason="withheld: the subgroup table withholds this unit's counts (a small cell "
+                                          "or its complement), which its figures here would give back")
     metrics = base | {
         "status": "fitted",
         "candidates": [{"name": c.name, "description": c.description, "cv_log_loss": round(c.cv_log_loss, 6),
@@ -252,12 +270,17 @@ def _internal_external(dev: Development, candidates: tuple[Candidate, ...], spec
     result = internal_external(recipe, indexed, y, groups=groups, sites=rows[s.SITE_ID].astype(str).to_numpy(),
                                years=rows[s.PROCEDURE_YEAR].to_numpy(dtype="int64"), last_years=config.last_years,
                                site_folds=config.site_folds, mapper=mapper)
-    grouping = ("one refit per held-out site" if result["criteria"]["site_refits"] == len(result["sites"]["held_out"])
+    refits, held = result["criteria"]["site_refits"], len(result["sites"]["held_out"])
+    grouping = ("no site held out" if held == 0 else "one refit per held-out site" if refits == held
                 else f"held-out sites dealt into {result['criteria']['site_refits']} groups, one refit per group, so "
                      "each site is predicted by a model that never saw it")
     return result | {"refit": f"{dev.selected} refitted on the training part and recalibrated on its own "
                               f"{recipe.folds}-fold out-of-fold risks (grouped by procedure); no reselection; "
                               f"{grouping}"}
+
+
+def _withheld_groups(table: list[dict[str, object]]) -> set[str]:
+    return {str(row["group"]) for row in table if row.get("suppressed")}
 
 
 def latest_year(transport: dict[str, object] | None) -> dict[str, object] | None:
@@ -305,56 +328,65 @@ def age_bands(age: pd.Series) -> np.ndarray:
 
 
 def follow_up(frame: pd.DataFrame, eligible: np.ndarray) -> dict[str, object]:
-    """Procedures whose 90-day follow-up is incomplete (infection missing): never in the infection denominator;
-    counted overall and per site, counts of 1 to 10 withheld (and a second site where one could be recovered).
+    """Procedures whose 90-day follow-up is incomplete (infection missing): never in the infection denominator.
+
+    The overall count (withheld when 1 to 10) and the sites with any; per site the report's completeness table
+    gives the share with its own suppression (a second per-site table of the same counts, suppressed apart,
+    could give back what the first withholds).
     """
     incomplete = ~np.asarray(eligible, dtype=bool)
-    table = pd.DataFrame({"site": frame[s.SITE_ID].astype("object").to_numpy(), "n": 1,
-                          "incomplete": incomplete.astype(int)}).groupby("site", sort=True).sum().reset_index()
-    shown = suppress_table(table, count_columns=["n", "incomplete"], complements={"incomplete": "n"},
-                           row_total="n", unprotectable="withhold")
     total = int(incomplete.sum())
-    by_site = [{"site": str(site), "procedures": None if n == SUPPRESSED else int(n),
-                "incomplete": None if k == SUPPRESSED else int(k)}
-               for site, n, k in zip(shown["site"], shown["n"], shown["incomplete"], strict=True)]
+    sites = int(pd.Series(frame[s.SITE_ID].astype("object").to_numpy()[incomplete]).nunique())
     words = "fewer than 11" if is_small(total) else f"{total:,}"
-    return {"incomplete": "<11" if is_small(total) else total, "by_site": by_site,
-            "statement": f"{words} procedures with incomplete 90-day follow-up (infection_90d missing) are not in "
-                         "the infection denominator (per site in metrics.json and the report; counts of 1 to 10 "
-                         "withheld)"}
+    return {"incomplete": SUPPRESSED if is_small(total) else total, "sites_with_incomplete": sites,
+            "statement": f"{words} procedures with incomplete 90-day follow-up (infection_90d missing), at "
+                         f"{sites} sites, are not in the infection denominator; per site in the report's "
+                         "completeness table (90-day infection follow-up missing)"}
 
 
 def _supported(candidates: tuple[Candidate, ...], counts: dict[str, int | None], y: np.ndarray,
                config: TrainingConfig) -> tuple[tuple[Candidate, ...], dict[str, object], str]:
     """The candidates of a rare outcome whose fitted parameter count the data support (Riley et al.), the
-    assessments (JSON-ready; the most complex candidate's first, as ``sample_size`` always had) and the reason.
+    assessment (JSON-ready: the most complex candidate offered, or the simplest when none is, with every
+    candidate's count and minimum) and the reason.
 
-    A candidate whose minimum sample size is not met is not offered; with none left no model is fitted.
+    A candidate whose minimum sample size is not met is not offered; with none left no model is fitted. With 1 to
+    10 events (or non-events) every figure that would give the count back (prevalence, R2, the minimum sizes and
+    events) is withheld and the reason says only that.
     """
     assessments = {name: assess_sample_size(n_parameters=k, n=len(y), events=int(y.sum()),
                                             anticipated_c=config.anticipated_c)
                    for name, k in counts.items() if k is not None}
-    most = max(assessments, key=lambda name: (counts[name], name))
-
-    def described(a: SampleSizeAssessment) -> dict[str, object]:
-        out = _json(asdict(a)) | {"reason": a.reason()}
-        if is_small(a.available_events):
-            out["available_events"] = "<11"
-        return out
-
-    summary = described(assessments[most]) | {
-        "candidate": most,
-        "by_candidate": {name: {"parameters": counts[name], "required": a.required.get("minimum"), "met": a.met}
-                         for name, a in assessments.items()}}
     kept = tuple(c for c in candidates if c.name not in assessments or assessments[c.name].met)
-    if not any(assessments[c.name].met for c in kept if c.name in assessments):
-        simplest = min(assessments, key=lambda name: (counts[name], name))
-        reason = assessments[simplest].reason() + f" for the simplest candidate, {simplest}"
-        if simplest != most:
+    offered = [c.name for c in kept if c.name in assessments]
+    dropped = [name for name in assessments if name not in offered]
+    if offered:
+        shown = max(offered, key=lambda name: (counts[name], name))
+    else:
+        kept = ()
+        shown = min(assessments, key=lambda name: (counts[name], name))
+    small = is_small(int(y.sum())) or is_small(int(len(y) - y.sum()))
+    summary = _json(asdict(assessments[shown])) | {
+        "candidate": shown, "offered": offered, "not_offered": dropped,
+        "by_candidate": {name: {"parameters": counts[name], "required": None if small else a.required.get("minimum"),
+                                "met": a.met} for name, a in assessments.items()}}
+    if small:
+        summary.update(prevalence=None, r2_cs=None, required={}, events_required=None, available_events=SUPPRESSED,
+                       events_per_parameter_required=None)
+        reason = ("Riley et al. minimum sample size not met: fewer than 11 events or non-events among "
+                  f"{len(y):,} (the minimum sizes and the anticipated R2 are withheld: they would give the count back)")
+    else:
+        reason = assessments[shown].reason() + f" for {'the simplest candidate, ' if not offered else ''}{shown}"
+        if dropped and offered:
+            reason += "; not offered (minimum not met): " + ", ".join(
+                f"{name} ({counts[name]} parameters, needs {assessments[name].required.get('minimum', 0):,})"
+                for name in dropped)
+        elif not offered and len(assessments) > 1:
+            most = max(assessments, key=lambda name: (counts[name], name))
             reason += (f"; {most} ({counts[most]} parameters) needs at least "
                        f"{assessments[most].required.get('minimum', 0):,}")
-        return (), summary, reason
-    return kept, summary, assessments[most].reason()
+    summary["reason"] = reason
+    return kept, summary, reason
 
 
 def _band(y: np.ndarray, p_validated: np.ndarray) -> dict[str, object]:
@@ -368,7 +400,8 @@ def _band(y: np.ndarray, p_validated: np.ndarray) -> dict[str, object]:
 
 def _data_summary(rows: pd.DataFrame, y: np.ndarray, all_rows: int) -> dict[str, object]:
     events = int(y.sum())
-    summary: dict[str, object] = {"rows": len(y), "not_eligible": all_rows - len(y),
+    not_eligible = all_rows - len(y)
+    summary: dict[str, object] = {"rows": len(y), "not_eligible": SUPPRESSED if is_small(not_eligible) else not_eligible,
                                   "procedures": int(rows[s.PROCEDURE_ID].nunique())}
     if is_small(events):
         summary.update(events="<11", prevalence=None)

@@ -29,7 +29,7 @@ from models.suppression import SMALL_CELL, SUPPRESSED, is_small
 
 Fit = Callable[[Any, np.ndarray, np.ndarray], Any]
 """``fit(X_train, y_train, groups_train)`` -> a model: an estimator with ``predict_proba``, or ``X -> risks``."""
-Status = Literal["evaluated", "too_few", "no_training"]
+Status = Literal["evaluated", "too_few", "no_training", "too_few_training", "refit_failed", "withheld"]
 
 MEASURES = tuple(SCALES)
 DECIMALS = 6
@@ -183,12 +183,14 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
     options = {"level": level, "method": method, "prediction": prediction}
     return {
         "level": level,
+        "options": {"method": method, "prediction": prediction},
         "criteria": {"min_events": int(min_events), "min_non_events": int(min_non_events),
                      "last_years": int(last_years), "site_refits": len(refits)},
         "methods": dict(METHODS),
         "sites": {"held_out": site_rows,
                   "not_held_out": {"sites": not_held_out,
-                                   "reason": f"{_FEW.format(**enough.words())}: never held out, always in training"},
+                                   "reason": f"{_FEW.format(**enough.words())} (in the site, or in the other sites): "
+                                             "never held out, always in training"},
                   "pooled": _pooled(site_rows, options)},
         "temporal": {"years": year_rows, "pooled": _pooled(year_rows, options)},
     }
@@ -268,7 +270,7 @@ def _site_splits(y: np.ndarray, site: np.ndarray, enough: _Enough) -> tuple[list
     splits, below = [], 0
     for label in sorted(pd.unique(site), key=str):
         test = site == label
-        if enough.met(int(y[test].sum()), int(test.sum())):
+        if enough.met(int(y[test].sum()), int(test.sum())) and enough.met(int(y[~test].sum()), int((~test).sum())):
             splits.append(_Split("site", label, np.flatnonzero(~test), np.flatnonzero(test)))
         else:
             below += 1
@@ -297,7 +299,7 @@ def _per_site(site_splits: list[_Split], refits: list[_Split],
     for s in site_splits:
         refit, p = next((r, p) for r, p in zip(refits, risks) if np.isin(s.test[:1], r.test).all())
         position = np.searchsorted(refit.test, s.test)
-        out.append((_Split("site", s.unit, refit.train, s.test), p[position]))
+        out.append((_Split("site", s.unit, refit.train, s.test), p if isinstance(p, str) else p[position]))
     return out
 
 
@@ -311,6 +313,7 @@ def _year_splits(y: np.ndarray, year: np.ndarray, last_years: int,
         test, train = year == target, year < target
         events, n = int(y[test].sum()), int(test.sum())
         status: Status = ("no_training" if not train.any() else "too_few" if not enough.met(events, n)
+                          else "too_few_training" if not enough.met(int(y[train].sum()), int(train.sum()))
                           else "evaluated")
         if status == "evaluated":
             splits.append(_Split("year", target, np.flatnonzero(train), np.flatnonzero(test)))
@@ -320,8 +323,12 @@ def _year_splits(y: np.ndarray, year: np.ndarray, last_years: int,
 
 # ------------------------------------------------------------------------------------- refit, rows
 def _refit(split: _Split, fit: Fit, X: Any, y: np.ndarray, groups: np.ndarray) -> np.ndarray:  # noqa: N803
-    """One piece of work: ``fit`` on the training rows of ``split``; its risks on the test rows."""
-    model = fit(_take(X, split.train), y[split.train], groups[split.train])
+    """One piece of work: ``fit`` on the training rows of ``split``; its risks on the test rows, or the reason
+    (a string) when the fit refuses its rows (ValueError: e.g. a class too rare for an early-stopping split)."""
+    try:
+        model = fit(_take(X, split.train), y[split.train], groups[split.train])
+    except ValueError as error:
+        return f"the refit failed: {error}"
     test = _take(X, split.test)
     raw = model.predict_proba(test)[:, 1] if hasattr(model, "predict_proba") else model(test)
     risk = np.asarray(raw, dtype=np.float64).reshape(-1)
@@ -338,8 +345,14 @@ def _take(X: Any, positions: np.ndarray) -> Any:  # noqa: N803
 
 def _unit_row(split: _Split, y: np.ndarray, site: np.ndarray, year: np.ndarray, p: np.ndarray,
               level: float) -> dict[str, object]:
-    """The published row of an evaluated unit: counts, training summary and every measure."""
+    """The published row of an evaluated unit: counts, training summary and every measure (a unit whose refit
+    failed: the reason, no counts and no measure)."""
     y_test = y[split.test]
+    if isinstance(p, str):
+        row = _counts_row(split.kind, split.unit, y_test, "refit_failed", f"not evaluated: {p}")
+        row.update(n=None, events=None, expected=None, train=None)
+        row.update(dict.fromkeys(MEASURES))
+        return row
     row = _counts_row(split.kind, split.unit, y_test, "evaluated", None)
     row["expected"] = _rounded(float(p.sum()))
     row["train"] = _train_summary(y[split.train], site[split.train], year[split.train])
@@ -351,9 +364,11 @@ def _unevaluated_row(target: int, y: np.ndarray, site: np.ndarray, year: np.ndar
                      enough: _Enough) -> dict[str, object]:
     """The row of a tested year that was not evaluated, saying why; counts 1 to 10 withheld."""
     test, train = year == target, year < target
-    reason = ("not evaluated: no earlier year to train on" if status == "no_training"
-              else f"not evaluated: {_FEW.format(**enough.words())}")
+    reason = {"no_training": "not evaluated: no earlier year to train on",
+              "too_few_training": f"not evaluated: the earlier years have {_FEW.format(**enough.words())}",
+              "refit_failed": "not evaluated: the refit failed"}.get(status, f"not evaluated: {_FEW.format(**enough.words())}")
     row = _counts_row("year", target, y[test], status, reason)
+    row.update(n=None, events=None)  # not evaluated: its counts are in the year subgroup table, suppressed there
     row["expected"] = None
     row["train"] = _train_summary(y[train], site[train], year[train]) if train.any() else None
     row.update(dict.fromkeys(MEASURES))
@@ -369,10 +384,35 @@ def _counts_row(kind: str, unit: Hashable, y_unit: np.ndarray, status: Status,
 
 
 def _train_summary(y: np.ndarray, site: np.ndarray, year: np.ndarray) -> dict[str, object]:
-    n, events = int(len(y)), int(y.sum())
-    return {"n": SUPPRESSED if is_small(n) else n,
-            "events": SUPPRESSED if is_small(events) or is_small(n - events) else events,
-            "sites": int(len(pd.unique(site))), "first_year": int(year.min()), "last_year": int(year.max())}
+    """What a refit was trained on: sites and years, no counts (the training counts of successive years would
+    give each year's count by subtraction; counts are in the validation's subgroup tables, suppressed there)."""
+    return {"sites": int(len(pd.unique(site))), "first_year": int(year.min()), "last_year": int(year.max())}
+
+
+def withhold_units(result: dict[str, object], withheld: dict[str, set[str]], *, reason: str) -> dict[str, object]:
+    """``result`` of :func:`internal_external` with the named units withheld and the pooling redone without them.
+
+    ``withheld`` maps ``"sites"`` / ``"temporal"`` to unit labels (as strings): a unit whose counts another
+    table of the same report withholds (e.g. as the complement of a small cell) must not publish counts, an
+    O/E and an expected count that would give them back. Its row keeps only ``unit``, ``kind``, ``status``
+    ("withheld") and ``reason``.
+    """
+    out = dict(result)
+    options = {"level": result["level"], **result.get("options", {})}
+    for kind, key in (("sites", "held_out"), ("temporal", "years")):
+        names = {str(u) for u in withheld.get(kind, set())}
+        part = dict(result[kind])
+        rows = []
+        for row in part[key]:
+            if str(row["unit"]) in names and row["status"] == "evaluated":
+                row = {"unit": row["unit"], "kind": row["kind"], "status": "withheld", "reason": reason,
+                       "n": None, "events": None, "expected": None, "train": row.get("train"),
+                       **dict.fromkeys(MEASURES)}
+            rows.append(row)
+        part[key] = rows
+        part["pooled"] = _pooled(rows, options)
+        out[kind] = part
+    return out
 
 
 def _pooled(rows: Sequence[dict[str, object]], options: dict[str, Any]) -> dict[str, dict[str, object]]:

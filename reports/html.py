@@ -205,10 +205,7 @@ def _transport(transport: Mapping[str, Any] | None, title: str) -> dict[str, Any
 
 
 def _follow_up_text(follow: Mapping[str, Any]) -> str:
-    shown = [row for row in follow.get("by_site", []) if row.get("incomplete")]
-    by_site = "; ".join(f"{row['site']} {row['incomplete']:,}" for row in shown)
-    return follow["statement"] + (f"; by site: {by_site}" if by_site else "; no site count can be shown (1 to 10, "
-                                                                           "or withheld to protect one)")
+    return str(follow["statement"])
 
 
 def _short_direction(predictor: Mapping[str, Any]) -> str:

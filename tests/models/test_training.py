@@ -86,14 +86,15 @@ def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_works
     # 4,000 procedures with ~0.4% infections cannot meet Riley's criteria
     assert infection["status"] == "not_fitted"
     assert infection["reason"].startswith("no model fitted: ")
-    assert str(infection["sample_size"]["required"]["minimum"]) in infection["reason"].replace(",", "")
+    assert str(infection["sample_size"]["by_candidate"]["spline_logistic"]["required"]) in infection["reason"].replace(
+        ",", "")
     assert infection["sample_size"]["met"] is False
     # Riley's count is the most complex candidate's design as fitted (splines and missing-indicators), not the
     # number of features
     by_candidate = infection["sample_size"]["by_candidate"]
     assert by_candidate["spline_logistic"]["parameters"] > by_candidate["flic_logistic"]["parameters"] >= 8
-    assert infection["sample_size"]["n_parameters"] == by_candidate["spline_logistic"]["parameters"]
     assert by_candidate["spline_logistic"]["required"] > by_candidate["flic_logistic"]["required"]
+    assert infection["sample_size"]["offered"] == [] and "spline_logistic" in infection["reason"]
     assert infection["crude_rate"]["method"].startswith("Clopper-Pearson")
 
 
@@ -226,13 +227,50 @@ def test_the_card_answers_tripod_ai_section_by_section(trained_workspace):
     assert store.ModelCard.from_dict(old).sections == []
 
 
-def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted_by_site(trained_workspace, registry):
+def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted(trained_workspace, registry):
     _, summary = trained_workspace
     infection = json.loads(Path(summary.metrics_path).read_text())["outcomes"]["infection_90d"]
-    missing = int(registry.procedures["infection_90d"].isna().sum())
-    assert missing > 10 and infection["follow_up"]["incomplete"] == missing
-    assert infection["data"]["rows"] == len(registry.procedures) - missing
-    shown = [row for row in infection["follow_up"]["by_site"] if row["incomplete"] is not None]
-    assert all(row["incomplete"] == 0 or row["incomplete"] > 10 for row in shown)
-    assert len(infection["follow_up"]["by_site"]) == registry.procedures["site_id"].nunique()
+    missing = registry.procedures["infection_90d"].isna()
+    assert int(missing.sum()) > 10 and infection["follow_up"]["incomplete"] == int(missing.sum())
+    assert infection["data"]["rows"] == len(registry.procedures) - int(missing.sum())
+    assert infection["follow_up"]["sites_with_incomplete"] == registry.procedures.loc[missing, "site_id"].nunique()
     assert "not in the infection denominator" in infection["follow_up"]["statement"]
+
+
+def test_few_incomplete_follow_ups_are_withheld_everywhere(registry):
+    from models.outcomes import OUTCOMES_BY_NAME
+    from models.training import TrainingConfig, train_outcome
+
+    procedures = registry.procedures.iloc[:1500].copy()
+    procedures["infection_90d"] = procedures["infection_90d"].fillna(False)
+    procedures.loc[procedures.index[:5], "infection_90d"] = pd.NA  # five incomplete follow-ups
+    from features.matrices import build_procedure_frame
+
+    frame = build_procedure_frame(procedures)
+    result = train_outcome(OUTCOMES_BY_NAME["infection_90d"], frame, config=FAST, workspace=None)
+    assert result.metrics["follow_up"]["incomplete"] == "<11"
+    assert result.metrics["data"]["not_eligible"] == "<11"  # the same count under another name
+    assert "fewer than 11" in result.metrics["follow_up"]["statement"]
+
+
+def test_riley_offers_only_the_candidates_the_data_support_and_withholds_small_counts():
+    import numpy as np
+
+    from models.learners import CANDIDATES_RARE
+    from models.training import _supported
+
+    counts = {"flic_logistic": 11, "spline_logistic": 23}
+    y = np.zeros(30_000, dtype=np.int8)
+    y[:150] = 1
+    kept, summary, reason = _supported(CANDIDATES_RARE, counts, y, FAST)
+    assert [c.name for c in kept] == ["flic_logistic"] and summary["offered"] == ["flic_logistic"]
+    assert summary["met"] is True and summary["candidate"] == "flic_logistic"  # the card describes what was fitted
+    assert "not offered (minimum not met): spline_logistic (23 parameters" in reason
+    y_small = np.zeros(3_000, dtype=np.int8)
+    y_small[:7] = 1
+    kept, summary, reason = _supported(CANDIDATES_RARE, counts, y_small, FAST)
+    assert kept == () and "fewer than 11 events" in reason
+    for key in ("prevalence", "r2_cs", "events_required", "events_per_parameter_required"):
+        assert summary[key] is None, key  # each would give the seven events back
+    assert all(row["required"] is None for row in summary["by_candidate"].values())
+    assert "7" not in reason.replace("3,000", "")
