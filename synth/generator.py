@@ -1,5 +1,6 @@
 """Synthetic registry: contract-v1 procedure and level tables from a literature-grounded model, with true risks.
 
+The model's figures and conditional distributions live in :mod:`synth.model`; this module draws from them.
 Every rate and effect size, its source and which figures are assumptions: docs/synthetic-registry.md.
 """
 
@@ -14,95 +15,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from records.schema import (
-    TEXT_DTYPE, AGE_YEARS, ANESTHESIA, ANESTHESIAS, ANTIBIOTIC_PROPHYLAXIS, APPROACH, APPROACHES, ASA_CLASS,
-    BALLOON_VOLUME_ML, BASIVERTEBRAL_FORAMEN, BMD_T_SCORE, BMI, CEMENT_TYPE, CEMENT_TYPES, CEMENT_VISCOSITY,
-    CEMENT_VOLUME_ML, CORTICAL_DISRUPTION, DIABETES, ENDPLATE_DISRUPTION, ETIOLOGIES, ETIOLOGY, EXTRACT_BATCH,
-    FIRST_PROCEDURE_YEAR, FRACTURE_AGE_DAYS, GENANT_GRADE, GLUCOCORTICOID_USE, HEIGHT_LOSS_PCT, IMAGING_MODALITIES,
-    IMMUNOSUPPRESSED, INFECTION_90D, INTRAVERTEBRAL_CLEFT, KYPHOTIC_ANGLE_POST, KYPHOTIC_ANGLE_PRE, LEAKAGE,
-    LEAKAGE_IMAGING, LEAKAGE_SITE_NAMES, LEAKAGE_SITES, LEAKAGE_SYMPTOMATIC, LENGTH_OF_STAY_DAYS, LEVELS,
-    MORPHOLOGY, N_LEVELS, OPERATOR_ID, PAIN_VAS_POST, PAIN_VAS_PRE, PROCEDURE_ID, PROCEDURE_MINUTES,
-    PROCEDURE_YEAR, PROCEDURES, RECENT_INFECTION, SEX, SEXES, SITE_ID, SITE_SEPARATOR, VERTEBRA, VERTEBRAE,
-    VERTEBRAL_BODY_VOLUME_ML, VISCOSITIES, TableSpec,
+    TEXT_DTYPE, AGE_YEARS, ANESTHESIA, ANTIBIOTIC_PROPHYLAXIS, APPROACH, ASA_CLASS, BALLOON_VOLUME_ML,
+    BASIVERTEBRAL_FORAMEN, BMD_T_SCORE, BMI, CEMENT_TYPE, CEMENT_VISCOSITY, CEMENT_VOLUME_ML, CORTICAL_DISRUPTION,
+    DIABETES, ENDPLATE_DISRUPTION, ETIOLOGIES, ETIOLOGY, EXTRACT_BATCH, FIRST_PROCEDURE_YEAR, FRACTURE_AGE_DAYS,
+    GENANT_GRADE, GLUCOCORTICOID_USE, HEIGHT_LOSS_PCT, IMMUNOSUPPRESSED, INFECTION_90D, INTRAVERTEBRAL_CLEFT,
+    KYPHOTIC_ANGLE_POST, KYPHOTIC_ANGLE_PRE, LEAKAGE, LEAKAGE_IMAGING, LEAKAGE_SITE_NAMES, LEAKAGE_SITES,
+    LEAKAGE_SYMPTOMATIC, LENGTH_OF_STAY_DAYS, LEVELS, MORPHOLOGY, N_LEVELS, OPERATOR_ID, PAIN_VAS_POST, PAIN_VAS_PRE,
+    PROCEDURE_ID, PROCEDURE_MINUTES, PROCEDURE_YEAR, PROCEDURES, RECENT_INFECTION, SEX, SITE_ID, SITE_SEPARATOR,
+    VERTEBRA, VERTEBRAE, VERTEBRAL_BODY_VOLUME_ML, TableSpec,
 )
+from synth.model import (
+    AGE_MEAN, AGE_SD, ALL_SITES, BALLOON_PER_CEMENT_MEAN, BALLOON_PER_CEMENT_SD, BASIVERTEBRAL_FORAMEN_SHARE,
+    BIPEDICULAR, BMD_MISSING, BMD_SD, BMI_MEAN, BODY_VOLUME_LOG_SD, BODY_VOLUME_MEASUREMENT_SD, BODY_VOLUME_RANGE_ML,
+    CALCIUM_PHOSPHATE, CANAL, CEMENT_RANGE_ML, CORRECTION_MEAN_SD, CORTICAL_LOGIT_SHIFT, CT, ETIOLOGY_SHARE,
+    EXTRAPEDICULAR, EXTRAPEDICULAR_SHARE, FEMALE, FEMALE_SHARE, FILL_TARGET_RANGE, FILL_TARGET_SD,
+    FRACTURE_AGE_LOG_SD, FRACTURE_AGE_MEDIAN_DAYS, FRESH_FRACTURE_DAYS, GENANT_PMF, GENERAL, GLUCOCORTICOID_SHARE,
+    HEIGHT_LOSS_BAND, HEIGHT_LOSS_NOISE_SD, IMMUNOSUPPRESSED_SHARE, INDEX_VERTEBRA_WEIGHT, INFECTION_BASE_LOGIT,
+    INFECTION_OR, KYPHOTIC_NOISE_SD, LEAK_STRUCTURES, LEAKAGE_NOT_ASSESSED_SHARE, LOCAL, MALE, MALIGNANT,
+    MISSING_SHARE, MORPHOLOGY_PMF, N_LEVELS_PMF, N_SITES_OF_LEAK, N_THORACIC, N_VERTEBRAE, OPERATOR_FILL_SD,
+    OPERATOR_LEAK_SD, PMMA, PREOP_CT_BASE_LOGIT, PREOP_CT_PER_YEAR, PROPHYLACTIC_LEVEL_SHARE, SITE_EXTRA_PROB,
+    SITE_LEAK_SD, SYMPTOMATIC_BASE, SYMPTOMATIC_CANAL, SYMPTOMATIC_THORACIC_CANAL, TRAUMATIC, UNIPEDICULAR, VENOUS,
+    WORSE_SITE_OR, XRAY, body_volume_scale, bmd_mean, cleft_log_odds, detection_probabilities, expit as _expit,
+    fill_target_mean, general_log_odds, height_loss_factor, kyphotic_pre_mean, leak_log_odds, p_none_seen,
+    postop_ct_log_odds, primary_site_probabilities, softmax as _softmax, unipedicular_threshold,
+    viscosity_log_weights,
+)
+from synth.observable import observable_leak_risks
 
 # --- truth columns (not part of the contract) ---------------------------------------------------------------------
 P_LEAKAGE_ANY = "p_leakage_any"
 P_LEAKAGE_CANAL = "p_leakage_canal"
 P_LEAKAGE_VENOUS = "p_leakage_venous"
 P_INFECTION_90D = "p_infection_90d"
-TRUTH_LEVEL_COLUMNS = (PROCEDURE_ID, VERTEBRA, P_LEAKAGE_ANY, P_LEAKAGE_CANAL, P_LEAKAGE_VENOUS)
-TRUTH_PROCEDURE_COLUMNS = (PROCEDURE_ID, P_INFECTION_90D)
-CANAL_SITE_NAMES = ("epidural", "foraminal")
-VENOUS_SITE_NAME = "venous"
-
-# --- category codes: positions in the contract's category tuples --------------------------------------------------
-OSTEOPOROTIC, MALIGNANT, TRAUMATIC = (ETIOLOGIES.index(e) for e in ("osteoporotic", "malignant", "traumatic"))
-LOW, MEDIUM, HIGH = (VISCOSITIES.index(v) for v in ("low", "medium", "high"))
-UNIPEDICULAR, BIPEDICULAR, EXTRAPEDICULAR = (APPROACHES.index(a) for a in
-                                             ("unipedicular", "bipedicular", "extrapedicular"))
-PMMA, CALCIUM_PHOSPHATE = (CEMENT_TYPES.index(c) for c in ("pmma", "calcium_phosphate"))
-FEMALE, MALE = SEXES.index("f"), SEXES.index("m")
-LOCAL, GENERAL = ANESTHESIAS.index("local_sedation"), ANESTHESIAS.index("general")
-XRAY, CT = IMAGING_MODALITIES.index("xray"), IMAGING_MODALITIES.index("ct")
-N_VERTEBRAE, N_THORACIC = len(VERTEBRAE), sum(v.startswith("t") for v in VERTEBRAE)
-N_SITES_OF_LEAK = len(LEAKAGE_SITE_NAMES)
-INTRADISCAL, PARAVERTEBRAL, VENOUS = (LEAKAGE_SITE_NAMES.index(s) for s in
-                                      ("intradiscal", "paravertebral", VENOUS_SITE_NAME))
-CANAL = tuple(LEAKAGE_SITE_NAMES.index(s) for s in CANAL_SITE_NAMES)
-
-# --- case mix; arrays per etiology (osteoporotic, malignant, traumatic) -------------------------------------------
-ETIOLOGY_SHARE = np.array([0.80, 0.12, 0.08])
-AGE_MEAN, AGE_SD = np.array([76.0, 67.0, 63.0]), np.array([8.0, 10.0, 15.0])
-FEMALE_SHARE = np.array([0.72, 0.45, 0.42])
-BMI_MEAN = np.array([25.5, 23.5, 26.5])
-BMD_MEAN, BMD_MISSING = np.array([-3.0, -1.6, -1.2]), np.array([0.35, 0.60, 0.60])
-GLUCOCORTICOID_SHARE = np.array([0.09, 0.15, 0.03])
-IMMUNOSUPPRESSED_SHARE = np.array([0.03, 0.40, 0.02])
-CORTICAL_LOGIT_SHIFT = np.array([0.0, 1.6, 1.3])
-FRACTURE_AGE_MEDIAN_DAYS = np.array([40.0, 60.0, 8.0])
-N_LEVELS_PMF = np.array([  # n_levels = 1 .. 10
-    [0.66, 0.21, 0.075, 0.03, 0.012, 0.006, 0.003, 0.002, 0.001, 0.001],
-    [0.45, 0.25, 0.13, 0.07, 0.04, 0.025, 0.015, 0.01, 0.005, 0.005],
-    [0.75, 0.18, 0.05, 0.015, 0.005, 0.0, 0.0, 0.0, 0.0, 0.0],
-])
-# index vertebra of a run, t1 .. t12, l1 .. l5: the thoracolumbar junction is most common
-INDEX_VERTEBRA_WEIGHT = np.array([0.2, 0.3, 0.4, 0.6, 0.9, 1.2, 1.6, 2.0, 2.4, 3.0, 5.5, 10.0,
-                                  10.0, 6.0, 4.0, 3.0, 1.5])
-GENANT_PMF = np.array([0.23, 0.43, 0.34])  # grades 1..3; grade 0 only for an added prophylactic level
-PROPHYLACTIC_LEVEL_SHARE = 0.06
-MORPHOLOGY_PMF = np.array([[0.60, 0.32, 0.08], [0.60, 0.32, 0.08], [0.55, 0.28, 0.17], [0.45, 0.22, 0.33]])
-HEIGHT_LOSS_BAND = np.array([[0.0, 15.0], [20.0, 25.0], [25.0, 40.0], [40.0, 75.0]])  # by Genant grade, %
-BASIVERTEBRAL_FORAMEN_SHARE = 0.35
-
-# --- leakage: odds ratios on the latent true (CT-visible) leak ----------------------------------------------------
-LEAK_BASE_LOGIT = -2.0
-LEAK_OR = {
-    "cortical_breach": 5.56, "cleft": 1.40, "low_viscosity": 3.32, "high_viscosity": 0.40,
-    "fill_ratio_per_0.05": 2.0, "cement_per_ml": 1.10, "venous_foramen": 3.36,
-    "bmd_per_unit_lower": 1.30, "malignant": 1.80,
-}
-FILL_RATIO_CENTRE, CEMENT_CENTRE_ML, BMD_CENTRE = 0.16, 3.5, -2.5
-SITE_LEAK_SD, OPERATOR_LEAK_SD, WORSE_SITE_OR = 0.25, 0.15, 2.0
-# where a leak goes: one primary site (softmax of log-weights, venous = 0) plus independent extra sites
-SITE_BASE_LOG_WEIGHT = np.array([-1.55, -1.85, -2.7, -3.35, 0.0])
-SITE_EXTRA_PROB = np.array([0.08, 0.08, 0.03, 0.03, 0.10])
-XRAY_DETECTION = np.array([0.60, 0.60, 0.20, 0.20, 0.60])  # per site; CT sees every leak
-SYMPTOMATIC_BASE, SYMPTOMATIC_CANAL, SYMPTOMATIC_THORACIC_CANAL = 0.008, 0.07, 0.08
-LEAKAGE_NOT_ASSESSED_SHARE = 0.02  # per procedure: no post-procedural imaging report
-
-# --- infection: odds ratios on the 90-day infection ---------------------------------------------------------------
-INFECTION_BASE_LOGIT = -6.5
-INFECTION_OR = {
-    "diabetic": 2.0, "steroids": 2.0, "immunosuppression": 2.5, "infection_before": 5.6,
-    "malignant": 7.3, "two_or_more_levels": 2.0, "prophylaxis": 0.35,
-}
-
-# --- completely-at-random missingness of optional columns (share of rows) -----------------------------------------
-MISSING_SHARE = {
-    BMI: 0.10, PROCEDURE_MINUTES: 0.08, LENGTH_OF_STAY_DAYS: 0.05, PAIN_VAS_PRE: 0.12, PAIN_VAS_POST: 0.18,
-    INFECTION_90D: 0.03, FRACTURE_AGE_DAYS: 0.12, HEIGHT_LOSS_PCT: 0.10, KYPHOTIC_ANGLE_PRE: 0.25,
-    KYPHOTIC_ANGLE_POST: 0.05, BALLOON_VOLUME_ML: 0.05, VERTEBRAL_BODY_VOLUME_ML: 0.05,
-}
+OBSERVABLE_SUFFIX = "_observable"
+P_LEAKAGE_ANY_OBSERVABLE = P_LEAKAGE_ANY + OBSERVABLE_SUFFIX
+P_LEAKAGE_CANAL_OBSERVABLE = P_LEAKAGE_CANAL + OBSERVABLE_SUFFIX
+P_LEAKAGE_VENOUS_OBSERVABLE = P_LEAKAGE_VENOUS + OBSERVABLE_SUFFIX
+P_INFECTION_90D_OBSERVABLE = P_INFECTION_90D + OBSERVABLE_SUFFIX
+TRUTH_LEVEL_COLUMNS = (PROCEDURE_ID, VERTEBRA, P_LEAKAGE_ANY, P_LEAKAGE_CANAL, P_LEAKAGE_VENOUS,
+                       P_LEAKAGE_ANY_OBSERVABLE, P_LEAKAGE_CANAL_OBSERVABLE, P_LEAKAGE_VENOUS_OBSERVABLE)
+TRUTH_PROCEDURE_COLUMNS = (PROCEDURE_ID, P_INFECTION_90D, P_INFECTION_90D_OBSERVABLE)
 
 Arrays = dict[str, np.ndarray]
 
@@ -121,7 +73,8 @@ class SyntheticRegistry:
 
 
 def generate_registry(n_procedures: int, *, seed: int, first_year: int = 2015, last_year: int = 2025,
-                      n_sites: int = 24, n_operators: int = 120) -> SyntheticRegistry:
+                      n_sites: int = 24, n_operators: int = 120,
+                      leak_structure: str = "literature") -> SyntheticRegistry:
     """Draw a de-identified synthetic kyphoplasty / vertebroplasty registry that satisfies contract v1.
 
     Parameters
@@ -134,6 +87,11 @@ def generate_registry(n_procedures: int, *, seed: int, first_year: int = 2015, l
         Procedure years, inclusive; volume grows over the years.
     n_sites, n_operators
         Hospitals and operators; each operator works at one site; sites differ in volume.
+    leak_structure
+        ``"literature"``: main effects only (the published odds ratios). ``"nonlinear"``: in addition a threshold
+        of the fill ratio past 0.25 and interactions of viscosity with cortical breach and with the
+        basivertebral foramen, the base recentred so the leakage rate hardly changes. For the same seed the two
+        share every value but the leakage outcomes and their risks.
 
     Returns
     -------
@@ -141,6 +99,8 @@ def generate_registry(n_procedures: int, *, seed: int, first_year: int = 2015, l
         Contract tables (contract column order and dtypes) sorted by ``extract_batch``, i.e. chronologically;
         per level the true probabilities ``p_leakage_any``, ``p_leakage_canal``, ``p_leakage_venous`` of the
         observed labels (including the imaging modality's sensitivity); per procedure ``p_infection_90d``.
+        Each with an ``_observable`` twin: the expectation of the true probability given what the contract
+        tables hold, site and operator identity excluded (:func:`synth.observable.observable_leak_risks`).
 
     Raises
     ------
@@ -152,23 +112,27 @@ def generate_registry(n_procedures: int, *, seed: int, first_year: int = 2015, l
     Rates and effect sizes with their sources: docs/synthetic-registry.md.
     """
     _check_arguments(n_procedures, first_year=first_year, last_year=last_year, n_sites=n_sites,
-                     n_operators=n_operators)
+                     n_operators=n_operators, leak_structure=leak_structure)
     rng = np.random.default_rng(seed)
     centres = _draw_centres(rng, n_sites=n_sites, n_operators=n_operators)
     procedures = _draw_procedures(rng, n_procedures, centres, first_year=first_year, last_year=last_year)
     levels = _draw_levels(rng, procedures, centres)
-    leakage = _draw_leakage(rng, levels, procedures, centres)
+    leakage = _draw_leakage(rng, levels, procedures, centres, structure=leak_structure)
     infection = _draw_infection(rng, procedures)
     ids = _draw_pseudonyms(procedures, n_sites=n_sites, n_operators=n_operators)
+    procedure_table = _contract_frame(_procedure_columns(procedures, infection, ids), PROCEDURES)
+    level_table = _contract_frame(_level_columns(levels, leakage, procedures, ids), LEVELS)
+    observable = observable_leak_risks(procedure_table, level_table, centres, structure=leak_structure)
     return SyntheticRegistry(
-        procedures=_contract_frame(_procedure_columns(procedures, infection, ids), PROCEDURES),
-        levels=_contract_frame(_level_columns(levels, leakage, procedures, ids), LEVELS),
+        procedures=procedure_table, levels=level_table,
         truth_levels=pd.DataFrame(dict(zip(TRUTH_LEVEL_COLUMNS, (
             pd.array(ids[PROCEDURE_ID][levels["owner"]], dtype=TEXT_DTYPE),
             pd.array(np.asarray(VERTEBRAE, dtype=object)[levels["vertebra_index"]], dtype=TEXT_DTYPE),
-            leakage["p_any"], leakage["p_canal"], leakage["p_venous"])))),
+            leakage["p_any"], leakage["p_canal"], leakage["p_venous"],
+            observable["any"], observable["canal"], observable["venous"])))),
         truth_procedures=pd.DataFrame(dict(zip(TRUTH_PROCEDURE_COLUMNS, (
-            pd.array(ids[PROCEDURE_ID], dtype=TEXT_DTYPE), infection["p_infection"])))),
+            pd.array(ids[PROCEDURE_ID], dtype=TEXT_DTYPE), infection["p_infection"],
+            _observable_infection_risk(infection))))),
     )
 
 
@@ -201,9 +165,21 @@ def write_registry(registry: SyntheticRegistry, out_dir: Path) -> dict[str, Path
     return {name: path for name, (_, path, _) in targets.items()}
 
 
+def registry_centres(*, seed: int, n_sites: int = 24, n_operators: int = 120) -> dict[str, np.ndarray]:
+    """The sites and operators :func:`generate_registry` draws first for ``seed``: volumes, styles, effects.
+
+    Site i is ``site_id`` S(i + 1), operator j ``operator_id`` OP(j + 1). Keys: ``operator_site``,
+    ``operator_p`` (share of procedures), ``site_leak`` and ``operator_leak`` (log-odds effects on the true
+    leak), ``operator_fill`` (fill-ratio style), ``site_ct``, ``site_general``, ``site_high_viscosity``
+    (log-odds shifts), ``site_kyphoplasty``, ``site_unipedicular``, ``site_prophylaxis`` (shares).
+    """
+    return _draw_centres(np.random.default_rng(seed), n_sites=n_sites, n_operators=n_operators)
+
+
 # --- steps --------------------------------------------------------------------------------------------------------
 
-def _check_arguments(n_procedures: int, *, first_year: int, last_year: int, n_sites: int, n_operators: int) -> None:
+def _check_arguments(n_procedures: int, *, first_year: int, last_year: int, n_sites: int, n_operators: int,
+                     leak_structure: str) -> None:
     problems = []
     if n_procedures < 1:
         problems.append(f"n_procedures must be at least 1; got {n_procedures}")
@@ -213,6 +189,8 @@ def _check_arguments(n_procedures: int, *, first_year: int, last_year: int, n_si
     if not 1 <= n_sites <= n_operators:
         problems.append(f"need 1 <= n_sites <= n_operators (every site has an operator); "
                         f"got {n_sites} sites, {n_operators} operators")
+    if leak_structure not in LEAK_STRUCTURES:
+        problems.append(f"leak_structure must be one of {', '.join(LEAK_STRUCTURES)}; got {leak_structure!r}")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -240,7 +218,7 @@ def _draw_centres(rng: np.random.Generator, *, n_sites: int, n_operators: int) -
     site_leak[worse] += np.log(WORSE_SITE_OR)
     return {
         "operator_site": operator_site, "operator_p": operator_p, "site_leak": site_leak,
-        "operator_leak": operator_effect(OPERATOR_LEAK_SD), "operator_fill": operator_effect(0.015),
+        "operator_leak": operator_effect(OPERATOR_LEAK_SD), "operator_fill": operator_effect(OPERATOR_FILL_SD),
         "site_ct": site_effect(0.5), "site_general": site_effect(0.6), "site_high_viscosity": site_effect(0.5),
         "site_kyphoplasty": rng.beta(4.0, 2.0, n_sites), "site_unipedicular": rng.beta(20.0, 20.0, n_sites),
         "site_prophylaxis": rng.beta(17.0, 3.0, n_sites),
@@ -266,29 +244,28 @@ def _draw_procedures(rng: np.random.Generator, n: int, centres: Arrays, *, first
     asa = np.clip(np.rint(1.6 + 0.035 * (age - 60) + 0.5 * diabetes + 0.9 * malignant + 0.3 * glucocorticoid
                           + rng.normal(0.0, 0.6, n)), 1, 5)
     n_levels = 1 + _draw_categorical(rng, N_LEVELS_PMF[etio])
-    general = rng.random(n) < _expit(-1.4 + centres["site_general"][site] + 0.9 * malignant + 0.35 * (n_levels - 1))
+    general = rng.random(n) < _expit(general_log_odds(centres["site_general"][site], malignant, n_levels))
     u = rng.random(n)
-    uni_share = 0.05 + 0.95 * centres["site_unipedicular"][site]
-    site_high = centres["site_high_viscosity"][site]
-    viscosity_logits = np.stack([-0.12 * years_in - site_high, np.full(n, 0.6), -0.4 + 0.10 * years_in + site_high],
-                                axis=1)
+    uni_share = unipedicular_threshold(centres["site_unipedicular"][site])
+    viscosity_logits = viscosity_log_weights(years_in, centres["site_high_viscosity"][site])
     stay_mean = np.exp(-0.6 + 0.9 * general + 1.0 * malignant + 0.1 * (n_levels - 1) + 0.3 * (asa >= 4))
     pain_pre = rng.normal(7.4 + 0.3 * malignant, 1.3)
     return {
         "batch": batch, "year": first_year + years_in, "operator": operator, "site": site, "etiology_code": etio,
         "malignant": malignant, "age": age, "female": female, "bmi": bmi,
-        "bmd": rng.normal(BMD_MEAN[etio] - 0.3 * female - 0.02 * (age - 70), 0.8),
+        "bmd": rng.normal(bmd_mean(etio, female, age), BMD_SD),
         "bmd_missing": rng.random(n) < BMD_MISSING[etio], "diabetic": diabetes, "glucocorticoid": glucocorticoid,
         "immunosuppression": rng.random(n) < IMMUNOSUPPRESSED_SHARE[etio],
         "infection_before": rng.random(n) < 0.07 + 0.03 * (age > 80), "asa": asa, "level_count": n_levels,
         "general": general,
-        "approach_code": np.where(u < 0.05, EXTRAPEDICULAR, np.where(u < uni_share, UNIPEDICULAR, BIPEDICULAR)),
+        "approach_code": np.where(u < EXTRAPEDICULAR_SHARE, EXTRAPEDICULAR,
+                                  np.where(u < uni_share, UNIPEDICULAR, BIPEDICULAR)),
         "prophylaxis": rng.random(n) < centres["site_prophylaxis"][site],
         "kyphoplasty": rng.random(n) < centres["site_kyphoplasty"][site],
         "viscosity": _draw_categorical(rng, _softmax(viscosity_logits)),
         "cement_code": np.where(rng.random(n) < np.where(etio == TRAUMATIC, 0.20, 0.05), CALCIUM_PHOSPHATE, PMMA),
-        "preop_ct": rng.random(n) < _expit(-0.3 + 0.06 * years_in),
-        "postop_ct": rng.random(n) < _expit(-1.4 + 0.12 * years_in + centres["site_ct"][site]),
+        "preop_ct": rng.random(n) < _expit(PREOP_CT_BASE_LOGIT + PREOP_CT_PER_YEAR * years_in),
+        "postop_ct": rng.random(n) < _expit(postop_ct_log_odds(years_in, centres["site_ct"][site])),
         "not_assessed": rng.random(n) < LEAKAGE_NOT_ASSESSED_SHARE,
         "minutes": np.exp(np.log(22 + 16 * n_levels + 12 * general) + rng.normal(0.0, 0.25, n)),
         "stay": rng.poisson(stay_mean * rng.gamma(2.0, 0.5, n)),
@@ -330,18 +307,20 @@ def _draw_levels(rng: np.random.Generator, procedures: Arrays, centres: Arrays) 
     grade = 1 + _draw_categorical(rng, np.broadcast_to(GENANT_PMF, (n, len(GENANT_PMF))))
     grade = np.where(later_level & (rng.random(n) < PROPHYLACTIC_LEVEL_SHARE), 0, grade)
     band = HEIGHT_LOSS_BAND[grade]
-    height_loss = np.clip(rng.uniform(band[:, 0], band[:, 1]) + rng.normal(0.0, 4.0, n), 0, 100)
-    fracture_age = np.rint(FRACTURE_AGE_MEDIAN_DAYS[etio] * rng.lognormal(0.0, 1.0, n))
-    cleft_logit = (-2.3 + 0.8 * (grade - 2) + 0.6 * np.log((fracture_age + 1) / 30)
-                   - 1.0 * (etio == MALIGNANT) - 0.5 * (etio == TRAUMATIC))
-    body_volume = np.clip(12.0 * np.exp(0.075 * vertebra) * np.where(procedures["female"][owner], 0.87, 1.0)
-                          * rng.lognormal(0.0, 0.10, n) * (1 - 0.6 * height_loss / 100), 5, 100)
+    height_loss = np.clip(rng.uniform(band[:, 0], band[:, 1]) + rng.normal(0.0, HEIGHT_LOSS_NOISE_SD, n), 0, 100)
+    fracture_age = np.rint(FRACTURE_AGE_MEDIAN_DAYS[etio] * rng.lognormal(0.0, FRACTURE_AGE_LOG_SD, n))
+    cleft_logit = cleft_log_odds(grade, fracture_age, etio)
+    body_volume = np.clip(body_volume_scale(vertebra, procedures["female"][owner])
+                          * rng.lognormal(0.0, BODY_VOLUME_LOG_SD, n) * height_loss_factor(height_loss),
+                          *BODY_VOLUME_RANGE_ML)
     kyphoplasty = procedures["kyphoplasty"][owner]
     operator_fill = centres["operator_fill"][procedures["operator"]][owner]
-    fill_target = np.clip(rng.normal(0.16 + 0.02 * kyphoplasty, 0.045) + operator_fill, 0.04, 0.40)
-    cement = np.clip(np.round(body_volume * fill_target, 1), 0.5, 12.0)
-    kyphotic_pre = 4 + 0.25 * height_loss + 3 * thoracic + rng.normal(0.0, 4.0, n)
-    correction = np.where(kyphoplasty, rng.normal(4.5, 2.5, n), rng.normal(1.5, 2.0, n))
+    fill_target = np.clip(rng.normal(fill_target_mean(kyphoplasty), FILL_TARGET_SD) + operator_fill,
+                          *FILL_TARGET_RANGE)
+    cement = np.clip(np.round(body_volume * fill_target, 1), *CEMENT_RANGE_ML)
+    kyphotic_pre = kyphotic_pre_mean(height_loss, thoracic) + rng.normal(0.0, KYPHOTIC_NOISE_SD, n)
+    correction = np.where(kyphoplasty, rng.normal(*CORRECTION_MEAN_SD[True], n),
+                          rng.normal(*CORRECTION_MEAN_SD[False], n))
     return {
         "owner": owner, "vertebra_index": vertebra, "thoracic": thoracic, "grade": grade, "height_loss": height_loss,
         "morphology_code": _draw_categorical(rng, MORPHOLOGY_PMF[grade]), "fracture_age": fracture_age,
@@ -349,44 +328,35 @@ def _draw_levels(rng: np.random.Generator, procedures: Arrays, centres: Arrays) 
         "cortical": rng.random(n) < _expit(-1.7 + 0.5 * (grade - 2) - 1.5 * (grade == 0) + CORTICAL_LOGIT_SHIFT[etio]),
         "endplate": rng.random(n) < _expit(-0.6 + 0.7 * (grade - 2) + 0.6 * (etio == TRAUMATIC)),
         "foramen": rng.random(n) < BASIVERTEBRAL_FORAMEN_SHARE, "body_volume": body_volume,
-        "body_volume_measured": body_volume * rng.normal(1.0, 0.03, n), "cement": cement,
-        "fill_ratio": cement / body_volume, "balloon": cement * rng.normal(0.85, 0.10, n),
+        "body_volume_measured": body_volume * rng.normal(1.0, BODY_VOLUME_MEASUREMENT_SD, n), "cement": cement,
+        "fill_ratio": cement / body_volume,
+        "balloon": cement * rng.normal(BALLOON_PER_CEMENT_MEAN, BALLOON_PER_CEMENT_SD, n),
         "kyphotic_pre": kyphotic_pre, "kyphotic_post": kyphotic_pre - correction,
         "missing": _draw_missing(rng, n, LEVELS),
     }
 
 
-def _draw_leakage(rng: np.random.Generator, levels: Arrays, procedures: Arrays, centres: Arrays) -> Arrays:
+def _draw_leakage(rng: np.random.Generator, levels: Arrays, procedures: Arrays, centres: Arrays, *,
+                  structure: str) -> Arrays:
     """True leak, its sites and their detection by X-ray or CT; the observed labels and their exact probabilities.
 
-    A true leak has one primary site k ~ Categorical(pi) and each other site s with probability r_s; a present
-    site is seen with probability d_s (1 on CT). So P(no site of A seen | leak) = sum_k pi_k prod_{s in A}
-    (1 - q_ks d_s) with q_ks = 1 if s = k else r_s, and P(observed leak at a site of A) = p_true (1 - that).
+    The true leak is logistic (:func:`synth.model.leak_log_odds` plus the site and operator effects); where it
+    goes and whether it is seen: :func:`synth.model.p_none_seen`.
     """
     owner = levels["owner"]
     n = len(owner)
     at_level = {key: procedures[key][owner] for key in ("viscosity", "malignant", "bmd", "postop_ct")}
-    log_or = {name: np.log(ratio) for name, ratio in LEAK_OR.items()}
-    logit = (LEAK_BASE_LOGIT + log_or["cortical_breach"] * levels["cortical"] + log_or["cleft"] * levels["cleft"]
-             + log_or["low_viscosity"] * (at_level["viscosity"] == LOW)
-             + log_or["high_viscosity"] * (at_level["viscosity"] == HIGH)
-             + log_or["fill_ratio_per_0.05"] * (levels["fill_ratio"] - FILL_RATIO_CENTRE) / 0.05
-             + log_or["cement_per_ml"] * (levels["cement"] - CEMENT_CENTRE_ML)
-             + log_or["venous_foramen"] * levels["foramen"]
-             + log_or["bmd_per_unit_lower"] * (BMD_CENTRE - at_level["bmd"])
-             + log_or["malignant"] * at_level["malignant"]
+    logit = (leak_log_odds(cortical=levels["cortical"], cleft=levels["cleft"], viscosity=at_level["viscosity"],
+                           fill_ratio=levels["fill_ratio"], cement_ml=levels["cement"], foramen=levels["foramen"],
+                           bmd=at_level["bmd"], malignant=at_level["malignant"], structure=structure)
              + centres["site_leak"][procedures["site"]][owner]
              + centres["operator_leak"][procedures["operator"]][owner])
     p_true = _expit(logit)
-
-    weights = np.tile(SITE_BASE_LOG_WEIGHT, (n, 1))
-    weights[:, VENOUS] += -1.1 * levels["cleft"] + 0.4 * levels["foramen"] + 0.3 * (levels["fracture_age"] < 14)
-    weights[:, PARAVERTEBRAL] += 0.4 * levels["cleft"] + 0.6 * levels["cortical"] + 0.3 * at_level["malignant"]
-    weights[:, INTRADISCAL] += 0.4 * levels["cleft"] + 0.9 * levels["endplate"]
-    weights[:, list(CANAL)] += (0.4 * levels["cleft"] + 1.0 * levels["cortical"] + 0.6 * at_level["malignant"]
-                                + 0.3 * levels["thoracic"])[:, None]
-    primary_p = _softmax(weights)
-    detection = np.where(at_level["postop_ct"][:, None], 1.0, XRAY_DETECTION[None, :])
+    primary_p = primary_site_probabilities(
+        cleft=levels["cleft"], foramen=levels["foramen"], fresh=levels["fracture_age"] < FRESH_FRACTURE_DAYS,
+        cortical=levels["cortical"], endplate=levels["endplate"], malignant=at_level["malignant"],
+        thoracic=levels["thoracic"])
+    detection = detection_probabilities(at_level["postop_ct"])
 
     true_leak = rng.random(n) < p_true
     primary = _draw_categorical(rng, primary_p)
@@ -399,21 +369,10 @@ def _draw_leakage(rng: np.random.Generator, levels: Arrays, procedures: Arrays, 
     return {
         "leak_seen": leakage, "sites_code": seen @ (1 << np.arange(N_SITES_OF_LEAK)),
         "symptomatic": leakage & (rng.random(n) < p_symptomatic),
-        "p_any": p_true * (1 - _p_none_seen(primary_p, detection, tuple(range(N_SITES_OF_LEAK)))),
-        "p_canal": p_true * (1 - _p_none_seen(primary_p, detection, CANAL)),
-        "p_venous": p_true * (1 - _p_none_seen(primary_p, detection, (VENOUS,))),
+        "p_any": p_true * (1 - p_none_seen(primary_p, detection, ALL_SITES)),
+        "p_canal": p_true * (1 - p_none_seen(primary_p, detection, CANAL)),
+        "p_venous": p_true * (1 - p_none_seen(primary_p, detection, (VENOUS,))),
     }
-
-
-def _p_none_seen(primary_p: np.ndarray, detection: np.ndarray, sites: tuple[int, ...]) -> np.ndarray:
-    """P(no leak site in ``sites`` is seen | true leak), per row (see :func:`_draw_leakage`)."""
-    total = np.zeros(len(primary_p))
-    for k in range(primary_p.shape[1]):
-        none_seen = np.ones(len(primary_p))
-        for s in sites:
-            none_seen *= 1 - (1.0 if s == k else SITE_EXTRA_PROB[s]) * detection[:, s]
-        total += primary_p[:, k] * none_seen
-    return total
 
 
 def _draw_infection(rng: np.random.Generator, procedures: Arrays) -> Arrays:
@@ -427,6 +386,12 @@ def _draw_infection(rng: np.random.Generator, procedures: Arrays) -> Arrays:
     logit = INFECTION_BASE_LOGIT + sum(np.log(INFECTION_OR[name]) * present for name, present in factors.items())
     p_infection = _expit(logit)
     return {"p_infection": p_infection, "infection": rng.random(len(logit)) < p_infection}
+
+
+def _observable_infection_risk(infection: Arrays) -> np.ndarray:
+    """The observable-only infection risk: the true one, as its seven factors are always recorded and no site
+    or operator effect enters it."""
+    return infection["p_infection"].copy()
 
 
 def _draw_pseudonyms(procedures: Arrays, *, n_sites: int, n_operators: int) -> Arrays:
@@ -527,12 +492,3 @@ def _draw_categorical(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
     """One category index per row of a probability matrix (n, k), by inverse CDF."""
     cumulative = np.cumsum(p, axis=1)[:, :-1]
     return (rng.random(len(p))[:, None] > cumulative).sum(axis=1).astype(np.int64)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _expit(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
