@@ -419,6 +419,11 @@ def _configure_prefect(workspace: Path) -> None:
         raise InputError(str(error)) from None
 
 
+class LeakStructure(str, Enum):
+    literature = "literature"
+    nonlinear = "nonlinear"
+
+
 class OutputFormat(str, Enum):
     parquet = "parquet"
     csv = "csv"
@@ -561,12 +566,16 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 20261125,
     out: Annotated[Path, typer.Option(help="Output folder (procedures.parquet, levels.parquet, truth/).")]
     = Path("synthetic"),
+    leak_structure: Annotated[LeakStructure, typer.Option(
+        "--leak-structure", help="Leakage model of the truth: literature (main effects) or nonlinear (fill-ratio "
+                                 "threshold, viscosity interactions).")] = LeakStructure.literature,
 ) -> None:
-    """Write a synthetic, de-identified registry in the contract, with literature-based risks."""
+    """Write a synthetic, de-identified registry in the contract, with literature-based risks; truth/ holds the
+    true and the observable-only risks (the truth given what the records hold)."""
     from synth.generator import generate_registry, write_registry
 
     with _exit_codes(refused=()), console.status(Text(f"generating {procedures:,} procedures (seed {seed}) ...")):
-        registry = generate_registry(procedures, seed=seed)
+        registry = generate_registry(procedures, seed=seed, leak_structure=leak_structure.value)
         paths = write_registry(registry, out)
     console.print(f"{len(registry.procedures):,} procedures, {len(registry.levels):,} levels written:")
     for path in paths.values():
