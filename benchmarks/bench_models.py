@@ -33,7 +33,8 @@ TRUTH = {"leakage_any": "p_leakage_any", "leakage_canal": "p_leakage_canal",
 OBSERVABLE = "_observable"
 
 
-def run_size(size: int, *, seed: int, n_boot: int, folds: int, structure: str = "literature") -> dict:
+def run_size(size: int, *, seed: int, n_boot: int, folds: int, structure: str = "literature",
+             outcomes: tuple[str, ...] = ()) -> dict:
 
     from features.matrices import build_level_frame, build_procedure_frame
     from models.metrics import auroc
@@ -51,7 +52,7 @@ def run_size(size: int, *, seed: int, n_boot: int, folds: int, structure: str = 
     report: dict = {"size": size, "structure": structure, "levels": len(registry.levels), "outcomes": {}}
     workspace = Path(tempfile.mkdtemp(prefix="bench-models-"))
     rss.reset()
-    for spec in OUTCOMES:
+    for spec in [o for o in OUTCOMES if not outcomes or o.name in outcomes]:
         start = time.perf_counter()
         result = train_outcome(spec, frames[spec.unit], config=config, workspace=workspace)
         seconds = time.perf_counter() - start
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--quality", type=int, nargs="*", default=[20_000, 100_000])
     parser.add_argument("--structures", nargs="*", default=["literature", "nonlinear"])
     parser.add_argument("--structure", default="literature", help=argparse.SUPPRESS)
+    parser.add_argument("--outcomes", nargs="*", default=[], help="only these outcomes (default: all four)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--n-boot", type=int, default=200)
@@ -153,12 +155,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_size(args.child, seed=args.seed, n_boot=args.n_boot, folds=args.folds,
-                                  structure=args.structure)))
+                                  structure=args.structure, outcomes=tuple(args.outcomes))))
         return
 
     def child(size: int, structure: str) -> dict:
         done = subprocess.run([sys.executable, __file__, "--child", str(size), "--seed", str(args.seed),
-                               "--n-boot", str(args.n_boot), "--folds", str(args.folds), "--structure", structure],
+                               "--n-boot", str(args.n_boot), "--folds", str(args.folds), "--structure", structure,
+                               "--outcomes", *args.outcomes],
                               capture_output=True, text=True, check=True, env={**os.environ})
         return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -181,7 +184,8 @@ def main() -> None:
     for size in sorted(reports):
         r = reports[size]
         total = sum(o["seconds"] for o in r["outcomes"].values())
-        print(f"| {size:,} | {r['levels']:,} | " + " | ".join(str(r["outcomes"][n]["seconds"]) for n in TRUTH)
+        print(f"| {size:,} | {r['levels']:,} | " + " | ".join(str(r["outcomes"].get(n, {}).get("seconds", "-"))
+                                                             for n in TRUTH)
               + f" | {total:.1f} | {r['peak_mb']:,} | {r['score_levels_per_second']:,} |")
 
 

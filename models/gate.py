@@ -1,7 +1,8 @@
 """The gate: a new model version becomes champion only if it is no worse than the champion on the same data.
 
 Rules (all recorded with their figures):
-1. The new version's validated calibration slope lies within [0.8, 1.2].
+1. The new version's validated calibration slope (its own out-of-fold, cross-fitted-calibrated risks) lies
+   within [0.8, 1.2].
 2. With a champion: both are compared on the same rows, which the champion never saw (batches above
    the last one it was trained on), the new version by its validated (out-of-fold) predictions:
    - log loss no worse than the champion's, within a relative tolerance of 0.5%;

@@ -193,7 +193,12 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
 
 def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: Development,
                     metrics: dict[str, object], *, config: TrainingConfig, workspace: Path) -> OutcomeResult:
-    validated_slope = metrics["validation"]["validated"]["calibration_slope"]["estimate"]
+    # the gate judges the model it would publish: the selected candidate's own validated (out-of-fold,
+    # cross-fitted-calibrated) risks; the nested risks, which mix the candidates chosen fold by fold, give the
+    # published validation figures (the cost of choosing included)
+    own = next(c for c in dev.candidates if c.name == dev.selected).validated
+    validated_slope = next(c for c in metrics["candidates"] if c["name"] == dev.selected)["validated_calibration_slope"]
+    validated_slope = float("nan") if validated_slope is None else validated_slope
     current = store.champion(workspace, spec.name)
     comparison: dict[str, object] = {}
     refused_champion = None
@@ -206,7 +211,7 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         store.check_features(champion, rows.columns)
         unseen = _unseen_by(champion.card.training_data, rows[s.EXTRACT_BATCH])
         if unseen.any():
-            comparison = {"y": y[unseen], "p_new": dev.validated[unseen], "groups": rows.loc[unseen, s.PROCEDURE_ID].to_numpy(),
+            comparison = {"y": y[unseen], "p_new": own[unseen], "groups": rows.loc[unseen, s.PROCEDURE_ID].to_numpy(),
                           "p_champion": champion.estimator.predict_proba(rows.loc[unseen, spec.feature_names])[:, 1]}
     latest_new = latest_year(metrics.get("internal_external"))
     latest_champion = champion.card.metrics.get("temporal_latest") if current is not None else None
@@ -220,7 +225,7 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
         outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
         training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
         calibration=CALIBRATION_METHOD, selection=SELECTION,
-        metrics=metrics["validation"]["validated"] | _band(y, dev.validated) | {"temporal_latest": latest_new},
+        metrics=metrics["validation"]["validated"] | _band(y, own) | {"temporal_latest": latest_new},
         limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed,
         sections=tripod_sections(metrics, features=spec.features, limitations=LIMITATIONS, intended_use=INTENDED_USE))
     stored = store.save_model(workspace, outcome=spec.name, estimator=dev.model, card=card,

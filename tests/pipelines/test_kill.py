@@ -46,7 +46,7 @@ from synth.generator import generate_registry
 from reports.publish import PUBLISHED_FILE, published_run
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=20)
+FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=20, n_replicates=0, internal_external=False)  # the kill, not the models
 PROCEDURES_N = 2_500
 BAD_VOLUME = 40.0  # cement_volume_ml out of range: the procedure is quarantined with all its levels
 READY_TIMEOUT = 150
