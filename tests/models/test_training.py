@@ -278,8 +278,10 @@ def test_riley_offers_only_the_candidates_the_data_support_and_withholds_small_c
 
 def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_truth(trained_workspace, registry):
     """The fair ceiling is the truth's risk given what the records hold (synth): at 4,000 procedures the nested
-    validated AUROC of each leakage model is within 0.03 of it on the same rows (0.013 at 8,000; the
-    benchmark's tables at 20,000 and 100,000 in the README), and never above it by more than noise."""
+    validated AUROC of each leakage model is within a stated distance of it on the same rows (any leakage 0.03,
+    venous 0.04, canal 0.05: about 190 canal events; at 20,000 procedures the gaps are 0.007, 0.011 and 0.012,
+    README), and never above it by more than noise."""
+    distance = {"leakage_any": 0.03, "leakage_canal": 0.05, "leakage_venous": 0.04}
     from features.matrices import build_level_frame
     from models.metrics import auroc
     from models.outcomes import OUTCOMES_BY_NAME
@@ -294,4 +296,4 @@ def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_trut
         eligible, y = OUTCOMES_BY_NAME[name].labels(frame)
         ceiling = auroc(y, truth[f"p_{name}_observable"].to_numpy()[eligible])
         validated = outcomes[name]["validation"]["validated"]["auroc"]["estimate"]
-        assert ceiling - 0.03 < validated < ceiling + 0.01, (name, validated, ceiling)
+        assert ceiling - distance[name] < validated < ceiling + 0.01, (name, validated, ceiling)
