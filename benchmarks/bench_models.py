@@ -73,9 +73,11 @@ def run_size(size: int, *, seed: int, n_boot: int, folds: int, structure: str = 
                        internal_external=_pooled(m.get("internal_external") or {}))
         report["outcomes"][spec.name] = row
     report["peak_mb_training"] = round(rss.peak_mb())
-    start = time.perf_counter()
-    score_records(registry.procedures, registry.levels, workspace=workspace)
-    report["score_levels_per_second"] = round(len(registry.levels) / (time.perf_counter() - start))
+    report["score_levels_per_second"] = None
+    if not outcomes:  # scoring needs every outcome's model
+        start = time.perf_counter()
+        score_records(registry.procedures, registry.levels, workspace=workspace)
+        report["score_levels_per_second"] = round(len(registry.levels) / (time.perf_counter() - start))
     report["peak_mb"] = round(rss.peak_mb())
     return report
 
@@ -133,6 +135,10 @@ def _quality_tables(quality: dict) -> None:
                       f"{_pair(*pi)} | {_num(v.get('tau2'), 4)} | {v.get('k', '-')} |")
 
 
+def _thousands(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def _pair(low: float | None, high: float | None) -> str:
     return "-" if low is None or high is None else f"{low:.3f} to {high:.3f}"
 
@@ -186,7 +192,7 @@ def main() -> None:
         total = sum(o["seconds"] for o in r["outcomes"].values())
         print(f"| {size:,} | {r['levels']:,} | " + " | ".join(str(r["outcomes"].get(n, {}).get("seconds", "-"))
                                                              for n in TRUTH)
-              + f" | {total:.1f} | {r['peak_mb']:,} | {r['score_levels_per_second']:,} |")
+              + f" | {total:.1f} | {r['peak_mb']:,} | {_thousands(r['score_levels_per_second'])} |")
 
 
 if __name__ == "__main__":
