@@ -22,7 +22,7 @@ from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.calibration import RecalibratedClassifier, fit_recalibration
 from models.card import tripod_sections
-from models.development import SELECTION, Development, assign_folds, develop
+from models.development import SELECTION, Development, assign_folds, develop, out_of_fold
 from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
@@ -253,12 +253,7 @@ class Refit:
 
     def __call__(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> RecalibratedClassifier:  # noqa: N803
         folds = assign_folds(groups, n_folds=self.folds, seed=self.seed)
-        raw = np.empty(len(y), dtype=float)
-        for fold in range(self.folds):
-            test = folds == fold
-            if test.any():
-                model = self.candidate.build(self.features, self.seed).fit(X.loc[~test], y[~test])
-                raw[test] = model.predict_proba(X.loc[test])[:, 1]
+        raw = out_of_fold(self.candidate, self.features, X, y, folds, seed=self.seed)
         intercept, slope = fit_recalibration(y, raw)
         return RecalibratedClassifier(self.candidate.build(self.features, self.seed).fit(X, y), intercept, slope)
 

@@ -125,7 +125,7 @@ def _model(block: Mapping[str, Any]) -> dict[str, Any]:
                            "eligibility": block.get("eligibility", ""), "unit": block.get("unit", ""),
                            "fitted": block.get("status") == "fitted"}
     follow = block.get("follow_up")
-    out["follow_up"] = _follow_up_text(follow) if follow else ""
+    out["follow_up"] = str(follow["statement"]) if follow else ""
     if not out["fitted"]:
         rate = block.get("crude_rate")
         out["reason"] = block.get("reason", "")
@@ -202,10 +202,6 @@ def _transport(transport: Mapping[str, Any] | None, title: str) -> dict[str, Any
     if not figures:
         note += " No site or year had enough events to be held out."
     return {"figures": figures, "note": note}
-
-
-def _follow_up_text(follow: Mapping[str, Any]) -> str:
-    return str(follow["statement"])
 
 
 def _short_direction(predictor: Mapping[str, Any]) -> str:
