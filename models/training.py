@@ -16,7 +16,7 @@ import pandas as pd
 
 from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
-from models import store
+from models import DEFAULT_SEED, store
 from models.assessment import assess
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
@@ -62,7 +62,7 @@ LIMITATIONS = [
 class TrainingConfig:
     """Seeds and effort of model development; recorded in metrics.json."""
 
-    seed: int = 20261125
+    seed: int = DEFAULT_SEED
     n_folds: int = 5
     repeats: int = 1
     n_boot: int = 200

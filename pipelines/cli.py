@@ -11,18 +11,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+# Only light modules at the top: `cementrisk --help` must not pay for pandas, scikit-learn or skops (a test holds
+# that importing this module loads none of them); each command imports what it needs.
+from models import DEFAULT_SEED
 from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
 from records.errors import InputError, SourceUnavailable
 from workspace.transaction import CommitIncomplete, WorkspaceBusy
-from models.training import TrainingConfig
-from workspace.manifest import TableCounts, new_run_id
+
+if TYPE_CHECKING:
+    from workspace.manifest import TableCounts
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -95,7 +99,7 @@ def run(
     models: Annotated[bool, typer.Option("--models/--no-models", help="Refresh the risk models after loading.")]
     = True,
     seed: Annotated[int, typer.Option(help="Seed of model development (folds, bootstrap, learners).")]
-    = TrainingConfig.seed,
+    = DEFAULT_SEED,
     wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for another run on this workspace to "
                                                     "finish before refusing.")] = 60.0,
     task_runner: Annotated[TaskRunner, typer.Option(help="default: the fits run one after the other; dask: each "
@@ -115,6 +119,8 @@ def run(
                                     "row counts only).")] = False,
 ) -> None:
     """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
+    from workspace.manifest import new_run_id
+
     workspace = _checked_workspace(workspace)
     run_id = new_run_id()
     if task_runner is TaskRunner.dask and engine is Engine.local:
@@ -249,6 +255,7 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
          wait: float, on_step, task_runner: str = "default", dask_address: str | None = None,
          replacing: tuple[int, ...] = (), verify_registered: bool = False):
     if engine is Engine.local:
+        from models.training import TrainingConfig
         from pipelines.job import run_job
 
         return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
@@ -328,7 +335,7 @@ def serve(
     models: Annotated[bool, typer.Option("--models/--no-models", help="Refresh the risk models in each run.")]
     = True,
     seed: Annotated[int, typer.Option(help="Seed of model development (folds, bootstrap, learners).")]
-    = TrainingConfig.seed,
+    = DEFAULT_SEED,
     wait: Annotated[float, typer.Option(min=0, help="Seconds a run waits for another run on this workspace to "
                                                     "finish before refusing.")] = DEFAULT_LOCK_WAIT_SECONDS,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the loopback Prefect server started when "
@@ -511,6 +518,7 @@ def report(
 ) -> None:
     """The published run's QI report again, for the QI team (internal) or with other alert and alarm limits."""
     from reports.publish import report_for_audience
+    from workspace.manifest import new_run_id
     from workspace.transaction import workspace_lock
 
     workspace = _checked_workspace(workspace)
@@ -537,6 +545,7 @@ def validate(
     """Dry run: say what would be accepted and why rows would be quarantined. Writes nothing."""
     from pipelines.ingest import check_batch, load_batch, screen_batch
     from records.validation import REASON
+    from workspace.manifest import TableCounts
 
     folder = _checked_workspace(workspace) if workspace is not None else None
     with _exit_codes(refused=(InputError,)), console.status(Text(_visible(f"checking {_shown(source)} ..."))):

@@ -242,3 +242,25 @@ def test_an_unreachable_database_exits_3_after_its_retries_and_registers_nothing
     assert "source unavailable" in result.stderr and "127.0.0.1" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr and not (workspace / "registry" / "ledger.json").exists()
     assert _manifest(workspace)["status"] == "failed"
+
+
+def test_help_starts_without_the_heavy_libraries():
+    """`cementrisk --help` must answer in well under a second: importing the command line loads no pandas,
+    scikit-learn, skops, pyarrow, scipy or Prefect (each command imports what it needs)."""
+    heavy = ("pandas", "numpy", "sklearn", "skops", "pyarrow", "scipy", "prefect", "matplotlib")
+    probe = ("import sys, pipelines.cli; "
+             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == ""
+    shown = cementrisk("--help", timeout=60)
+    assert shown.returncode == 0
+    for command in ("run", "serve", "score", "plan", "report", "validate", "synth"):
+        assert command in shown.stdout
+
+
+def test_the_command_line_default_seed_is_the_training_default():
+    from models import DEFAULT_SEED
+    from models.training import TrainingConfig
+
+    assert TrainingConfig().seed == DEFAULT_SEED
