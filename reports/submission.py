@@ -1,9 +1,10 @@
 """The registry submission package: record-level data files with their dictionary, schema and manifest; its re-check.
 
 Files: ``data/extract_batch=<n>.csv`` (one file per extract batch, one row per treated level, each with the header),
-``schema.json`` (the source of ``data_dictionary.csv`` and ``.md``) and ``manifest.json`` (size and SHA-256 of the
-others, row totals, period, versions; no time stamp, so the same inputs give byte-identical files). Concatenating the
-data files in batch order (one header) gives the whole table. A package of 1..10 procedures is a small cell: it is
+``schema.json`` (the source of ``data_dictionary.csv`` and ``.md``, and of the Frictionless Data Package
+``tableschema.json`` and ``datapackage.json``: :mod:`reports.datapackage`) and ``manifest.json`` (size and SHA-256 of
+the others, row totals, period, versions; no time stamp, so the same inputs give byte-identical files). Concatenating
+the data files in batch order (one header) gives the whole table. A package of 1..10 procedures is a small cell: it is
 withheld (:class:`SubmissionWithheld`); per-file row counts are never published.
 
 A data file depends only on its batch's records and the model versions, so a nightly run renders and checks the new
@@ -29,32 +30,18 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
-from models.scoring import PROCEDURE_LEAKAGE_RISK
-from workspace.durable import replace_folder
-from records import schema as s
 from models.suppression import SMALL_CELL, is_small
+from records import schema as s
+from reports.datapackage import (DATA_DIR, DATA_FILE, DATAPACKAGE_FILE, DICTIONARY_CSV, DICTIONARY_MD,
+                                 FORMAT_VERSION, KEY, MANIFEST_FILE, RISK_COLUMNS, SCHEMA_FILE, TABLE_SCHEMA_FILE,
+                                 data_file_batch, data_file_name, describe_package, encode_file, file_order,
+                                 schema_document)
+from reports.datapackage import RISK_DECIMALS  # noqa: F401  (the package's names stay importable from here)
+from workspace.durable import replace_folder
 
-FORMAT_VERSION = "1"
-DATA_DIR, SCHEMA_FILE, MANIFEST_FILE = "data", "schema.json", "manifest.json"
-DATA_FILE = f"{DATA_DIR}/{s.EXTRACT_BATCH}=<n>.csv"
-"""How the data files are named (``<n>`` is the extract batch)."""
-DICTIONARY_CSV, DICTIONARY_MD = "data_dictionary.csv", "data_dictionary.md"
-PACKAGE_FILES = (DICTIONARY_CSV, DICTIONARY_MD, SCHEMA_FILE)
+PACKAGE_FILES = (DATAPACKAGE_FILE, DICTIONARY_CSV, DICTIONARY_MD, SCHEMA_FILE, TABLE_SCHEMA_FILE)
 """The files every package has besides its data files and the manifest."""
-_DATA_NAME = re.compile(rf"{DATA_DIR}/{s.EXTRACT_BATCH}=(\d+)\.csv")
-RISK_DECIMALS = 6
-MEASUREMENT_DECIMALS = 3  # the contract declares no precision; 3 fixed decimals keep its 0.1 steps exactly
-RISK_PREFIX = "expected_"
-SOURCE_MODEL = "model"
-KEY = (s.PROCEDURE_ID, s.VERTEBRA)
-
-_TYPES = dict(id="string", category="string", sites="string", int="integer", float="number", bool="boolean")
 _DTYPES = {"string": s.TEXT_DTYPE, "integer": "Int64", "number": "Float64", "boolean": "boolean"}
-_UNITS = dict(_kg_m2="kg/m2", _ml="ml", _pct="%", _deg="degrees", _years="years", _days="days", _minutes="minutes")
-_SITES_PATTERN = "(?:{0})(?:{1}(?:{0}))*".format("|".join(s.LEAKAGE_SITE_NAMES), re.escape(s.SITE_SEPARATOR))
-_TEXT_FORMAT = dict(delimiter=",", encoding="utf-8, no byte-order mark", line_terminator="\\n", missing="", true="true",
-                    false="false")
 
 
 class SubmissionError(ValueError):
@@ -63,27 +50,6 @@ class SubmissionError(ValueError):
 
 class SubmissionWithheld(Exception):
     """The file would hold fewer than 11 procedures, itself a small cell: nothing is written (no count is told)."""
-
-
-@dataclass(frozen=True)
-class RiskColumn:
-    """One published expected-risk column (``name``), its scored column (``source``) and the model that made it."""
-
-    name: str
-    source: str
-    unit: str
-    outcome: str
-    meaning: str
-
-
-_OUTCOME_RISKS = [RiskColumn(RISK_PREFIX + o.name, o.risk_column, o.unit, o.name, o.definition) for o in OUTCOMES]
-_LEAK = OUTCOMES_BY_NAME["leakage_any"]
-_LEAK_IN_PROCEDURE = RiskColumn(RISK_PREFIX + PROCEDURE_LEAKAGE_RISK.removesuffix("_risk"), PROCEDURE_LEAKAGE_RISK,
-                                "procedure", _LEAK.name, f"{_LEAK.definition} at any treated level of the procedure "
-                                f"(1 - prod(1 - {RISK_PREFIX + _LEAK.name}) over its levels)")
-RISK_COLUMNS = (*[r for r in _OUTCOME_RISKS if r.unit == "level"], _LEAK_IN_PROCEDURE,
-                *[r for r in _OUTCOME_RISKS if r.unit != "level"])
-"""The expected-risk columns: level outcomes, then the procedure's any-leakage risk, then procedure outcomes."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +90,6 @@ class Part:
                    period={k: int(v) for k, v in payload["period"].items()})
 
 
-def data_file_name(batch: int) -> str:
-    """The package path of one extract batch's data file."""
-    return f"{DATA_DIR}/{s.EXTRACT_BATCH}={int(batch)}.csv"
-
-
 def render_part(*, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: pd.DataFrame,
                 procedure_risks: pd.DataFrame, model_versions: Mapping[str, str | None]) -> tuple[bytes, Part]:
     """The data file of one extract batch (header and rows, sorted by key), checked against its own schema.
@@ -146,8 +107,8 @@ def render_part(*, procedures: pd.DataFrame, levels: pd.DataFrame, level_risks: 
         raise SubmissionError(f"a data file holds exactly one {s.EXTRACT_BATCH}; these rows hold {len(batches)}")
     rank = {v: i for i, v in enumerate(s.VERTEBRAE)}  # anatomical order, as the contract lists the vertebrae
     data = data.sort_values(list(KEY), key=lambda c: c.map(rank) if c.name == s.VERTEBRA else c, ignore_index=True)
-    document = _schema_document(versions)
-    content = _encode(pd.DataFrame({c["name"]: _cells(data[c["name"]], c) for c in document["columns"]}))
+    document = schema_document(versions)
+    content = encode_file(pd.DataFrame({c["name"]: _cells(data[c["name"]], c) for c in document["columns"]}))
     table, problems = _read_data(content, document["columns"])
     if problems or (problems := _schema_problems(table, document)):
         raise SubmissionError("the submission data fail their own schema: " + "; ".join(problems))
@@ -193,21 +154,20 @@ def assemble_submission(out_dir: Path, *, parts: Sequence[tuple[Path, Part]], mo
     for path, part in ordered:
         if Path(path).stat().st_size != part.bytes:
             raise SubmissionError(f"{part.name} is not the file that was rendered and checked (its size differs)")
-    document = _schema_document(versions)
-    files = {SCHEMA_FILE: _encode(document), **_dictionary_files(document, code_version)}
+    data = [{"bytes": part.bytes, "name": part.name, "sha256": part.sha256} for _, part in ordered]
+    files = describe_package(schema_document(versions), data=data, code_version=code_version)
     periods = [part.period for _, part in ordered]
     period = {key: (min if key.endswith("_min") else max)(p[key] for p in periods) for key in periods[0]}
     entries = [{"bytes": len(content), "name": name, "sha256": hashlib.sha256(content).hexdigest()}
-               for name, content in files.items()]
-    entries += [{"bytes": part.bytes, "name": part.name, "sha256": part.sha256} for _, part in ordered]
+               for name, content in files.items()] + data
     manifest = {"code_version": code_version, "contract_version": s.CONTRACT_VERSION,
-                "files": sorted(entries, key=lambda e: _file_order(e["name"])),
+                "files": sorted(entries, key=lambda e: file_order(e["name"])),
                 "format_version": FORMAT_VERSION, "model_versions": versions,
                 "period": {**period, "registry_watermark": int(watermark)},
                 "rows": {s.LEVELS.name: sum(part.levels for _, part in ordered), s.PROCEDURES.name: n_procedures}}
     linked = {part.name: Path(path) for path, part in ordered}
-    replace_folder(Path(out_dir), {**files, MANIFEST_FILE: _encode(manifest)}, linked=linked)
-    names = tuple(sorted([*files, *linked, MANIFEST_FILE], key=_file_order))
+    replace_folder(Path(out_dir), {**files, MANIFEST_FILE: encode_file(manifest)}, linked=linked)
+    names = tuple(sorted([*files, *linked, MANIFEST_FILE], key=file_order))
     return SubmissionResult(out_dir=Path(out_dir), files=names, manifest=manifest)
 
 
@@ -248,9 +208,10 @@ def write_submission(out_dir: Path, *, procedures: pd.DataFrame, levels: pd.Data
 def validate_submission(out_dir: Path, *, checked: Mapping[str, Part] | None = None) -> list[str]:
     """Re-check a written package from its files alone; one sentence per problem (never a value), empty = valid.
 
-    Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; every data
-    file in the fixed text format and valid against a pandera schema built from ``schema.json``; keys unique across
-    files; rows and period match the manifest.
+    Manifest present; listed files present with their size and SHA-256, no other file; no small-cell count; the
+    dictionary, ``tableschema.json`` and ``datapackage.json`` as ``schema.json`` and the manifest make them (an edit
+    the manifest was made to agree with is found too); every data file in the fixed text format and valid against a
+    pandera schema built from ``schema.json``; keys unique across files; rows and period match the manifest.
 
     ``checked`` maps data-file names to the :class:`Part` of a content already checked against this schema when it was
     rendered (a nightly run's kept files): a listed file whose SHA-256 is the Part's is not parsed again, and the
@@ -262,17 +223,24 @@ def validate_submission(out_dir: Path, *, checked: Mapping[str, Part] | None = N
     try:
         manifest = json.loads((out_dir / MANIFEST_FILE).read_bytes().decode("utf-8"))
         problems, digests = _file_problems(out_dir, manifest["files"])
-        rows, period = manifest["rows"], manifest["period"]
+        rows, period, code_version = manifest["rows"], manifest["period"], manifest["code_version"]
+        listed = {entry["name"]: entry["sha256"] for entry in manifest["files"]}
         problems += [f"manifest rows {name} = {n} is a small cell (1..{SMALL_CELL - 1}); it must not be published"
                      for name, n in sorted(rows.items()) if is_small(n)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return [f"{MANIFEST_FILE} is missing, or not UTF-8 JSON with the files, rows and period of a package"]
+        return [f"{MANIFEST_FILE} is missing, or not UTF-8 JSON with the files, rows, period and code version of a "
+                "package"]
     problems += [f"{name} is not in the package" for name in PACKAGE_FILES if name not in digests]
-    data_names = sorted((n for n in digests if _DATA_NAME.fullmatch(n)), key=_file_order)
+    data_names = sorted((n for n in digests if data_file_batch(n) is not None), key=file_order)
     if not data_names:
         return problems + [f"the package has no data file ({DATA_FILE})"]
     try:
         document = json.loads((out_dir / SCHEMA_FILE).read_bytes().decode("utf-8"))
+        data = [entry for entry in manifest["files"] if data_file_batch(entry["name"]) is not None]
+        made = describe_package(document, data=data, code_version=code_version)
+        problems += [f"{name} does not describe this package (it is not what {SCHEMA_FILE} and {MANIFEST_FILE} make)"
+                     for name, content in made.items() if name != SCHEMA_FILE and name in listed
+                     and listed[name] != hashlib.sha256(content).hexdigest()]
         tables = []
         trusted = [checked[n] for n in data_names if n in checked and checked[n].sha256 == digests[n]]
         trusted_names = {part.name for part in trusted}
@@ -285,7 +253,7 @@ def validate_submission(out_dir: Path, *, checked: Mapping[str, Part] | None = N
                 continue
             problems += _schema_problems(table, document, name=name)
             batches = table[s.EXTRACT_BATCH].dropna().unique().tolist()
-            if batches != [int(_DATA_NAME.fullmatch(name).group(1))]:  # type: ignore[union-attr]
+            if batches != [data_file_batch(name)]:
                 problems.append(f"{name} must hold the rows of its own {s.EXTRACT_BATCH} only")
             tables.append(table)
         if not tables and not trusted:
@@ -315,12 +283,6 @@ def _versions(model_versions: Mapping[str, str | None]) -> dict[str, str | None]
                                                    for v in model_versions.values()):
         raise SubmissionError(f"model_versions must give a version string or None for exactly {', '.join(needed)}")
     return {name: model_versions[name] for name in needed}
-
-
-def _file_order(name: str) -> tuple[int, int, str]:
-    """Data files in batch order after the other files."""
-    match = _DATA_NAME.fullmatch(name)
-    return (1, int(match.group(1)), name) if match else (0, 0, name)
 
 
 def _join_records(procedures: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
@@ -378,28 +340,6 @@ def _period(data: pd.DataFrame) -> dict[str, int]:
             for end in ("min", "max")}
 
 
-def _schema_document(versions: Mapping[str, str | None]) -> dict[str, Any]:
-    """The schema of ``data.csv``: contract columns (key first, procedures before levels), then the risks."""
-    owned = [(spec, s.PROCEDURES.name) for spec in s.PROCEDURES.columns]
-    owned += [(spec, s.LEVELS.name) for spec in s.LEVELS.columns if spec.name not in s.PROCEDURES.names]
-    columns = sorted(({"name": spec.name, "source": table, "type": _TYPES[spec.kind], "nullable": not spec.required,
-                       "min": spec.low, "max": spec.high, "categories": list(spec.categories) or None,
-                       "pattern": {"id": s.ID_PATTERN, "sites": _SITES_PATTERN}.get(spec.kind),
-                       "decimals": MEASUREMENT_DECIMALS if spec.kind == "float" else None,
-                       "unit": next((u for end, u in _UNITS.items() if spec.name.endswith(end)), None),
-                       "description": spec.description} for spec, table in owned), key=lambda c: c["name"] not in KEY)
-    for risk in RISK_COLUMNS:
-        version = versions[risk.outcome]
-        made = f"{risk.outcome} model version {version}" if version else f"empty: no {risk.outcome} model is published"
-        per = "per level" if risk.unit == "level" else "per procedure (repeated on each of its level rows)"
-        columns.append({"name": risk.name, "source": SOURCE_MODEL, "type": "number", "nullable": version is None,
-                        "min": 0, "max": 1, "categories": None, "pattern": None, "decimals": RISK_DECIMALS,
-                        "unit": "probability",
-                        "description": f"expected risk {per}: calibrated probability (0-1) of {risk.meaning}; {made}"})
-    return {"columns": columns, "contract_version": s.CONTRACT_VERSION, "files": DATA_FILE,
-            "format_version": FORMAT_VERSION, "key": list(KEY), "text_format": _TEXT_FORMAT}
-
-
 def _cells(values: pd.Series, column: Mapping[str, Any]) -> list[str]:
     """A column as text: true/false, plain integers, fixed decimals (never '-0.000'), missing as ''."""
     if column["type"] == "number":
@@ -408,34 +348,6 @@ def _cells(values: pd.Series, column: Mapping[str, Any]) -> list[str]:
         return ["" if t == "nan" else zero if t == "-" + zero else t for t in text]
     text = {"boolean": lambda v: "true" if v else "false", "integer": lambda v: str(int(v))}.get(column["type"], str)
     return ["" if pd.isna(v) else text(v) for v in values]
-
-
-def _encode(payload: Any) -> bytes:
-    """A frame as CSV, anything else as JSON with sorted keys and indent 2; UTF-8, '\\n' line ends."""
-    if isinstance(payload, pd.DataFrame):
-        return payload.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    return (json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _dictionary_files(document: Mapping[str, Any], code_version: str) -> dict[str, bytes]:
-    """The data dictionary as CSV and Markdown: one row per column of ``data.csv``, from its schema."""
-    def allowed(c: Mapping[str, Any]) -> str:
-        parts = ["one of " + ", ".join(c["categories"])] if c["categories"] else []
-        parts += [f"pattern ^{c['pattern']}$"] if c["pattern"] else []
-        parts += ["true or false"] if c["type"] == "boolean" else []
-        low, high = c["min"], c["max"]
-        parts += [f"{low} .. {high}" if high is not None else f">= {low}"] if low is not None else []
-        return "; ".join(parts + ([f"fixed {c['decimals']} decimals"] if c["decimals"] is not None else []))
-
-    rows = pd.DataFrame([{"name": c["name"], "source": c["source"], "type": c["type"], "unit": c["unit"] or "",
-                          "allowed": allowed(c), "required": "no" if c["nullable"] else "yes",
-                          "description": c["description"]} for c in document["columns"]])
-    lines = [f"# Data dictionary of `{DATA_FILE}`", "", f"One file per extract batch (`<n>`), each with this header; "
-             f"together they hold one row per treated level, key `{' + '.join(KEY)}`; "
-             f"record contract v{s.CONTRACT_VERSION}, package format v{FORMAT_VERSION}, code {code_version}.", "",
-             "| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows.itertuples(index=False)]
-    return {DICTIONARY_CSV: _encode(rows), DICTIONARY_MD: ("\n".join(lines) + "\n").encode("utf-8")}
 
 
 def _lines(mask: pd.Series | np.ndarray) -> str:
@@ -506,7 +418,7 @@ def _file_problems(out_dir: Path, listed: list[dict[str, Any]]) -> tuple[list[st
     for entry in listed:
         name = entry["name"]
         path = out_dir / name
-        if not (Path(name).name == name or _DATA_NAME.fullmatch(name)) or name in (MANIFEST_FILE, "..", "."):
+        if not (Path(name).name == name or data_file_batch(name) is not None) or name in (MANIFEST_FILE, "..", "."):
             problems.append(f"{MANIFEST_FILE} lists {name!r}, which is not a file name of the package")
         elif not path.is_file():
             problems.append(f"{name} is listed in {MANIFEST_FILE} but missing")
