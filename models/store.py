@@ -17,6 +17,7 @@ it too.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import zipfile
@@ -33,7 +34,8 @@ from models.card import sections_markdown
 from workspace import model_files
 from workspace.manifest import code_version, utc_now
 from workspace.model_files import (CARD_JSON, CARD_MD, CHAMPION_FILE, FEATURES_FILE, INTEGRITY_FILE,  # noqa: F401
-                                   MODEL_FILE, MODELS_DIR, REQUIRED_FILES, SHA_FILE,  # the store's names, kept public
+                                   MODEL_FILE, MODELS_DIR, REPLICATES_FILE, REQUIRED_FILES,  # the store's names,
+                                   SHA_FILE,  # kept public
                                    VersionFiles)
 
 # Every type our pipelines contain beyond what skops always trusts (builtins, containers, numpy arrays,
@@ -276,11 +278,20 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
         raise ModelStoreError(f"the card is for outcome {card.outcome!r}, not {outcome!r}")
     feature_list = _check_feature_list(features, card, estimator)
     trusted = trusted_types(extra_trusted)
+    # the bootstrap replicates (20 refits, many times the model's size) go to a file of their own, which only
+    # the planner reads: scoring loads the model alone
+    replicates = getattr(estimator, "replicates", None)
+    alone = copy.copy(estimator)
+    if replicates:
+        alone.replicates = None
     try:
-        data = sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED)
+        data = sio.dumps(alone, compression=zipfile.ZIP_DEFLATED)
+        replicate_data = sio.dumps(list(replicates), compression=zipfile.ZIP_DEFLATED) if replicates else None
     except (TypeError, ValueError) as error:
         raise ModelStoreError(f"model {outcome} cannot be saved in the skops format: {error}") from error
     _refuse_untrusted(data, trusted, what=f"the new model of {outcome}")
+    if replicate_data is not None:
+        _refuse_untrusted(replicate_data, trusted, what=f"the replicates of the new model of {outcome}")
     card = replace(card, outcome=outcome, created_at=card.created_at or utc_now(),
                    code_version=card.code_version or code_version())
 
@@ -291,14 +302,18 @@ def save_model(workspace: Path, *, outcome: str, estimator: object, card: ModelC
     with _file_errors():
         folder, stored = model_files.save_version(
             workspace, outcome=outcome, model=data, features=_json_ready(feature_list, "features"),
-            card_for=card_for, check=lambda files: _rebuild(files, trusted=trusted))
+            card_for=card_for, check=lambda files: _rebuild(files, trusted=trusted), replicates=replicate_data)
     return replace(stored, path=folder)
 
 
 def load_model(workspace: Path, *, outcome: str, version: str | None = None,
-               extra_trusted: Sequence[str] = ()) -> StoredModel:
+               extra_trusted: Sequence[str] = (), replicates: bool = False) -> StoredModel:
     """Load a stored model, the champion when ``version`` is None, checking every file of the version against its
     integrity manifest before a byte is deserialised or any JSON trusted.
+
+    With ``replicates`` the model's bootstrap refits (the planner's prediction intervals) are read too and put back
+    in ``estimator.replicates``; without, a model stored with its replicates in a file of their own loads without
+    them (scoring needs none, and they are most of the load's cost).
 
     Raises
     ------
@@ -324,7 +339,7 @@ def load_model(workspace: Path, *, outcome: str, version: str | None = None,
                 raise ModelIntegrityError(f"{folder / CHAMPION_FILE} points to {version}, which is not stored")
             raise ModelStoreError(f"no version {version} of model {outcome} in {folder}; stored versions: "
                                   f"{', '.join(list_versions(workspace, outcome)) or 'none'}")
-        files = model_files.read_version(workspace, outcome=outcome, version=version)
+        files = model_files.read_version(workspace, outcome=outcome, version=version, replicates=replicates)
     return _rebuild(files, trusted=trusted_types(extra_trusted))
 
 
@@ -468,8 +483,24 @@ def _rebuild(files: VersionFiles, *, trusted: list[str]) -> StoredModel:
         raise UntrustedTypeError(f"{label}: {error}") from error
     except (ImportError, AttributeError, TypeError, ValueError) as error:
         raise ModelStoreError(f"{label} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
+    if files.replicates is not None:
+        estimator.replicates = tuple(_rebuilt_replicates(files, trusted=trusted, label=label))
     return StoredModel(outcome=files.outcome, version=files.version, estimator=estimator, card=card,
                        features=features, path=files.folder)
+
+
+def _rebuilt_replicates(files: VersionFiles, *, trusted: list[str], label: str) -> list[object]:
+    what = f"the replicates of {label} ({files.shown_file(REPLICATES_FILE)})"
+    _refuse_untrusted(files.replicates, trusted, what=what)
+    try:
+        replicates = sio.loads(files.replicates, trusted=trusted)
+    except UntrustedTypesFoundException as error:
+        raise UntrustedTypeError(f"{what}: {error}") from error
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise ModelStoreError(f"{what} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
+    if not isinstance(replicates, list):
+        raise ModelIntegrityError(f"{what} is not a list of refits")
+    return replicates
 
 
 def _json_ready(value: object, what: str) -> object:

@@ -172,7 +172,8 @@ def plan_case(case: PlannedCase, *, workspace: Path, volumes_ml: Sequence[float]
     low, high, methods = np.full(len(risks), np.nan), np.full(len(risks), np.nan), {}
     for name, version in versions.items():
         rows = (risks["outcome"] == name).to_numpy()
-        stored = store.load_model(workspace, outcome=name, version=version, extra_trusted=TRUSTED_OURS)
+        stored = store.load_model(workspace, outcome=name, version=version, extra_trusted=TRUSTED_OURS,
+                                   replicates=True)
         note, interval = _interval_of(name, version, stored.estimator, frame, level=level)
         if interval is not None:
             keys = [s.PROCEDURE_ID, s.VERTEBRA]

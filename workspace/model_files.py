@@ -7,7 +7,8 @@ Layout, one folder per outcome and version, never rewritten once in place::
                                       /card.json        the model card, machine-readable
                                       /card.md          the model card for people
                                       /features.json    ordered input features
-                                      /integrity.json   SHA-256 and size of the four files above, outcome, version
+                                      /replicates.skops the model's bootstrap refits (optional; the planner's)
+                                      /integrity.json   SHA-256 and size of the files above, outcome, version
     <workspace>/models/<outcome>/champion.json          {"version", "since", "decision", "history"}
 
 A version is written into a hidden ``.incomplete-*`` folder, ``integrity.json`` last, read back through the same
@@ -48,7 +49,9 @@ CARD_MD = "card.md"
 FEATURES_FILE = "features.json"
 INTEGRITY_FILE = "integrity.json"
 CHAMPION_FILE = "champion.json"
-COVERED_FILES = (MODEL_FILE, CARD_JSON, CARD_MD, FEATURES_FILE)  # what integrity.json lists
+REPLICATES_FILE = "replicates.skops"
+COVERED_FILES = (MODEL_FILE, CARD_JSON, CARD_MD, FEATURES_FILE)  # what integrity.json lists, always
+OPTIONAL_FILES = (REPLICATES_FILE,)  # what it lists when the version has it
 REQUIRED_FILES = (*COVERED_FILES, SHA_FILE, INTEGRITY_FILE)
 INTEGRITY_FORMAT = 1
 STAGING_PREFIX = ".incomplete-"
@@ -58,7 +61,8 @@ _OUTCOME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RENAME_ATTEMPTS = 5
-_KIND = {MODEL_FILE: "model file", CARD_JSON: "model card", CARD_MD: "model card", FEATURES_FILE: "feature list"}
+_KIND = {MODEL_FILE: "model file", CARD_JSON: "model card", CARD_MD: "model card", FEATURES_FILE: "feature list",
+         REPLICATES_FILE: "replicates file"}
 
 T = TypeVar("T")
 
@@ -87,6 +91,10 @@ class VersionFiles:
         ``card.json`` and ``features.json`` as parsed JSON (their shape is the caller's to check).
     card_markdown
         ``card.md``.
+    replicates
+        The bytes of ``replicates.skops`` when they were asked for and the version has them, else None.
+    has_replicates
+        Whether the version has a replicates file (listed in its manifest), read or not.
     """
 
     outcome: str
@@ -97,6 +105,8 @@ class VersionFiles:
     card: object
     card_markdown: str
     features: object
+    replicates: bytes | None = None
+    has_replicates: bool = False
 
     def shown_file(self, name: str) -> str:
         """A file of the version, relative to the workspace (``models/<outcome>/v0001/card.json``)."""
@@ -143,8 +153,10 @@ def has_version(workspace: Path, *, outcome: str, version: str) -> bool:
     return (outcome_folder(workspace, outcome) / version).is_dir()
 
 
-def read_version(workspace: Path, *, outcome: str, version: str) -> VersionFiles:
+def read_version(workspace: Path, *, outcome: str, version: str, replicates: bool = False) -> VersionFiles:
     """Read a stored version, checking every file against its integrity manifest before handing any byte on.
+
+    The replicates file (many times the model's size) is read only with ``replicates``: scoring never needs it.
 
     Raises
     ------
@@ -158,12 +170,12 @@ def read_version(workspace: Path, *, outcome: str, version: str) -> VersionFiles
     folder = outcome_folder(workspace, outcome) / version
     if not folder.is_dir():
         raise ModelFilesError(f"no version {version} of model {outcome} in {folder}")
-    return _read_folder(workspace, folder, outcome=outcome, version=version)
+    return _read_folder(workspace, folder, outcome=outcome, version=version, replicates=replicates)
 
 
 def save_version(workspace: Path, *, outcome: str, model: bytes, features: Sequence[Mapping[str, object]],
                  card_for: Callable[[str], tuple[Mapping[str, object], str]],
-                 check: Callable[[VersionFiles], T]) -> tuple[Path, T]:
+                 check: Callable[[VersionFiles], T], replicates: bytes | None = None) -> tuple[Path, T]:
     """Store the next version of ``outcome``: written into a hidden folder, ``integrity.json`` last, read back and
     checked, then renamed into place (taking the next number when another writer took this one meanwhile).
 
@@ -176,8 +188,10 @@ def save_version(workspace: Path, *, outcome: str, model: bytes, features: Seque
     card_for
         ``card_for(version)`` -> (the card as a JSON-ready dict, the card in Markdown) for the version assigned.
     check
-        Called with the staged version as read back (integrity checked); raises to abandon the save. What it
-        returns is returned.
+        Called with the staged version as read back (integrity checked, replicates included); raises to abandon
+        the save. What it returns is returned.
+    replicates
+        The bytes of ``replicates.skops``, or None for a version without.
 
     Returns
     -------
@@ -199,18 +213,21 @@ def save_version(workspace: Path, *, outcome: str, model: bytes, features: Seque
         _write_staged(staging / MODEL_FILE, model)
         _write_staged(staging / SHA_FILE, f"{hashlib.sha256(model).hexdigest()}  {MODEL_FILE}\n".encode())
         _write_staged(staging / FEATURES_FILE, feature_bytes)
+        optional = {} if replicates is None else {REPLICATES_FILE: replicates}
+        for name, data in optional.items():
+            _write_staged(staging / name, data)
         for _ in range(_RENAME_ATTEMPTS):
             version = _next_version(folder)
             card, markdown = card_for(version)
             (staging / INTEGRITY_FILE).unlink(missing_ok=True)  # a staged version is never whole before its manifest
             contents = {MODEL_FILE: model, CARD_JSON: _json_bytes(dict(card), "the model card"),
-                        CARD_MD: markdown.encode("utf-8"), FEATURES_FILE: feature_bytes}
+                        CARD_MD: markdown.encode("utf-8"), FEATURES_FILE: feature_bytes, **optional}
             for name in (CARD_JSON, CARD_MD):
                 _write_staged(staging / name, contents[name])
             _write_staged(staging / INTEGRITY_FILE, _json_bytes(integrity_manifest(contents, outcome=outcome,
                                                                                 version=version), "the manifest"))
             fsync_dir(staging)
-            checked = check(_read_folder(workspace, staging, outcome=outcome, version=version))
+            checked = check(_read_folder(workspace, staging, outcome=outcome, version=version, replicates=True))
             try:
                 os.rename(staging, folder / version)
             except OSError as error:
@@ -231,14 +248,20 @@ def integrity_manifest(contents: Mapping[str, bytes], *, outcome: str, version: 
     Raises
     ------
     ModelFilesError
-        ``contents`` does not hold exactly :data:`COVERED_FILES`.
+        ``contents`` does not hold :data:`COVERED_FILES`, or holds a file neither they nor
+        :data:`OPTIONAL_FILES` name.
     """
-    if sorted(contents) != sorted(COVERED_FILES):
-        raise ModelFilesError(f"an integrity manifest covers exactly {', '.join(COVERED_FILES)}; "
-                              f"got {', '.join(sorted(contents)) or 'nothing'}")
+    if not _listable(contents):
+        raise ModelFilesError(f"an integrity manifest covers exactly {', '.join(COVERED_FILES)} (and optionally "
+                              f"{', '.join(OPTIONAL_FILES)}); got {', '.join(sorted(contents)) or 'nothing'}")
     return {"format": INTEGRITY_FORMAT, "outcome": outcome, "version": version, "algorithm": "sha256",
             "files": {name: {"sha256": hashlib.sha256(contents[name]).hexdigest(), "bytes": len(contents[name])}
-                      for name in COVERED_FILES}}
+                      for name in sorted(contents)}}
+
+
+def _listable(names: object) -> bool:
+    """Whether a manifest may list ``names``: every covered file, and optional ones only."""
+    return set(COVERED_FILES) <= set(names) <= {*COVERED_FILES, *OPTIONAL_FILES}  # type: ignore[arg-type]
 
 
 def read_champion(workspace: Path, outcome: str) -> dict[str, object] | None:
@@ -291,7 +314,8 @@ def write_champion(workspace: Path, *, outcome: str, pointer: Mapping[str, objec
 
 # --- private steps -------------------------------------------------------------------------------------
 
-def _read_folder(workspace: Path, folder: Path, *, outcome: str, version: str) -> VersionFiles:
+def _read_folder(workspace: Path, folder: Path, *, outcome: str, version: str,
+                 replicates: bool = False) -> VersionFiles:
     shown = _shown(workspace, folder)
     label = f"model {outcome} {version}"
     manifest = _read_manifest(folder, shown=shown, label=label, outcome=outcome, version=version)
@@ -299,9 +323,15 @@ def _read_folder(workspace: Path, folder: Path, *, outcome: str, version: str) -
     for name in COVERED_FILES:
         contents[name] = _read_covered(folder / name, f"{shown}/{name}", manifest[name], name=name, label=label,
                                        manifest_shown=f"{shown}/{INTEGRITY_FILE}")
+    has_replicates = REPLICATES_FILE in manifest
+    if replicates and has_replicates:
+        contents[REPLICATES_FILE] = _read_covered(folder / REPLICATES_FILE, f"{shown}/{REPLICATES_FILE}",
+                                                  manifest[REPLICATES_FILE], name=REPLICATES_FILE, label=label,
+                                                  manifest_shown=f"{shown}/{INTEGRITY_FILE}")
     _check_sha_file(folder / SHA_FILE, f"{shown}/{SHA_FILE}", manifest[MODEL_FILE]["sha256"], label=label,
                     manifest_shown=f"{shown}/{INTEGRITY_FILE}")
-    return VersionFiles(outcome=outcome, version=version, folder=folder, shown=shown, model=contents[MODEL_FILE],
+    return VersionFiles(replicates=contents.get(REPLICATES_FILE), has_replicates=has_replicates,
+                        outcome=outcome, version=version, folder=folder, shown=shown, model=contents[MODEL_FILE],
                         card=_parse_json(contents[CARD_JSON], f"{shown}/{CARD_JSON}", label),
                         card_markdown=_decode(contents[CARD_MD], f"{shown}/{CARD_MD}", label),
                         features=_parse_json(contents[FEATURES_FILE], f"{shown}/{FEATURES_FILE}", label))
@@ -328,7 +358,7 @@ def _read_manifest(folder: Path, *, shown: str, label: str, outcome: str, versio
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if problem is None and not isinstance(files, dict):
         problem = "it lists no files"
-    elif problem is None and sorted(files) != sorted(COVERED_FILES):
+    elif problem is None and not _listable(files):
         problem = f"it lists {', '.join(sorted(files)) or 'nothing'}, not {', '.join(COVERED_FILES)}"
     elif problem is None and not all(isinstance(e, dict) and isinstance(e.get("sha256"), str)
                                      and _SHA256.match(e["sha256"]) and type(e.get("bytes")) is int

@@ -7,6 +7,9 @@ what is measured below."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -234,6 +237,48 @@ def test_a_model_with_replicates_survives_the_store_round_trip_and_an_old_one_lo
     loaded_old = sio.loads(sio.dumps(old), trusted=trusted)
     assert loaded_old.replicates is None and replicate_count(loaded_old) == 0
     np.testing.assert_array_equal(loaded_old.predict_proba(X), old.predict_proba(X))
+
+
+
+def test_the_store_keeps_replicates_in_their_own_file_read_only_when_asked(tmp_path):
+    """Scoring loads the model alone (the replicates are most of a load's cost); the planner asks for them and
+    gets the same intervals; the replicates file is covered by the version's integrity manifest."""
+    from workspace import model_files
+
+    from tests.models.test_store import make_card
+
+    X, y, groups = small_data()
+    X = X[["x"]]
+    learner = LogisticRegression()
+    replicates = parameter_replicates(learner, X, y, groups, recalibrate=(0.0, 1.0), n_replicates=10, seed=0)
+    model = RecalibratedClassifier(clone(learner).fit(X, y), 0.05, 0.95, replicates=replicates)
+    card = replace(make_card("leakage_any"), features=("x",))
+    stored = store.save_model(tmp_path, outcome="leakage_any", estimator=model, card=card,
+                              features=[{"name": "x", "kind": "number"}],
+                              extra_trusted=["models.calibration.RecalibratedClassifier"])
+    assert model.replicates is replicates  # the caller's model is not changed by the save
+    files = {p.name for p in stored.path.iterdir()}
+    assert model_files.REPLICATES_FILE in files
+    manifest = json.loads((stored.path / model_files.INTEGRITY_FILE).read_text())
+    assert model_files.REPLICATES_FILE in manifest["files"]
+    in_model_file = sio.loads((stored.path / model_files.MODEL_FILE).read_bytes(),
+                              trusted=store.trusted_types(["models.calibration.RecalibratedClassifier"]))
+    assert in_model_file.replicates is None
+
+    trusted = ["models.calibration.RecalibratedClassifier"]
+    alone = store.load_model(tmp_path, outcome="leakage_any", version=stored.version, extra_trusted=trusted)
+    assert alone.estimator.replicates is None
+    np.testing.assert_array_equal(alone.estimator.predict_proba(X), model.predict_proba(X))
+    whole = store.load_model(tmp_path, outcome="leakage_any", version=stored.version, extra_trusted=trusted,
+                             replicates=True)
+    assert replicate_count(whole.estimator) == 10
+    pd.testing.assert_frame_equal(prediction_interval(whole.estimator, X), prediction_interval(model, X))
+
+    (stored.path / model_files.REPLICATES_FILE).write_bytes(b"edited")
+    store.load_model(tmp_path, outcome="leakage_any", version=stored.version, extra_trusted=trusted)  # no replicates
+    with pytest.raises(store.ModelIntegrityError, match="replicates file"):
+        store.load_model(tmp_path, outcome="leakage_any", version=stored.version, extra_trusted=trusted,
+                         replicates=True)
 
 
 # ------------------------------------------------------------------------------------------ coverage
