@@ -1,10 +1,10 @@
 """``cementrisk serve``: the nightly deployment of the flow ``cementrisk-run``, served until stopped.
 
 Prefect cannot schedule on its ephemeral API, so without ``PREFECT_API_URL`` serve starts a loopback
-``prefect server start`` of its own (home ``<workspace>/.prefect``, analytics off, in its own process
-group) and stops it on exit. The pure parts (schedule checks, the server's command and environment, the
-deployment's parameters) are small functions that start nothing; only :func:`local_server`,
-:func:`wait_for_api` and :func:`serve_nightly` touch processes or the network.
+``prefect server start`` of its own (home ``<workspace>/.prefect``, analytics off, its UI calling the API
+on the port chosen, in its own process group) and stops it on exit. The pure parts (schedule checks, the
+server's command and environment, the deployment's parameters) are small functions that start nothing;
+only :func:`local_server`, :func:`wait_for_api` and :func:`serve_nightly` touch processes or the network.
 
 Nothing here imports Prefect at module level: Prefect reads its settings when it is first imported, so
 :func:`pipelines.prefect_env.configure_prefect` and ``PREFECT_API_URL`` must be set before
@@ -199,18 +199,37 @@ def prefect_home(workspace: Path) -> Path:
     return home_of(Path(workspace).expanduser())
 
 
+def ui_environment(api: str) -> dict[str, str]:
+    """Prefect's settings for a server's UI calling ``api``: the UI's API URL under its Prefect 3 name and its
+    older alias (both, so no stale value of either wins), the UI's own address, and the V1 UI at the UI's
+    address. Prefect's V2 UI (the default of Prefect 3.9, at ``/v2``) starts the Amplitude analytics SDK on every
+    page load whatever ``PREFECT_SERVER_ANALYTICS_ENABLED`` says, and so asks amplitude.com for its
+    configuration; the V1 UI sends nothing off the machine."""
+    return {"PREFECT_SERVER_UI_API_URL": api, "PREFECT_UI_API_URL": api, "PREFECT_UI_URL": ui_url(api),
+            "PREFECT_SERVER_UI_V2_ENABLED": "false"}
+
+
 def server_command(host: str, port: int, *, python: str | None = None) -> list[str]:
     """``prefect server start`` with this venv's Prefect, on ``host:port``, analytics off."""
     return [python or sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
             "--analytics-off"]
 
 
-def server_env(workspace: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: ``base`` (default ``os.environ``) with its home under the workspace and
-    analytics off. ``PREFECT_API_URL`` is dropped: the server is the API, it does not point elsewhere."""
+def server_env(workspace: Path, base: Mapping[str, str] | None = None, *, api: str) -> dict[str, str]:
+    """The server's environment: ``base`` (default ``os.environ``) with its home under the workspace,
+    analytics off, and its UI calling ``api``, the server's own API URL (``http://host:port/api``; see
+    :func:`ui_environment`).
+
+    ``PREFECT_API_URL`` is dropped: the server is the API, it does not point elsewhere. ``--port`` only
+    binds the server: the address its UI calls (served to the browser at ``/ui-settings``) is Prefect's
+    setting ``server.ui.api_url``, which otherwise comes from ``PREFECT_SERVER_API_HOST`` and
+    ``PREFECT_SERVER_API_PORT`` (``http://127.0.0.1:4200/api``) whatever port the server listens on.
+    ``PREFECT_UI_URL`` (the UI's address in the server's notification links) is set to match.
+    """
     env = dict(os.environ if base is None else base)
     env.pop("PREFECT_API_URL", None)
     env.update(NO_ANALYTICS)
+    env.update(ui_environment(api))
     env["PREFECT_HOME"] = str(prefect_home(workspace))
     env.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     env["PYTHONUNBUFFERED"] = "1"
@@ -303,11 +322,12 @@ def start_server(workspace: Path, *, host: str = LOOPBACK, port: int = 0,
     home = prefect_home(workspace)
     log = home / SERVER_LOG
     port = port or free_port(host)
+    api = api_url(host, port)
     with log.open("ab") as out:
-        process = subprocess.Popen(server_command(host, port), env=server_env(workspace), stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_die_with_parent())
-    server = LocalServer(process=process, api_url=api_url(host, port), home=home, log=log)
+        process = subprocess.Popen(server_command(host, port), env=server_env(workspace, api=api),
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, preexec_fn=_die_with_parent())
+    server = LocalServer(process=process, api_url=api, home=home, log=log)
     try:
         wait_for_api(server.api_url, timeout=timeout, process=process, log=log)
     except BaseException:

@@ -67,11 +67,20 @@ def test_next_run_is_in_the_schedules_time_zone():
 def test_server_env_has_its_home_under_the_workspace_and_analytics_off(tmp_path):
     base = {"PATH": "/usr/bin", "PREFECT_API_URL": "http://127.0.0.1:4200/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "true", "DO_NOT_TRACK": "0", "PREFECT_HOME": "/elsewhere"}
-    env = server_env(tmp_path / "ws", base)
+    env = server_env(tmp_path / "ws", base, api=api_url(LOOPBACK, 4321))
     assert env["PREFECT_HOME"] == str((tmp_path / "ws").resolve() / ".prefect")
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
     assert "PREFECT_API_URL" not in env and env["PATH"] == "/usr/bin"
     assert base["DO_NOT_TRACK"] == "0"  # the caller's mapping is left alone
+
+
+def test_server_env_points_the_ui_at_the_servers_own_port(tmp_path):
+    # --port only binds the server; its UI would call Prefect's default port 4200 and find no API there
+    base = {"PREFECT_UI_API_URL": "http://127.0.0.1:4200/api", "PREFECT_UI_URL": "http://127.0.0.1:4200"}
+    env = server_env(tmp_path / "ws", base, api=api_url(LOOPBACK, 4321))
+    assert env["PREFECT_SERVER_UI_API_URL"] == env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4321/api"
+    assert env["PREFECT_UI_URL"] == "http://127.0.0.1:4321"
+    assert env["PREFECT_SERVER_UI_V2_ENABLED"] == "false"  # the V2 UI contacts amplitude.com whatever analytics say
 
 
 def test_server_command_is_this_venvs_prefect_on_loopback():
@@ -348,6 +357,8 @@ def test_serve_without_an_api_url_runs_its_own_loopback_server_and_stops_it(smal
         assert server_env["PREFECT_HOME"] == str(workspace.resolve() / ".prefect")
         assert server_env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and server_env["DO_NOT_TRACK"] == "1"
         assert (workspace / ".prefect" / "prefect.db").exists()
+        # the UI is told to call this API, not Prefect's default port (the browser check: test_serve_ui.py)
+        assert _api("GET", f"{api.removesuffix('/api')}/ui-settings")["api_url"] == api
         assert _api("GET", f"{api}/deployments/name/cementrisk-run/nightly")["name"] == "nightly"
 
         assert _sigterm_and_wait(serve) == 0, log.read_text()
