@@ -29,6 +29,7 @@ from sklearn.base import clone
 
 from features.dictionary import FeatureSpec
 from models.calibration import RecalibratedClassifier, cross_fitted_recalibration, fit_recalibration
+from models import progress
 from models.fanout import Mapper, sequential
 from models.learners import Candidate
 from models.metrics import log_loss
@@ -160,7 +161,9 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     outer = [(c, r, (int(f),)) for c in learners for r in range(repeats) for f in np.unique(fold_sets[r])]
     inner = [(c, 0, pair) for c in learners for pair in combinations(fold_ids, 2)]
     jobs = outer + inner
-    timed = mapper(_timed_fold_fit, jobs, shared=(candidates, features, X, y, fold_sets, seed))
+    timed = progress.mapped(mapper, _timed_fold_fit, jobs, (candidates, features, X, y, fold_sets, seed),
+                            label=f"cross-validation fits ({len(learners)} learners x {len(jobs) // len(learners)})",
+                            local=mapper is sequential)
     fitted = {job: p for job, (p, _) in zip(jobs, timed)}
     seconds = {c: 0.0 for c in range(len(candidates))}
     for (c, _, _), (_, spent) in zip(jobs, timed):
@@ -190,7 +193,9 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
                                {i: validated[(i, 0)] for i in range(len(candidates))})
     intercept, slope = fit_recalibration(y, raws[(best, 0)])
     start = time.perf_counter()
-    final = candidates[best].build(features, seed).fit(X, y)
+    with progress.task(f"final fit of {names[best]} on {len(y):,} rows", 1) as work:
+        final = candidates[best].build(features, seed).fit(X, y)
+        work.advance()
     final_seconds = time.perf_counter() - start
     replicates = None
     if n_replicates:

@@ -30,6 +30,7 @@ from sklearn import config_context
 from sklearn.base import BaseEstimator, clone, is_classifier
 
 from models.calibration import RecalibratedClassifier, fit_recalibration
+from models import progress
 from models.fanout import Mapper, sequential
 
 INTERVAL_COLUMNS = ("risk", "low", "high", "se_logit")
@@ -104,7 +105,8 @@ def parameter_replicates(learner: object, X: pd.DataFrame, y: ArrayLike, groups:
     if not isinstance(n_replicates, numbers.Integral) or n_replicates < MIN_REPLICATES:
         raise ValueError(f"n_replicates must be a whole number of at least {MIN_REPLICATES}; got {n_replicates!r}")
     items = [(int(seed), i) for i in range(int(n_replicates))]
-    return tuple(mapper(_fit_replicate, items, shared=(learner, X, y01, codes, calibration)))
+    return tuple(progress.mapped(mapper, _fit_replicate, items, (learner, X, y01, codes, calibration),
+                                 label="bootstrap replicates for prediction intervals", local=mapper is sequential))
 
 
 def prediction_interval(model: RecalibratedClassifier, X: pd.DataFrame, *,  # noqa: N803

@@ -43,8 +43,38 @@ class Scores:
     notes: list[str] = field(default_factory=list)
 
 
-def score_records(procedures: pd.DataFrame, levels: pd.DataFrame, *, workspace: Path) -> Scores:
-    """Score accepted records with every outcome's champion.
+@dataclass(frozen=True)
+class Champions:
+    """Every outcome's champion as loaded (None where an outcome has none), and where they were loaded from."""
+
+    models: dict[str, store.StoredModel | None]
+    where: str
+
+    @property
+    def versions(self) -> dict[str, str | None]:
+        return {name: None if model is None else model.version for name, model in self.models.items()}
+
+
+def load_champions(workspace: Path) -> Champions:
+    """Load each outcome's champion once (no replicates: scoring needs none), to score any number of batches.
+
+    Raises
+    ------
+    FeatureMismatchError, ModelIntegrityError
+        A stored model's files fail their integrity manifest.
+    """
+    models = {}
+    for spec in OUTCOMES:
+        version = store.champion(workspace, spec.name)
+        models[spec.name] = None if version is None else store.load_model(
+            workspace, outcome=spec.name, version=version, extra_trusted=TRUSTED_OURS)
+    return Champions(models=models, where=str(workspace))
+
+
+def score_records(procedures: pd.DataFrame, levels: pd.DataFrame, *, workspace: Path | None = None,
+                  champions: Champions | None = None) -> Scores:
+    """Score accepted records with every outcome's champion: ``champions`` as loaded by :func:`load_champions`
+    (to score many batches with one load), or those of ``workspace``.
 
     Raises
     ------
@@ -53,24 +83,26 @@ def score_records(procedures: pd.DataFrame, levels: pd.DataFrame, *, workspace: 
     FeatureMismatchError, ModelIntegrityError
         A stored model does not fit the records, or its file fails its SHA-256.
     """
+    if champions is None:
+        if workspace is None:
+            raise TypeError("score_records needs the champions or the workspace they are stored in")
+        champions = load_champions(workspace)
     frames = {"level": build_level_frame(procedures, levels, imaging_when_missing=IMAGING_FOR_PLANNING),
               "procedure": build_procedure_frame(procedures)}
     out = {"level": frames["level"][[s.PROCEDURE_ID, s.VERTEBRA]].copy(),
            "procedure": frames["procedure"][[s.PROCEDURE_ID]].copy()}
-    versions: dict[str, str | None] = {}
+    versions = champions.versions
     notes: list[str] = []
     for spec in OUTCOMES:
-        version = store.champion(workspace, spec.name)
-        versions[spec.name] = version
-        if version is None:
+        model = champions.models.get(spec.name)
+        if model is None:
             if spec.unit == "level":
-                raise NoModelError(f"no published model for {spec.name} in {workspace}: "
+                raise NoModelError(f"no published model for {spec.name} in {champions.where}: "
                                    "run `cementrisk run` on a registry first")
             out[spec.unit][spec.risk_column] = np.nan
             notes.append(f"{spec.risk_column} is empty: no {spec.name} model is published "
                          "(see the last run's metrics.json for why)")
             continue
-        model = store.load_model(workspace, outcome=spec.name, extra_trusted=TRUSTED_OURS)
         store.check_features(model, frames[spec.unit].columns)
         out[spec.unit][spec.risk_column] = model.estimator.predict_proba(frames[spec.unit][spec.feature_names])[:, 1]
     no_leak = 1.0 - out["level"]["leakage_any_risk"]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
-from models import DEFAULT_SEED, store
+from models import DEFAULT_SEED, progress, store
 from models.assessment import assess
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
@@ -121,6 +121,12 @@ def train_outcome_from(outcome: str, frames_dir: Path, *, config: TrainingConfig
 def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingConfig,
                   workspace: Path | None, mapper: Mapper = sequential) -> OutcomeResult:
     """Develop, validate, gate and store the model of one outcome; ``mapper`` runs its cross-validation fits."""
+    with progress.stage(spec.name):
+        return _train_outcome(spec, frame, config=config, workspace=workspace, mapper=mapper)
+
+
+def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingConfig,
+                   workspace: Path | None, mapper: Mapper) -> OutcomeResult:
     eligible, y = spec.labels(frame)
     rows = frame.loc[eligible].reset_index(drop=True)
     X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806

@@ -22,6 +22,7 @@ from scipy import stats
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
+from models import progress
 from models.fanout import Mapper, sequential
 from models.meta_analysis import SCALES, Method, Prediction, check_options, pool_measure
 from models.metrics import EPS, auroc, calibration_intercept_slope
@@ -173,7 +174,8 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
     refits = _grouped(site_splits, site_folds, len(y01))
     year_splits, year_status = _year_splits(y01, year, int(last_years), enough)
     splits = refits + year_splits
-    risks = mapper(_refit, splits, shared=(fit, X, y01, group))
+    risks = progress.mapped(mapper, _refit, splits, (fit, X, y01, group), label="internal-external refits (sites, years)",
+                            local=mapper is sequential)
     by_site = _per_site(site_splits, refits, risks[:len(refits)])
     rows = {(s.kind, s.unit): _unit_row(s, y01, site, year, p, level)
             for s, p in [*by_site, *zip(year_splits, risks[len(refits):])]}

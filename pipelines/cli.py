@@ -129,9 +129,9 @@ def run(
     manifest_file = Path(workspace) / "runs" / run_id / "manifest.json"
     try:
         reading = _visible(f"run {run_id}: reading, checking and registering {_shown(source)} ...")
-        with console.status(Text(reading)) as status:
+        with _progress(reading) as show_step:
             outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
-                           on_step=lambda step: status.update(Text(f"run {run_id}: {_STEP_WORDS.get(step, step)} ...")),
+                           on_step=lambda step: show_step(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."),
                            task_runner=task_runner.value, dask_address=dask_address,
                            replacing=tuple(replace_batch or ()), verify_registered=verify_registered)
     except WorkspaceBusy as error:
@@ -249,6 +249,62 @@ _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers
                "validate": "checking the contract", "register": "registering accepted rows and the quarantine",
                "models": "training, calibrating and validating the risk models",
                "report": "scoring the registry and writing the report, QI table and submission"}
+
+
+@contextmanager
+def _progress(first: str) -> Iterator[Any]:
+    """Show a run's progress: on a terminal, the current step with a spinner and each long task (an outcome's
+    cross-validation fits, its bootstrap replicates, the scoring of the batches) as a bar with its counts and the
+    time left, each finished task leaving one line; elsewhere (a log) one line per step and per finished task.
+    Yields the function that shows a new step."""
+    from models import progress
+
+    if not console.is_terminal:
+        console.print(first)
+
+        class Lines:
+            def __init__(self) -> None:
+                self.tasks: dict[int, tuple[str, int]] = {}
+
+            def start(self, key: int, label: str, total: int) -> None:
+                self.tasks[key] = (label, total)
+
+            def advance(self, key: int, done: int) -> None:
+                pass
+
+            def finish(self, key: int, seconds: float) -> None:
+                label, total = self.tasks.pop(key, ("?", 0))
+                console.print(f"  {label}: {total:,} done in {seconds:.1f} s")
+
+        with progress.reporting(Lines()):
+            yield console.print
+        return
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    bars = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                    console=console, transient=True)
+    step = bars.add_task(_visible(first), total=None)
+
+    class Bars:
+        def __init__(self) -> None:
+            self.tasks: dict[int, Any] = {}
+
+        def start(self, key: int, label: str, total: int) -> None:
+            self.tasks[key] = (label, total, bars.add_task(_visible(f"  {label}"), total=max(total, 1)))
+
+        def advance(self, key: int, done: int) -> None:
+            bars.update(self.tasks[key][2], completed=done)
+
+        def finish(self, key: int, seconds: float) -> None:
+            label, total, task_id = self.tasks.pop(key)
+            bars.remove_task(task_id)
+            bars.console.print(f"  {label}: {total:,} done in {seconds:.1f} s")
+
+    with bars, progress.reporting(Bars()):
+        yield lambda text: bars.update(step, description=_visible(text))
 
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,

@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from models import store
+from models import progress, store
 from models.outcomes import OUTCOMES
-from models.scoring import NoModelError, score_records
+from models.scoring import Champions, NoModelError, load_champions, score_records
 from workspace import scored_files
 from records import schema as s
 from workspace.ledger import Ledger
@@ -121,13 +121,16 @@ def update_scored(workspace: Path, registry: Ledger, *,
     notes = []
     if rescored and current.generation:
         notes.append(f"the champions changed: all {len(todo)} batches scored again with {_describe(versions)}")
-    for chunk in _chunks(todo, registry):
-        parts = _score_chunk(workspace, generation, registry, chunk, versions, notes)
-        kept.update(parts)
-        if on_chunk is not None:
-            on_chunk(chunk)
-        if not rescored or len(kept) == len(registry.batches):
-            _keep_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
+    champions = load_champions(workspace) if todo else None  # once, for every chunk
+    with progress.task("scoring and rendering batches", len(todo)) as work:
+        for chunk in _chunks(todo, registry):
+            parts = _score_chunk(workspace, generation, registry, chunk, versions, notes, champions)
+            kept.update(parts)
+            work.advance(len(chunk))
+            if on_chunk is not None:
+                on_chunk(chunk)
+            if not rescored or len(kept) == len(registry.batches):
+                _keep_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
     if rescored and not todo:
         _keep_state(workspace, ScoredState(generation=generation, versions=versions, batches=kept))
     return ScoredUpdate(generation=generation, versions=versions, scored_batches=todo, rescored_all=rescored,
@@ -173,12 +176,12 @@ def submission_parts(workspace: Path, registry: Ledger) -> list[tuple[Path, Part
 
 # --- internals ---------------------------------------------------------------------------------------------
 def _score_chunk(workspace: Path, generation: str, registry: Ledger, chunk: list[int],
-                 versions: dict[str, str | None], notes: list[str]) -> dict[int, dict]:
+                 versions: dict[str, str | None], notes: list[str], champions: Champions | None) -> dict[int, dict]:
     subset = registry.subset(chunk)
     procedures = read_registry_table(workspace, s.PROCEDURES, ledger=subset)
     levels = read_registry_table(workspace, s.LEVELS, ledger=subset)
     try:
-        scores = score_records(procedures, levels, workspace=workspace) if len(procedures) else None
+        scores = score_records(procedures, levels, champions=champions) if len(procedures) else None
     except NoModelError as error:
         scores = None
         if str(error) not in notes:
