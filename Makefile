@@ -1,5 +1,6 @@
 # Two set-up commands: `make run` (the main job on data/sample/) and `make test` (the whole suite).
-# Each creates .venv from pyproject.toml when it is missing or older than pyproject.toml.
+# Each creates .venv from pyproject.toml (within the tested versions of constraints.txt) when it is missing or
+# older than either file.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench clean-workspace
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)

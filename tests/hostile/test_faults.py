@@ -405,7 +405,7 @@ def trained(tmp_path_factory) -> Path:
     levels = levels[levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID])]
     checked = validate_batch(RawBatch(procedures=procedures, levels=levels, source="sample"))
     folder = tmp_path_factory.mktemp("trained") / "ws"
-    train_all(checked.procedures.accepted, checked.levels.accepted, config=TrainingConfig(n_folds=3, n_boot=10),
+    train_all(checked.procedures.accepted, checked.levels.accepted, config=TrainingConfig(n_folds=3, n_boot=10, internal_external=False),
               workspace=folder)
     for outcome in ("leakage_any", "leakage_canal", "leakage_venous"):
         assert (folder / "models" / outcome / "champion.json").is_file(), f"no champion for {outcome}"

@@ -52,7 +52,7 @@ def workspace(tmp_path_factory) -> Path:
     checked = validate_batch(RawBatch(procedures=procedures, levels=levels, source="sample"))
     folder = tmp_path_factory.mktemp("planner-ws")
     train_all(checked.procedures.accepted, checked.levels.accepted,
-              config=TrainingConfig(n_folds=3, n_boot=20), workspace=folder)
+              config=TrainingConfig(n_folds=3, n_boot=20, internal_external=False), workspace=folder)
     return folder
 
 

@@ -18,7 +18,8 @@ from reports import scored
 from reports.publish import SUBMISSION_DIR, publish_reports
 from reports.scored import load_scored_state, read_outcome_frames, update_scored
 
-FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
+# scoring, not the models: no prediction-interval replicates, no internal-external validation
+FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30, n_replicates=0, internal_external=False)
 
 
 def only_batches(registry: SyntheticRegistry, last: int) -> SyntheticRegistry:

@@ -39,7 +39,9 @@ OLD_TRUTH_LEVEL_COLUMNS = [PROCEDURE_ID, VERTEBRA, *LEAK_RISKS]
 DIGESTS_BEFORE = {
     "procedures": "9bcbf1e9b95c047d9b8a74cf143701c351e5c679d056985568fd37ea62b9f92a",
     "levels": "b18dddb3df0fd7505a2e1a1284353e4c1210e38d0cec4d36537cc08fc3eb83c7",
-    "truth_levels": "d847d2d0ac35f3a75476827345ddd6242cca6328d1d4d2508b5fde9b91e9d2e2",
+    # the true level risks rounded to 12 decimals: their last bits moved with numpy 2.4 / scipy 1.17 (the contract
+    # tables, drawn from them, did not); re-recorded then, so this holds the generator to its values within 1e-12
+    "truth_levels_rounded": "fa209824225ec9170df7a454e50140d2730f45a7c9df0cb9aaa7a2f6ac3d4c05",
     "truth_procedures": "03eb1e66ed898585223297bf0e88b96b219d7b859ba237f54ca74b428bc2c560",
 }
 SIMULATION_PROCEDURES, SIMULATION_SEED = 125_000, 3  # about 205,000 levels
@@ -87,7 +89,7 @@ def test_contract_tables_and_the_old_truth_columns_are_unchanged_for_the_literat
     registry = generate_registry(2_000, seed=20_251_125)
     assert _digest(registry.procedures) == DIGESTS_BEFORE["procedures"]
     assert _digest(registry.levels) == DIGESTS_BEFORE["levels"]
-    assert _digest(registry.truth_levels[OLD_TRUTH_LEVEL_COLUMNS]) == DIGESTS_BEFORE["truth_levels"]
+    assert _digest(registry.truth_levels[OLD_TRUTH_LEVEL_COLUMNS].round(12)) == DIGESTS_BEFORE["truth_levels_rounded"]
     assert _digest(registry.truth_procedures[[PROCEDURE_ID, P_INFECTION_90D]]) == DIGESTS_BEFORE["truth_procedures"]
 
 
