@@ -30,9 +30,25 @@ from bench_ingest import PeakRss  # noqa: E402
 
 def measure(size: int, seed: int) -> dict:
     """One size in this process: generate (not timed), then run the job, peak memory sampled per step."""
+    from models import progress
     from pipelines.job import run_job
     from synth.generator import generate_registry, write_registry
     from workspace.manifest import new_run_id
+
+    class Tasks:  # the profile: every progress task of the run with its count and seconds
+        def __init__(self) -> None:
+            self.open: dict[int, tuple[str, int]] = {}
+            self.done: list[tuple[str, int, float]] = []
+
+        def start(self, key: int, label: str, total: int) -> None:
+            self.open[key] = (label, total)
+
+        def advance(self, key: int, done: int) -> None:
+            pass
+
+        def finish(self, key: int, seconds: float) -> None:
+            label, total = self.open.pop(key)
+            self.done.append((label, total, round(seconds, 1)))
 
     with tempfile.TemporaryDirectory() as tmp:
         source, workspace = Path(tmp) / "src", Path(tmp) / "ws"
@@ -46,13 +62,16 @@ def measure(size: int, seed: int) -> dict:
             rss.reset()
             current[0] = step
 
+        tasks = Tasks()
         start = time.perf_counter()
-        outcome = run_job(source, workspace, run_id=new_run_id(), on_step=on_step)
+        with progress.reporting(tasks):
+            outcome = run_job(source, workspace, run_id=new_run_id(), on_step=on_step)
         total = time.perf_counter() - start
         peaks[current[0]] = max(peaks.get(current[0], 0.0), rss.peak_mb())
         timings = dict(outcome.manifest.timings_seconds)
         return {"size": size, "total_seconds": round(total, 1), "timings": timings,
-                "peak_mb": {k: round(v) for k, v in peaks.items()}, "peak_mb_run": round(max(peaks.values()))}
+                "peak_mb": {k: round(v) for k, v in peaks.items()}, "peak_mb_run": round(max(peaks.values())),
+                "tasks": sorted(tasks.done, key=lambda t: -t[2])}
 
 
 def help_seconds() -> float:
@@ -94,6 +113,9 @@ def print_result(result: dict) -> None:
     print(f"| step | seconds | peak MB |\n|---|---:|---:|")
     for step, seconds in result["timings"].items():
         print(f"| {step} | {seconds:.1f} | {result['peak_mb'].get(step, float('nan')):,} |")
+    print("\nthe ten longest tasks:\n| task | pieces | seconds |\n|---|---:|---:|")
+    for label, pieces, seconds in result["tasks"][:10]:
+        print(f"| {label} | {pieces:,} | {seconds:.1f} |")
 
 
 def print_growth(results: list[dict]) -> None:
