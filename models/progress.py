@@ -116,7 +116,10 @@ def task(label: str, total: int) -> Iterator[Task]:
 def mapped(mapper: Callable[..., list[R]], fn: Callable[..., R], items: Sequence[Any], shared: tuple[Any, ...] = (),
            *, label: str, local: bool) -> list[R]:
     """``mapper(fn, items, shared)``, reported as a task of ``len(items)`` pieces: piece by piece when the work
-    runs here (``local``: the sequential mapper), at once when it comes back from elsewhere. Same results."""
+    runs here (``local``: the sequential mapper), at once when it comes back from elsewhere. Same results. No
+    items, no task."""
+    if not items:
+        return []
     with task(label, len(items)) as work:
         if not local:
             results = mapper(fn, items, shared)
