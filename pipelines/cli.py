@@ -113,6 +113,11 @@ def run(
         "--replace-batch", min=1, help="Register this batch as the source now holds it, in place of the registered "
                                        "one (a correction; the registered rows are kept in the registry's history). "
                                        "Repeat for several batches.")] = None,
+    keep_runs: Annotated[int | None, typer.Option(
+        "--keep-runs", min=0, help="Retention at the end of the run: keep the last N runs whole (and the published "
+                                   "and pinned ones); older runs keep their manifest only; model versions that no "
+                                   "champion, scored store or kept run uses are removed. Default: keep everything.")]
+    = None,
     verify_registered: Annotated[bool, typer.Option(
         "--verify-registered", help="Read every row of a database or Parquet-folder source and compare every "
                                     "registered batch it holds with its recorded content (a night compares their "
@@ -133,7 +138,8 @@ def run(
             outcome = _run(source, workspace, run_id, engine, retrain=retrain, train=models, seed=seed, wait=wait,
                            on_step=lambda step: show_step(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."),
                            task_runner=task_runner.value, dask_address=dask_address,
-                           replacing=tuple(replace_batch or ()), verify_registered=verify_registered)
+                           replacing=tuple(replace_batch or ()), verify_registered=verify_registered,
+                           keep_runs=keep_runs)
     except WorkspaceBusy as error:
         _say("busy:", str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -248,7 +254,8 @@ def _checked_workspace(workspace: str | Path | None) -> Path:
 _STEP_WORDS = {"read": "reading the source", "guard": "screening for identifiers",
                "validate": "checking the contract", "register": "registering accepted rows and the quarantine",
                "models": "training, calibrating and validating the risk models",
-               "report": "scoring the registry and writing the report, QI table and submission"}
+               "report": "scoring the registry and writing the report, QI table and submission",
+               "retention": "pruning old runs and unused model versions"}
 
 
 @contextmanager
@@ -309,14 +316,16 @@ def _progress(first: str) -> Iterator[Any]:
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
          wait: float, on_step, task_runner: str = "default", dask_address: str | None = None,
-         replacing: tuple[int, ...] = (), verify_registered: bool = False):
+         replacing: tuple[int, ...] = (), verify_registered: bool = False, keep_runs: int | None = None):
     if engine is Engine.local:
         from models.training import TrainingConfig
         from pipelines.job import run_job
+        from workspace.retention import RetentionPolicy
 
         return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
                        train=train, lock_wait_seconds=wait, on_step=on_step, replacing=replacing,
-                       verify_registered=verify_registered)
+                       verify_registered=verify_registered,
+                       retention=None if keep_runs is None else RetentionPolicy(keep_runs=keep_runs))
     from pipelines.prefect_env import PrefectConfigError, configure_prefect
     from records.sources import SOURCE_ENV_PREFIX, has_password
 
@@ -336,7 +345,7 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
     try:
         state = run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
                          lock_wait_seconds=wait, replace_batches=list(replacing),
-                         verify_registered=verify_registered, return_state=True)
+                         verify_registered=verify_registered, keep_runs=keep_runs, return_state=True)
     except RuntimeError as error:
         if "reach API" in str(error):  # PREFECT_API_URL names a server that does not answer: nothing was started
             api = _shown(os.environ.get("PREFECT_API_URL", "?"))

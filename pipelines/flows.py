@@ -29,6 +29,7 @@ from models.training import OutcomeResult, TrainingConfig, train_outcome_from
 from pipelines.job import JobSteps, run_job
 from pipelines import ingest
 from records.errors import InputError, SourceUnavailable, is_transient_write_error
+from workspace.retention import RetentionPolicy
 from workspace.manifest import new_run_id
 from reports.publish import publish_reports
 from reports.summary import run_summary_markdown, run_summary_tables
@@ -144,7 +145,7 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
              n_folds: int = TrainingConfig.n_folds, repeats: int = TrainingConfig.repeats,
              n_boot: int = TrainingConfig.n_boot, on_dask: bool = False,
              replace_batches: list[int] | None = None,
-             verify_registered: bool = False) -> ingest.IngestOutcome | State:
+             verify_registered: bool = False, keep_runs: int | None = None) -> ingest.IngestOutcome | State:
     """Load, screen, check and register one source; refresh the models; publish; summarise for the UI.
 
     ``source`` is a path, a URL without a password, or a reference such as ``env:CEMENTRISK_SOURCE_URL`` (resolved
@@ -164,7 +165,8 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
                           steps=prefect_steps(on_dask=on_dask),
                           config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot),
                           retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds,
-                          replacing=tuple(replace_batches or ()), verify_registered=verify_registered)
+                          replacing=tuple(replace_batches or ()), verify_registered=verify_registered,
+                          retention=None if keep_runs is None else RetentionPolicy(keep_runs=keep_runs))
     except InputError as error:
         return Failed(message=f"refused: {error}", data=error)
     except SourceUnavailable as error:

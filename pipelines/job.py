@@ -20,6 +20,7 @@ from models.training import TrainingConfig
 from pipelines import ingest
 from reports.publish import ReportSummary, current_published_run, publish_reports, publish_run
 from workspace.manifest import STATUS_FAILED, STATUS_OK, RunManifest, mark_failed, utc_now, write_manifest
+from workspace.retention import RetentionError, RetentionPolicy, prune_workspace
 from workspace.transaction import CommitIncomplete, WorkspaceBusy, workspace_lock
 
 
@@ -39,7 +40,7 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
             config: TrainingConfig = TrainingConfig(), retrain: bool = False, train: bool = True,
             as_of_year: int | None = None, lock_wait_seconds: float = 0.0,
             on_step: Callable[[str], None] | None = None, replacing: Collection[int] = (),
-            verify_registered: bool = False) -> ingest.IngestOutcome:
+            verify_registered: bool = False, retention: RetentionPolicy | None = None) -> ingest.IngestOutcome:
     """Ingest a source, refresh the models, publish the reports; the manifest records every step.
 
     The whole run holds the workspace's lock; ``published.json`` switches to this run only after every
@@ -53,6 +54,9 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
     verify_registered
         Read every row of a database or Parquet-folder source (not only the unregistered batches), so that every
         registered batch it holds is compared with its recorded content, not only its row counts.
+    retention
+        Prune the workspace at the run's end, inside its lock (:func:`workspace.retention.prune_workspace`); None
+        keeps everything.
 
     Raises
     ------
@@ -67,7 +71,7 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
         with workspace_lock(workspace, run_id=run_id, wait_seconds=lock_wait_seconds):
             outcome = _run_locked(source, workspace, run_id=run_id, steps=steps, config=config, retrain=retrain,
                                   train=train, as_of_year=as_of_year, on_step=on_step, replacing=replacing,
-                                  verify_registered=verify_registered)
+                                  verify_registered=verify_registered, retention=retention)
     except (WorkspaceBusy, CommitIncomplete):  # nothing of this run was written, or all of it was committed
         raise
     except BaseException as error:  # the run rolled back: its visible manifest must not say running (or ok)
@@ -80,7 +84,8 @@ def run_job(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps
 
 def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobSteps, config: TrainingConfig,
                 retrain: bool, train: bool, as_of_year: int | None, on_step: Callable[[str], None] | None,
-                replacing: Collection[int], verify_registered: bool) -> ingest.IngestOutcome:
+                replacing: Collection[int], verify_registered: bool,
+                retention: RetentionPolicy | None = None) -> ingest.IngestOutcome:
     manifest = ingest.start_manifest(source, workspace, run_id=run_id)
     write_manifest(workspace, manifest)  # status running: a run that dies leaves a record the next run can close
     outcome = ingest.run_ingest(source, workspace, run_id=run_id, as_of_year=as_of_year, steps=steps.ingest,
@@ -99,10 +104,12 @@ def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobS
         manifest.outputs = {"published": standing,
                             "notes": [f"nothing new: no batch loaded, no model changed; the report of run {standing} "
                                       "still stands and stays published"]}
+        _prune(manifest, workspace, retention, on_step)
         manifest.finished_at = utc_now()
         return ingest.IngestOutcome(manifest=manifest,
                                     manifest_path=write_manifest(workspace, manifest, with_commit=True))
     _step(manifest, workspace, "report", on_step, lambda: _reports(steps, workspace, run_id, manifest))
+    _prune(manifest, workspace, retention, on_step)
     manifest.status = STATUS_OK
     manifest.finished_at = utc_now()
     path = write_manifest(workspace, manifest, with_commit=True)
@@ -119,6 +126,23 @@ def _reports(steps: JobSteps, workspace: Path, run_id: str, manifest: RunManifes
     """The report describes the run as it is published: a run whose report is written and checked ends ``ok``."""
     described = {**asdict(manifest), "status": STATUS_OK}
     manifest.outputs = steps.reports(workspace, run_id=run_id, manifest=described).to_dict()
+
+
+def _prune(manifest: RunManifest, workspace: Path, retention: RetentionPolicy | None,
+           on_step: Callable[[str], None] | None) -> None:
+    """Retention at the run's end, inside its lock: a prune that cannot finish is a note in the manifest, never the
+    run's failure (a half-done prune is consistent; the next one completes it)."""
+    if retention is None:
+        return
+    if on_step is not None:
+        on_step("retention")
+    start = time.perf_counter()
+    try:
+        summary = prune_workspace(workspace, retention).to_dict()
+    except (OSError, RetentionError) as error:
+        summary = {"error": _reason("retention", error)}
+    manifest.outputs = {**(manifest.outputs or {}), "retention": summary}
+    manifest.timings_seconds["retention"] = round(time.perf_counter() - start, 4)
 
 
 def _reason(name: str, error: BaseException) -> str:

@@ -116,3 +116,33 @@ def test_the_cli_says_the_workspace_is_busy_with_exit_2(source, tmp_path):
         holder.wait()
     assert result.returncode == 2 and "busy" in result.stderr and "holder-run" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_with_retention_prunes_older_runs_at_its_end_and_keeps_the_published_one(tmp_path):
+    """run_job(retention=...) prunes inside its lock after the report: the run published while it runs stays whole
+    (it is still published until this run commits); with keep_runs=1 an older run keeps only its manifest and
+    pruned.json; a night with nothing new prunes too; the manifest says what went."""
+    from workspace.retention import PRUNED_FILE, RetentionPolicy
+
+    registry = generate_registry(300, seed=3)
+    last = int(registry.procedures[EXTRACT_BATCH].max())
+    earlier = registry.procedures[registry.procedures[EXTRACT_BATCH] < last]
+    write_registry(replace(registry, procedures=earlier,
+                           levels=registry.levels[registry.levels[PROCEDURE_ID].isin(earlier[PROCEDURE_ID])]),
+                   tmp_path / "earlier")
+    write_registry(registry, tmp_path / "all")
+    workspace = tmp_path / "ws"
+    run_job(tmp_path / "earlier", workspace, run_id="20260101T000000Z-aaaaaa", train=False)
+    outcome = run_job(tmp_path / "all", workspace, run_id="20260102T000000Z-bbbbbb", train=False,
+                      retention=RetentionPolicy(keep_runs=1))
+    assert published_run(workspace) == "20260102T000000Z-bbbbbb"
+    assert (workspace / "runs" / "20260101T000000Z-aaaaaa" / "report.html").is_file()  # published during the run
+    nothing_new = run_job(tmp_path / "all", workspace, run_id="20260103T000000Z-cccccc", train=False,
+                          retention=RetentionPolicy(keep_runs=1))
+    assert "retention" in nothing_new.manifest.outputs
+    old = workspace / "runs" / "20260101T000000Z-aaaaaa"
+    assert sorted(p.name for p in old.iterdir()) == sorted(["manifest.json", PRUNED_FILE])
+    new = workspace / "runs" / "20260102T000000Z-bbbbbb"
+    assert (new / "report.html").is_file() and (new / "metrics.json").is_file()
+    assert "retention" in outcome.manifest.outputs and "retention" in outcome.manifest.timings_seconds
+    assert "error" not in outcome.manifest.outputs["retention"]
