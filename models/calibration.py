@@ -9,18 +9,60 @@ predictions, wrapped with the learner refitted on all rows.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+
+from models.checks import check_outcome_and_risk
+from models.logistic import recalibration_fits
+from models.risk_table import risk_table
 
 METHOD = ("logistic recalibration expit(a + b*logit(p)) fitted on cross-fitted out-of-fold predictions "
           "(the learner never saw the rows its calibrator learned from)")
 _EPS = 1e-12
 
 
-def fit_recalibration(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Intercept ``a`` and slope ``b`` of the logistic regression of ``y`` on ``logit(p)`` (no penalty)."""
+def fit_recalibration(y: ArrayLike, p: ArrayLike, *,
+                      method: Literal["lbfgs", "newton"] = "lbfgs") -> tuple[float, float]:
+    """Intercept ``a`` and slope ``b`` of the logistic recalibration ``logit P(y=1) = a + b logit(p)`` (no penalty).
+
+    Maximum likelihood either way; the two methods agree to about 1e-9 and differ in their last digits only.
+
+    Parameters
+    ----------
+    y : array of shape (n,)
+        Outcome, 0/1 or bool, with both classes.
+    p : array of shape (n,)
+        Predicted risk in [0, 1].
+    method : {"lbfgs", "newton"}, default "lbfgs"
+        ``"lbfgs"``: scikit-learn's ``LogisticRegression`` (L-BFGS to a tolerance of 1e-10) on
+        ``logit(p)``, ``p`` clipped to ``[1e-12, 1 - 1e-12]``: the fit of the published calibrators
+        (:class:`RecalibratedClassifier`, :func:`cross_fitted_recalibration`), kept so that stored models
+        and their risks stay the same. ``"newton"``: the Newton-Raphson fit of the validation metrics
+        (:func:`models.logistic.recalibration_fits` on the table of distinct risks, ``p`` clipped to
+        ``[1e-15, 1 - 1e-15]``), exact to about 1e-15; NaN when the estimate does not exist (separation).
+        Its inputs are checked as :func:`models.metrics.auroc` checks them.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method``; with ``"newton"``, ``y`` or ``p`` as :func:`models.checks.check_outcome_and_risk`
+        refuses them (a single class included); with ``"lbfgs"``, a single class (scikit-learn's message).
+
+    References
+    ----------
+    Cox DR. Two further applications of a model for binary regression. Biometrika 1958;45:562-565.
+    """
+    if method == "newton":
+        y01, risk = check_outcome_and_risk(y, p, both_classes_for="fit_recalibration")
+        _, intercept, slope = recalibration_fits(risk_table(y01, risk)[0])
+        return float(intercept), float(slope)
+    if method != "lbfgs":
+        raise ValueError(f"method must be 'lbfgs' or 'newton'; got {method!r}")
     x = logit(np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)).reshape(-1, 1)
     model = LogisticRegression(C=np.inf, max_iter=200, tol=1e-10).fit(x, np.asarray(y, dtype=int))
     return float(model.intercept_[0]), float(model.coef_[0, 0])

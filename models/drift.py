@@ -7,21 +7,19 @@ the drift a refit can remove (:mod:`models.policy` decides).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from numpy.typing import ArrayLike
-from scipy import stats
-from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
 from features.dictionary import FeatureSpec
+from models.checks import check_integer, check_level, check_outcome_and_risk
 from models.intervals import poisson_ratio_interval
-from models.metrics import _check_inputs, _check_level, _risk_table
+from models.logistic import recalibration_intervals
+from models.risk_table import risk_table
 from models.suppression import SUPPRESSED, is_small
 
 Band = Literal["stable", "moderate", "major"]
@@ -78,8 +76,7 @@ def population_stability(reference: ArrayLike, current: ArrayLike, *, kind: str,
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or bins < 2:
-        raise ValueError(f"bins must be an integer of at least 2; got {bins!r}")
+    check_integer(bins, "bins", minimum=2)
     if not 0 < floor < 1:
         raise ValueError(f"floor must be within (0, 1); got {floor!r}")
     ref, cur = _as_series(reference, "reference"), _as_series(current, "current")
@@ -162,8 +159,9 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     ``intercept``: calibration-in-the-large, ``a`` in ``logit P(y=1) = a + logit(p)`` (offset, slope
     fixed at 1; 0 is ideal). ``slope``: ``b`` in ``logit P(y=1) = a + b logit(p)`` (1 is ideal; below 1,
     risks too extreme). Both by maximum likelihood (statsmodels GLM Binomial on rows grouped by distinct
-    risk, ``p`` clipped to [1e-15, 1 - 1e-15]) with Wald intervals; None when the fit does not exist (no
-    events or non-events, separation, or one distinct risk for the slope).
+    risk, ``p`` clipped to [1e-15, 1 - 1e-15]: :func:`models.logistic.recalibration_intervals`, method ``"irls"``)
+    with Wald intervals; None when the fit does not exist (no events or non-events, separation, or one distinct
+    risk for the slope).
     ``drifted``: the O/E or the slope interval excludes 1 and its estimate is beyond 1 +- :data:`OE_MARGIN`
     (O/E) or :data:`SLOPE_MARGIN` (slope): significant and material (at most the 5-10% false alarms of two 95%
     tests on a calibrated batch, fewer as the margin removes small ones); ``reason`` says why in words;
@@ -199,8 +197,8 @@ def batch_calibration(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -> dic
     Van Calster B, Nieboer D, Vergouwe Y, et al. A calibration hierarchy for risk models was defined:
     from utopia to empirical data. J Clin Epidemiol 2016;74:167-176.
     """
-    y01, risk = _check_inputs(y, p)
-    _check_level(level)
+    y01, risk = check_outcome_and_risk(y, p)
+    check_level(level)
     n, events, expected = len(y01), int(y01.sum()), float(risk.sum())
     withheld = is_small(events) or is_small(n - events)  # n - events would give small non-events away
     oe = _NOT_ESTIMABLE if withheld else _garwood_ratio(events, expected, level)
@@ -317,27 +315,7 @@ def _garwood_ratio(observed: int, expected: float, level: float) -> tuple[float,
 
 def _calibration_fits(y01: np.ndarray, risk: np.ndarray, level: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(estimate, low, high) of the calibration intercept (offset logit(p)) and slope; NaN where not estimable."""
-    table, _ = _risk_table(y01, risk)
-    if table.n_events in (0, table.n):
-        return _NOT_ESTIMABLE, _NOT_ESTIMABLE
-    endog, ones = np.column_stack([table.events, table.rows - table.events]), np.ones((len(table.risk), 1))
-    z = float(stats.norm.ppf(0.5 + level / 2))
-    slope = _wald(endog, np.column_stack([ones, table.logit]), None, z, 1) if len(table.risk) > 1 else _NOT_ESTIMABLE
-    return _wald(endog, ones, table.logit, z, 0), slope
-
-
-def _wald(endog: np.ndarray, design: np.ndarray, offset: np.ndarray | None, z: float,
-          coefficient: int) -> tuple[float, float, float]:
-    """One coefficient of a grouped binomial GLM with its Wald interval; NaN when the fit does not exist."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PerfectSeparationWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to a separated fit: checked below
-        try:
-            fit = sm.GLM(endog, design, family=sm.families.Binomial(), offset=offset).fit(tol=1e-10, maxiter=100)
-        except (PerfectSeparationWarning, PerfectSeparationError, np.linalg.LinAlgError, ValueError):
-            return _NOT_ESTIMABLE
-    estimate, se = float(fit.params[coefficient]), float(fit.bse[coefficient])
-    return (estimate, estimate - z * se, estimate + z * se) if np.isfinite(estimate + se) else _NOT_ESTIMABLE
+    return recalibration_intervals(risk_table(y01, risk)[0], level=level, method="irls")
 
 
 OE_MARGIN = 0.1

@@ -22,6 +22,8 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import expit
 
+from models.checks import check_level
+
 Method = Literal["hksj", "z"]
 Prediction = Literal["t_k-2", "t_k-1", "z"]
 
@@ -119,7 +121,7 @@ def random_effects(estimates: ArrayLike, standard_errors: ArrayLike, *, level: f
     model performance. BMJ 2017;356:i6460.
     """
     y, v = _check_units(estimates, standard_errors)
-    level = _check_level(level)
+    level = check_level(level)
     check_options(method=method, prediction=prediction)
     k = len(y)
     tau2 = _reml_tau2(y, v)
@@ -190,7 +192,7 @@ def pool_measure(units: Sequence[str], estimates: ArrayLike, standard_errors: Ar
     if not len(labels) == len(theta) == len(se):
         raise ValueError(f"units, estimates and standard_errors must have the same length; "
                          f"got {len(labels)}, {len(theta)} and {len(se)}")
-    level = _check_level(level)
+    level = check_level(level)
     check_options(method=method, prediction=prediction)
     present = np.isfinite(theta) & np.isfinite(se)
     scale = SCALES[measure]
@@ -248,12 +250,6 @@ def _optional_numbers(values: ArrayLike, name: str) -> np.ndarray:
         raise ValueError("standard_errors must be positive where given; "
                          f"{int((out[np.isfinite(out)] <= 0).sum())} are not")
     return out
-
-
-def _check_level(level: float) -> float:
-    if not (isinstance(level, numbers.Real) and 0 < level < 1):
-        raise ValueError(f"level must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
 
 
 def _restricted_loglik(tau2: float, y: np.ndarray, v: np.ndarray) -> float:

@@ -2,8 +2,8 @@
 
 :func:`val_prob_summary` gives the statistics of ``rms::val.prob(p, y)``; :func:`bootstrap_optimism` gives
 the table of ``rms::validate(fit, B)`` (Harrell's bootstrap estimate of optimism) for any learner refitted
-by a callable. Both reuse :mod:`models.metrics` for C, Brier and the logistic recalibration, and are
-checked against R in ``tests/models/test_rms_reference.py``.
+by a callable. Both reuse :mod:`models.metrics` for C and Brier and :func:`models.calibration.fit_recalibration`
+(Newton) for the logistic recalibration, and are checked against R in ``tests/models/test_rms_reference.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from scipy.special import expit, logit
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
 from models import metrics as m
+from models.calibration import fit_recalibration
+from models.risk_table import clipped_logit
 
 LOWESS_FRAC = 2 / 3        # R's lowess(f = 2/3), as val.prob calls it (iter = 0, delta = 1% of the range)
 EMAX_GRID = np.linspace(0.0, 1.0, 2001)  # validate.lrm's Emax: p = 0, 0.0005, ..., 1
@@ -76,8 +78,8 @@ def val_prob_summary(y: ArrayLike, p: ArrayLike) -> dict[str, float]:
     y01, risk = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     if risk.min() == risk.max():
         raise ValueError(f"p must take at least two distinct values for val_prob_summary; all are {risk[0]:.6g}")
-    n, lp = len(y01), _clipped_logit(risk)
-    intercept, slope = _recalibration(y01, lp)
+    n, lp = len(y01), clipped_logit(risk)
+    intercept, slope = fit_recalibration(y01, risk, method="newton")
     null, as_is = _null_deviance(y01), _deviance(y01, lp)
     lr, unreliability = null - as_is, as_is - _deviance(y01, intercept + slope * lp)
     error = np.abs(risk - _lowess_calibration(y01, risk))
@@ -188,8 +190,8 @@ _INDEXES = ("Dxy", "R2", "Intercept", "Slope", "D", "U", "Q", "B", "g", "gp")  #
 
 def _indexes(y: np.ndarray, risk: np.ndarray) -> np.ndarray:
     """validate's indexes of risks ``risk`` for outcomes ``y`` (both classes present), in ``_INDEXES`` order."""
-    n, lp = len(y), _clipped_logit(risk)
-    a, b = _recalibration(y, lp)
+    n, lp = len(y), clipped_logit(risk)
+    a, b = fit_recalibration(y, risk, method="newton")
     null, recalibrated = _null_deviance(y), _deviance(y, a + b * lp)
     lr = null - recalibrated
     d, u = (lr - 1) / n, (_deviance(y, lp) - recalibrated - 2) / n
@@ -224,23 +226,6 @@ def _emax(intercept: float, slope: float) -> float:
 
 
 # ---------------------------------------------------------------------------------- small pieces
-def _recalibration(y: np.ndarray, lp: np.ndarray) -> tuple[float, float]:
-    """``(a, b)`` of ``logit P(y=1) = a + b lp`` by maximum likelihood, from :mod:`models.metrics` public fits.
-
-    ``b`` is the calibration slope of ``expit(lp)``. ``a`` is then the calibration-in-the-large of
-    ``expit(b lp)``: the intercept that solves the score equation with the slope held at ``b``; at
-    ``b`` = the joint estimate that is the joint estimate of ``a`` (one concave equation, one root).
-    """
-    slope = m.calibration_intercept_slope(y, expit(lp))[1]
-    if not np.isfinite(slope):
-        return np.nan, np.nan
-    return m.calibration_intercept_slope(y, expit(slope * lp))[0], slope
-
-
-def _clipped_logit(risk: np.ndarray) -> np.ndarray:
-    return logit(np.clip(risk, m.EPS, 1 - m.EPS))
-
-
 def _deviance(y: np.ndarray, eta: np.ndarray) -> float:
     """``-2 * sum(y eta - log(1 + e^eta))``, the binomial deviance of linear predictor ``eta``."""
     return float(-2 * (y @ eta - np.logaddexp(0.0, eta).sum()))

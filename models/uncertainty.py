@@ -21,15 +21,9 @@ from scipy import stats
 from scipy.special import expit
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
-from models.metrics import (
-    EPS,
-    HARRELL_KNOT_QUANTILES,
-    _check_inputs,
-    _logit,
-    _risk_table,
-    _spline_basis,
-    _spline_knots,
-)
+from models.checks import check_integer, check_level, check_outcome_and_risk
+from models.logistic import check_knots, spline_basis, spline_knots
+from models.risk_table import EPS, clipped_logit, risk_table
 
 BAND_KEYS = ("predicted", "observed", "low", "high")
 DECIMALS = 6
@@ -81,11 +75,13 @@ def calibration_band(y: ArrayLike, p: ArrayLike, *, knots: int = 4, level: float
     Van Calster B, Nieboer D, Vergouwe Y, et al. A calibration hierarchy for risk models was defined:
     from utopia to empirical data. J Clin Epidemiol 2016;74:167-176.
     """
-    y01, risk = _check_inputs(y, p, both_classes_for="calibration_band")
-    _check_options(knots=knots, level=level, grid_points=grid_points)
-    table, _ = _risk_table(y01, risk)
-    at = _spline_knots(table, knots)
-    beta, covariance = _fit_spline_glm(_spline_basis(table.logit, at).T, table.events, table.rows)
+    y01, risk = check_outcome_and_risk(y, p, both_classes_for="calibration_band")
+    check_knots(knots)
+    check_level(level)
+    check_integer(grid_points, "grid_points", minimum=2)
+    table, _ = risk_table(y01, risk)
+    at = spline_knots(table, knots)
+    beta, covariance = _fit_spline_glm(spline_basis(table.logit, at).T, table.events, table.rows)
     grid = np.unique(np.quantile(risk, np.linspace(0, 1, grid_points)))
     eta, se = _linear_predictor(grid, at, beta, covariance)
     z = float(stats.norm.ppf(0.5 + level / 2))
@@ -123,9 +119,9 @@ def band_at(band: Mapping[str, object], risk: ArrayLike) -> tuple[np.ndarray, np
     """
     grid, columns = _band_arrays(band)
     values = _checked_risk(risk)
-    at = _logit(np.clip(values, grid[0], grid[-1]))
-    x = _logit(grid)
-    out = tuple(expit(np.interp(at, x, _logit(column))).reshape(values.shape) for column in columns)
+    at = clipped_logit(np.clip(values, grid[0], grid[-1]))
+    x = clipped_logit(grid)
+    out = tuple(expit(np.interp(at, x, clipped_logit(column))).reshape(values.shape) for column in columns)
     return out[0], out[1], out[2]
 
 
@@ -137,15 +133,6 @@ def outside_band(band: Mapping[str, object], risk: ArrayLike) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- private steps
-def _check_options(*, knots: int, level: float, grid_points: int) -> None:
-    if knots not in HARRELL_KNOT_QUANTILES:
-        raise ValueError(f"knots must be one of 3, 4, 5, 6, 7 (Harrell's quantiles); got {knots!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be within (0, 1); got {level!r}")
-    if not isinstance(grid_points, (int, np.integer)) or grid_points < 2:
-        raise ValueError(f"grid_points must be an integer of at least 2; got {grid_points!r}")
-
-
 def _fit_spline_glm(design: np.ndarray, events: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients and their covariance of ``events ~ Binomial(rows, expit(design @ beta))``.
 
@@ -173,7 +160,7 @@ def _fit_spline_glm(design: np.ndarray, events: np.ndarray, rows: np.ndarray) ->
 def _linear_predictor(risk: np.ndarray, knots: np.ndarray, beta: np.ndarray,
                       covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``eta = X beta`` and its standard error ``sqrt(diag(X V X^T))`` at ``risk``."""
-    design = _spline_basis(_logit(risk), knots).T
+    design = spline_basis(clipped_logit(risk), knots).T
     variance = np.einsum("ij,jk,ik->i", design, covariance, design)
     return design @ beta, np.sqrt(np.maximum(variance, 0.0))
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from models.suppression import SUPPRESSED
-from reports.plots import _PALETTE, _drawing, _svg
+from reports.drawing import PALETTE, drawing, inline_svg
 
 MEASURES: dict[str, tuple[str, float | None, bool, int]] = {
     "auroc": ("AUROC (c statistic)", None, False, 3),
@@ -58,7 +58,7 @@ def forest_plot(rows: Sequence[Mapping[str, object]], pooled: Mapping[str, objec
         ``measure`` unknown, no rows, a row lacks ``unit``, a value is not a finite number (positive for
         O/E), or an interval does not contain its estimate.
     """
-    with _drawing("forest", title, height=_height(rows)) as (axes,):
+    with drawing("forest", title, height=_height(rows)) as (axes,):
         _draw(axes, rows, pooled, measure)
         return axes.figure
 
@@ -70,9 +70,9 @@ def forest_svg(rows: Sequence[Mapping[str, object]], pooled: Mapping[str, object
     Same arguments and errors as :func:`forest_plot`; rendered like every report figure
     (:mod:`reports.plots`): text as text, no external references, bytes stable for the same input.
     """
-    with _drawing("forest", title, height=_height(rows)) as (axes,):
+    with drawing("forest", title, height=_height(rows)) as (axes,):
         caption = _draw(axes, rows, pooled, measure)
-        svg = _svg(axes, legend=None)
+        svg = inline_svg(axes, legend=None)
     end = svg.index("</title>") + len("</title>")
     return f"{svg[:end]}<desc>{escape(caption)}</desc>{svg[end:]}"
 
@@ -99,7 +99,7 @@ def _draw(axes: Axes, rows: Sequence[Mapping[str, object]], pooled: Mapping[str,
     if drawn:
         y, values = np.array([d[0] for d in drawn]), np.array([d[1] for d in drawn])
         axes.errorbar(values[:, 0], y, xerr=np.vstack([values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]]),
-                      fmt="s", markersize=4, color=_PALETTE[0], ecolor=_PALETTE[0], elinewidth=1.0, capsize=2,
+                      fmt="s", markersize=4, color=PALETTE[0], ecolor=PALETTE[0], elinewidth=1.0, capsize=2,
                       label="held-out unit (95% CI)")
     if summary:
         labels += summary["labels"]
@@ -107,7 +107,7 @@ def _draw(axes: Axes, rows: Sequence[Mapping[str, object]], pooled: Mapping[str,
         if summary["prediction"] is not None:
             low, high = summary["prediction"]
             axes.errorbar([(low + high) / 2], [position[-1]], xerr=[[(high - low) / 2], [(high - low) / 2]], fmt="none",
-                          ecolor=_PALETTE[1], elinewidth=2.0, capsize=4, label="prediction interval (new unit)")
+                          ecolor=PALETTE[1], elinewidth=2.0, capsize=4, label="prediction interval (new unit)")
     if reference is not None:
         axes.axvline(reference, color="#000000", linewidth=1.0, linestyle=":", label=f"ideal value ({reference:g})")
     if log_axis:
@@ -138,7 +138,7 @@ def _diamond(axes: Axes, y: float, ci: tuple[float, float, float] | None) -> Non
     if ci is None:
         return
     estimate, low, high = ci
-    axes.fill([low, estimate, high, estimate], [y, y + 0.3, y, y - 0.3], color=_PALETTE[2], edgecolor="#000000",
+    axes.fill([low, estimate, high, estimate], [y, y + 0.3, y, y - 0.3], color=PALETTE[2], edgecolor="#000000",
               linewidth=0.6, label="pooled, random effects (95% CI)")
 
 

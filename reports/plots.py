@@ -1,44 +1,30 @@
-"""Report figures as deterministic, accessible SVG strings to inline in HTML: one function a figure; None is a gap."""
+"""Report figures as deterministic, accessible SVG strings to inline in HTML: one function a figure; None is a gap.
+
+The style, the axes and the SVG every figure shares are :mod:`reports.drawing`; ``WIDTH_IN`` and
+``figure_sizes`` are re-exported from there.
+"""
 
 from __future__ import annotations
 
-import io
 import numbers
-import re
-import textwrap
-import threading
-from collections.abc import Iterator, Mapping, Sequence, Sized
-from contextlib import contextmanager
-from html import escape
+from collections.abc import Mapping, Sequence, Sized
 
-import matplotlib.style
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 from numpy.typing import ArrayLike
 
-WIDTH_IN = 6.5
+from reports.drawing import HEIGHTS_IN, PALETTE, WIDTH_IN, drawing, figure_sizes, inline_svg
+
+__all__ = [
+    "MAX_LINE_POINTS", "WIDTH_IN", "calibration_plot", "caterpillar_plot", "cusum_plot", "decision_curve_plot",
+    "figure_sizes", "funnel_plot", "predictors_plot", "rate_over_time_plot", "roc_plot", "vlad_plot",
+]
+
 MAX_LINE_POINTS = 600  # longer VLAD/CUSUM lines keep each block's first, lowest and highest value
-_HEIGHTS_IN = {"caterpillar": 2.0, "calibration": 6.2, "roc": 5.0, "decision_curve": 4.2, "funnel": 4.8, "vlad": 4.2,
-               "rate_over_time": 4.0, "predictors": 2.4, "cusum": 3.6}
-_RC = {"svg.fonttype": "none", "text.parse_math": False, "font.family": "sans-serif", "font.size": 9,
-       "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"], "figure.titlesize": 10, "figure.titleweight": "bold",
-       "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
-       "axes.spines.right": False, "axes.grid": True, "axes.axisbelow": True, "grid.color": "#d9d9d9",
-       "grid.linewidth": 0.5, "hatch.linewidth": 0.6}
-_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#7F7F7F")
 _DASHES = ("-", "--", ":", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)), (0, (9, 2.5)), (0, (3, 1, 1, 1)))
-_STYLES = [{"color": c, "linestyle": d, "marker": m} for c, d, m in zip(_PALETTE, _DASHES, "os^DvPX*")]
+_STYLES = [{"color": c, "linestyle": d, "marker": m} for c, d, m in zip(PALETTE, _DASHES, "os^DvPX*")]
 _GUIDE = {"color": "#6b6b6b", "linewidth": 1.0, "linestyle": ":"}
-_FLAGS = {"high": ("above the upper limit", "^", _PALETTE[1]), "low": ("below the lower limit", "v", _PALETTE[0]),
-          True: ("outside the limits", "D", _PALETTE[1])}
-_LOCK = threading.Lock()  # rcParams are process-wide: one drawing at a time
-
-
-def figure_sizes() -> dict[str, tuple[float, float]]:
-    """Width and height in inches of each figure kind; ``predictors`` grows 0.28 in per predictor beyond 5."""
-    return {kind: (WIDTH_IN, height) for kind, height in _HEIGHTS_IN.items()}
+_FLAGS = {"high": ("above the upper limit", "^", PALETTE[1]), "low": ("below the lower limit", "v", PALETTE[0]),
+          True: ("outside the limits", "D", PALETTE[1])}
 
 
 def _positions(bad: np.ndarray) -> str:
@@ -74,46 +60,6 @@ def _error_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray, name: s
         raise ValueError(f"{name} intervals must contain their estimate (low <= estimate <= high); "
                          f"{bad.sum()} do not ({_positions(bad)})")
     return np.nan_to_num(np.vstack([estimate - low, high - estimate]), nan=0.0)
-
-
-@contextmanager
-def _drawing(kind: str, title: str, *, height: float | None = None, panels: tuple[int, ...] = (1,),
-             percent: str = "", integer_x: bool = False) -> Iterator[tuple[Axes, ...]]:
-    """Stacked axes (``panels`` height ratios, shared x; ``percent`` axes of the top one in %) of a new Figure.
-
-    No pyplot; render inside. The hash salt (kind, title) keeps bytes stable and ids distinct between figures.
-    """
-    if not isinstance(title, str) or not title.strip():
-        raise ValueError(f"title must be a non-empty string (it names the figure for screen readers); got {title!r}")
-    with _LOCK, matplotlib.style.context(["default", {**_RC, "svg.hashsalt": f"cementrisk/{kind}/{title}"}]):
-        figure = Figure(figsize=(WIDTH_IN, height or _HEIGHTS_IN[kind]), layout="constrained")
-        figure.suptitle(title)
-        axes = tuple(figure.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=panels)[:, 0])
-        for axis in [axes[0].xaxis] * ("x" in percent) + [axes[0].yaxis] * ("y" in percent):
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{round(100 * v, 6):g}"))  # the label says %
-        if integer_x:
-            axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-        yield axes
-
-
-def _svg(axes: Axes, *, legend: str | None, note: str = "") -> str:
-    """The figure of ``axes`` (its legend at ``legend``, ``note`` under it) as an ``<svg>`` element to inline."""
-    if legend:  # always to the right of the axes, whatever was asked: a legend never covers data
-        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
-    if note:
-        axes.annotate(textwrap.fill(note, 120), xy=(0, 0), xycoords="axes fraction", xytext=(0, -34),
-                      textcoords="offset points", va="top", ha="left", fontsize=7.5, annotation_clip=False)
-    buffer, figure = io.StringIO(), axes.figure
-    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "cementrisk"})
-    svg, label = buffer.getvalue(), escape(figure.get_suptitle(), quote=True)
-    figure.clear()
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], flags=re.S)  # RDF namespaces: URLs
-    svg = svg.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "").replace("xlink:href=", "href=")
-    used = set(re.findall(r'(?:href="#|url\(#)([^")]+)', svg))
-    svg = re.sub(r' id="([^"]+)"', lambda m: m.group(0) if m.group(1) in used else "", svg)
-    svg = re.sub(r' (?:d|x|y)="[^"]*"', lambda m: re.sub(r"(\.\d\d)\d+", r"\1", m.group(0)), svg)  # 0.01 pt
-    end, desc = svg.index(">") + 1, f"<desc>{escape(note)}</desc>" if note else ""
-    return f'<svg role="img" aria-label="{label}"{svg[4:end]}\n <title>{label}</title>{desc}{svg[end:]}'
 
 
 def _thin(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,13 +105,13 @@ def calibration_plot(*, bins: Sequence[Mapping[str, object]], curve: Mapping[str
                          f"got {len(edges)} edges and {len(counts)} counts")
     occupied = edges[1:][np.isnan(counts) | (counts > 0)]
     top = min(1.0, 1.05 * np.nanmax([*mean_pred, *observed, *line["predicted"], *line["observed"], *occupied, 0.01]))
-    with _drawing("calibration", title, panels=(3, 1), percent="xy") as (axes, hist):
+    with drawing("calibration", title, panels=(3, 1), percent="xy") as (axes, hist):
         axes.plot([0, top], [0, top], label="perfect calibration", **_GUIDE)
         if np.isfinite(line["low"]).any():
-            axes.fill_between(line["predicted"], line["low"], line["high"], color=_PALETTE[0], alpha=0.18,
+            axes.fill_between(line["predicted"], line["low"], line["high"], color=PALETTE[0], alpha=0.18,
                               linewidth=0, label="95% confidence band of the curve")
         if len(line["predicted"]):
-            axes.plot(line["predicted"], line["observed"], color=_PALETTE[0], linewidth=1.6,
+            axes.plot(line["predicted"], line["observed"], color=PALETTE[0], linewidth=1.6,
                       label="flexible calibration curve")
         if shown:
             axes.errorbar(mean_pred, observed, yerr=errors, fmt="s", color="#000000", markersize=4, capsize=2,
@@ -179,8 +125,8 @@ def calibration_plot(*, bins: Sequence[Mapping[str, object]], curve: Mapping[str
             hist.bar(edges[:-1][gap], max(10, 0.05 * published.max()), width=width[gap], align="edge",
                      color="white", edgecolor="#000000", hatch="////", linewidth=0.4, label="1-10 cases (suppressed)")
         hist.set(xlabel="predicted risk (%)", ylabel="cases (n)")
-        return _svg(hist, legend="upper right", note=f"{withheld} bin{'s' * (withheld != 1)} withheld: fewer than 11 "
-                    "events or non-events." if withheld else "")
+        return inline_svg(hist, legend="upper right", note=f"{withheld} bin{'s' * (withheld != 1)} withheld: fewer "
+                          "than 11 events or non-events." if withheld else "")
 
 
 def roc_plot(*, fpr: ArrayLike, tpr: ArrayLike, auroc: float | None, auroc_low: float | None,
@@ -199,12 +145,12 @@ def roc_plot(*, fpr: ArrayLike, tpr: ArrayLike, auroc: float | None, auroc_low: 
     est, lo, hi = _numbers([auroc, auroc_low, auroc_high], "auroc, auroc_low, auroc_high", gaps=True, low=0, high=1)
     label = "model: AUROC not estimable" if np.isnan(est) else f"model: AUROC {est:.2f}"
     label += f" (95% CI {lo:.2f} to {hi:.2f})" if np.isfinite([est, lo, hi]).all() else ""
-    with _drawing("roc", title, percent="xy") as (axes,):
+    with drawing("roc", title, percent="xy") as (axes,):
         axes.plot([0, 1], [0, 1], label="chance (AUROC 0.50)", **_GUIDE)
-        axes.plot(x, y, color=_PALETTE[0], linewidth=1.6, label=label)
+        axes.plot(x, y, color=PALETTE[0], linewidth=1.6, label=label)
         axes.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="1 - specificity (false-positive rate, %)",
                  ylabel="sensitivity (true-positive rate, %)")
-        return _svg(axes, legend="lower right")
+        return inline_svg(axes, legend="lower right")
 
 
 def decision_curve_plot(*, thresholds: ArrayLike, net_benefit_model: Sequence[float | None],
@@ -224,13 +170,13 @@ def decision_curve_plot(*, thresholds: ArrayLike, net_benefit_model: Sequence[fl
     treat_all = _numbers(net_benefit_all, "net_benefit_all", gaps=True, high=1)
     _same_length({"thresholds": t, "net_benefit_model": model, "net_benefit_all": treat_all})
     top = float(np.nanmax([*model, *treat_all, 0.01]))
-    with _drawing("decision_curve", title, percent="x") as (axes,):
-        axes.plot(t, model, color=_PALETTE[0], linewidth=1.6, label="model")
-        axes.plot(t, treat_all, color=_PALETTE[1], linestyle="--", linewidth=1.3, label="treat all")
+    with drawing("decision_curve", title, percent="x") as (axes,):
+        axes.plot(t, model, color=PALETTE[0], linewidth=1.6, label="model")
+        axes.plot(t, treat_all, color=PALETTE[1], linestyle="--", linewidth=1.3, label="treat all")
         axes.axhline(0, color="#000000", linestyle=":", linewidth=1.2, label="treat none")
         axes.set(xlim=(t.min(), t.max()) if len(t) else (0, 1), ylim=(-min(0.05, top / 2), 1.1 * top),
                  xlabel="threshold probability (%)", ylabel="net benefit (net true positives per case)")
-        return _svg(axes, legend="upper right")
+        return inline_svg(axes, legend="upper right")
 
 
 def funnel_plot(*, precision: ArrayLike, oe_ratio: Sequence[float | None], labels: Sequence[str],
@@ -259,7 +205,7 @@ def funnel_plot(*, precision: ArrayLike, oe_ratio: Sequence[float | None], label
              for name, pair in limits.items() for j, v in enumerate(pair)}  # [0] lower, [1] upper
     _same_length({"limit_grid": grid, **lines})
     group = [f if f in ("high", "low") else bool(f) for f in flags]
-    with _drawing("funnel", title) as (axes,):
+    with drawing("funnel", title) as (axes,):
         axes.axhline(1, color="#000000", linewidth=1.0, label="target (O/E = 1)")
         for i, name in enumerate(limits):
             axes.plot(grid, np.column_stack([lines[f"limits[{name!r}][{j}]"] for j in (1, 0)]), color="#404040",
@@ -283,7 +229,7 @@ def funnel_plot(*, precision: ArrayLike, oe_ratio: Sequence[float | None], label
         axes.set(xlabel=x_label, ylim=(0, max(1.5, 1.15 * np.nanmax(oe, initial=0))),
                  ylabel="observed / expected events (O/E)")
         hidden = int(np.isnan(oe).sum())
-        return _svg(axes, legend="upper right", note=f"Control limits: {method.rstrip('.')}." + (
+        return inline_svg(axes, legend="upper right", note=f"Control limits: {method.rstrip('.')}." + (
             f" {hidden} unit{'s' * (hidden != 1)} not shown (O/E suppressed or undefined)." if hidden else ""))
 
 
@@ -305,7 +251,7 @@ def vlad_plot(*, series: Mapping[str, ArrayLike], title: str) -> str:
     ranked, many = sorted(finals, key=lambda name: (-finals[name], name)), len(paths) > 8
     highlighted = ([n for n in ranked[:3] if finals[n] > 0] + [n for n in ranked[:-4:-1] if finals[n] < 0]
                    if many else ranked)
-    with _drawing("vlad", title, integer_x=True) as (axes,):
+    with drawing("vlad", title, integer_x=True) as (axes,):
         axes.axhline(0, color="#000000", linewidth=0.9, label="as expected")
         for i, path in enumerate(paths.values() if many else []):
             axes.plot(*_thin(path), color="#c4c4c4", linewidth=0.6, label=None if i else "each site")
@@ -313,9 +259,10 @@ def vlad_plot(*, series: Mapping[str, ArrayLike], title: str) -> str:
             axes.plot(*_thin(paths[name]), linewidth=1.3, label=f"{name} (end {finals[name]:+.1f})",
                       **{**_STYLES[i % 8], "marker": None})
             axes.annotate(name, (len(paths[name]), finals[name]), xytext=(3, 0), textcoords="offset points",
-                          fontsize=7, va="center", color=_PALETTE[i % 8])
+                          fontsize=7, va="center", color=PALETTE[i % 8])
         axes.set(xlabel="case number (in time order)", ylabel="cumulative expected - observed events")
-        return _svg(axes, legend="outside", note="Rising: fewer events than expected; falling: more than expected.")
+        return inline_svg(axes, legend="outside",
+                          note="Rising: fewer events than expected; falling: more than expected.")
 
 
 def rate_over_time_plot(*, series: Mapping[str, Mapping[str, Sequence[float | None]]], title: str,
@@ -340,15 +287,15 @@ def rate_over_time_plot(*, series: Mapping[str, Mapping[str, Sequence[float | No
                             else 1) for k in ("years", "rate", "low", "high")}
         _same_length({f"series[{name!r}][{k!r}]": v for k, v in cols.items()})
         checked[str(name)] = (cols["years"], cols["rate"], _error_bars(cols["rate"], cols["low"], cols["high"], name))
-    with _drawing("rate_over_time", title, percent="y", integer_x=True) as (axes,):
+    with drawing("rate_over_time", title, percent="y", integer_x=True) as (axes,):
         for i, (name, (years, rate, errors)) in enumerate(checked.items()):
             x = years + (i - (len(checked) - 1) / 2) * 0.08  # dodged so that the bars do not overlap
             axes.plot(x, rate, markersize=4.5, linewidth=1.3, label=name, **_STYLES[i % 8])
-            axes.errorbar(x, rate, yerr=errors, fmt="none", ecolor=_PALETTE[i % 8], capsize=2, elinewidth=0.9)
+            axes.errorbar(x, rate, yerr=errors, fmt="none", ecolor=PALETTE[i % 8], capsize=2, elinewidth=0.9)
         axes.set(xlabel="procedure year", ylabel=y_label, ylim=(0, None))
         gaps = any(np.isnan(rate).any() for _, rate, _ in checked.values())
-        return _svg(axes, legend="best", note="Gaps: years suppressed (fewer than 11 events or non-events) or not "
-                    "estimable." if gaps else "")
+        return inline_svg(axes, legend="best", note="Gaps: years suppressed (fewer than 11 events or non-events) or "
+                          "not estimable." if gaps else "")
 
 
 def predictors_plot(*, names: Sequence[str], importance: ArrayLike, directions: Sequence[str | None], title: str,
@@ -368,9 +315,9 @@ def predictors_plot(*, names: Sequence[str], importance: ArrayLike, directions: 
         raise ValueError("names must hold at least one predictor; got none")
     order, rows = np.argsort(-values, kind="stable"), np.arange(len(values))[::-1]
     low, high = min(values.min(), 0), max(values.max(), 0)
-    span, height = float(high - low) or 1.0, max(_HEIGHTS_IN["predictors"], 0.9 + 0.28 * len(rows))
-    with _drawing("predictors", title, height=height) as (axes,):
-        axes.barh(rows, values[order], color=_PALETTE[0], edgecolor="#000000", linewidth=0.4, height=0.65)
+    span, height = float(high - low) or 1.0, max(HEIGHTS_IN["predictors"], 0.9 + 0.28 * len(rows))
+    with drawing("predictors", title, height=height) as (axes,):
+        axes.barh(rows, values[order], color=PALETTE[0], edgecolor="#000000", linewidth=0.4, height=0.65)
         for row, i in ((row, i) for row, i in zip(rows, order) if directions[i]):
             axes.annotate(str(directions[i]), (max(values[i], 0), row), xytext=(4, 0), textcoords="offset points",
                           va="center", fontsize=7.5)
@@ -378,7 +325,7 @@ def predictors_plot(*, names: Sequence[str], importance: ArrayLike, directions: 
         axes.set(yticks=rows, yticklabels=[str(names[i]) for i in order], xlabel=x_label, ylabel="predictor",
                  xlim=(low - 0.02 * span, high + 0.55 * span))
         axes.grid(axis="y", visible=False)
-        return _svg(axes, legend=None)
+        return inline_svg(axes, legend=None)
 
 
 def cusum_plot(*, path: ArrayLike, h: float, signals: Sequence[int], title: str) -> str:
@@ -396,14 +343,14 @@ def cusum_plot(*, path: ArrayLike, h: float, signals: Sequence[int], title: str)
     index = np.asarray(list(signals))
     if len(s) == 0 or index.size and (index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= len(s)):
         raise ValueError(f"path must not be empty, signals must index it (0 to {len(s) - 1}); got {list(signals)[:5]}")
-    with _drawing("cusum", title, integer_x=True) as (axes,):
-        axes.plot(*_thin(s), color=_PALETTE[0], linewidth=1.2, label="CUSUM")
-        axes.axhline(threshold, color=_PALETTE[1], linestyle="--", linewidth=1.2, label=f"threshold h = {threshold:g}")
+    with drawing("cusum", title, integer_x=True) as (axes,):
+        axes.plot(*_thin(s), color=PALETTE[0], linewidth=1.2, label="CUSUM")
+        axes.axhline(threshold, color=PALETTE[1], linestyle="--", linewidth=1.2, label=f"threshold h = {threshold:g}")
         if index.size:
             axes.plot(index + 1, s[index], linestyle="none", marker="v", markersize=7, color="#000000",
                       label=f"signal ({index.size})")
         axes.set(xlabel="case number (in time order)", ylabel="CUSUM (log-likelihood ratio)")
-        return _svg(axes, legend="upper left")
+        return inline_svg(axes, legend="upper left")
 
 
 def caterpillar_plot(*, labels: Sequence[str], estimate: ArrayLike, low: ArrayLike, high: ArrayLike, title: str,
@@ -425,14 +372,14 @@ def caterpillar_plot(*, labels: Sequence[str], estimate: ArrayLike, low: ArrayLi
         raise ValueError("caterpillar_plot needs at least one unit and odds ratios above 0")
     bars = _error_bars(est, lo, hi, "odds ratio")
     order = np.argsort(est, kind="stable")
-    with _drawing("caterpillar", title, height=1.6 + 0.11 * n) as (axes,):
+    with drawing("caterpillar", title, height=1.6 + 0.11 * n) as (axes,):
         rank = np.arange(n)
         outside = (lo[order] > 1) | (hi[order] < 1)
         axes.errorbar(est[order], rank, xerr=bars[:, order], fmt="o", markersize=3, color="#4d4d4d",
                       ecolor="#9a9a9a", elinewidth=0.8, label="unit (95% interval)")
         if outside.any():
             axes.errorbar(est[order][outside], rank[outside], xerr=bars[:, order][:, outside], fmt="D", markersize=4,
-                          color=_PALETTE[1], ecolor=_PALETTE[1], elinewidth=1.0, label="interval excludes 1")
+                          color=PALETTE[1], ecolor=PALETTE[1], elinewidth=1.0, label="interval excludes 1")
         axes.axvline(1, color="#000000", linewidth=1.0, label="average (odds ratio 1)")
         axes.set_xscale("log")
         names = [str(labels[i]) for i in order]
@@ -444,4 +391,4 @@ def caterpillar_plot(*, labels: Sequence[str], estimate: ArrayLike, low: ArrayLi
                 axes.annotate(names[r], (hi[order][r], r), xytext=(3, 0), textcoords="offset points", fontsize=6.5,
                               va="center")
         axes.set(xlabel=x_label, ylabel="units, by estimate", ylim=(-1, n))
-        return _svg(axes, legend="outside")
+        return inline_svg(axes, legend="outside")

@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from models.checks import check_level
 from models.intervals import poisson_ratio_interval
 from reports.null_counts import CountDistribution, null_count_distribution
 
@@ -67,13 +68,6 @@ def _check_cases(y: ArrayLike, p: ArrayLike, *, y_name: str = "y", p_name: str =
         raise ValueError(f"{p_name} must be an expected risk strictly between 0 and 1 (no NaN); {bad.sum()} values "
                          f"are not ({positions(bad)})")
     return y_num, p_num
-
-
-def check_level(level: float, name: str = "level") -> float:
-    """``level`` as a float after checking it is a probability strictly between 0 and 1 (ValueError names it)."""
-    if not (isinstance(level, numbers.Real) and 0 < level < 1):
-        raise ValueError(f"{name} must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:

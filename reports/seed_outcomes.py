@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
-from records import schema as s
+from models.binomial import exact_binomial_interval
 from models.suppression import suppress_table
+from records import schema as s
 
 ALL_SITES = "all sites"
 LEVEL = 0.95
@@ -172,7 +172,7 @@ def _mean_t_interval(values: np.ndarray) -> tuple[float, float, float]:
 def _clopper_pearson(events: int, n: int) -> tuple[float, float, float]:
     if n == 0:
         return np.nan, np.nan, np.nan
-    low, high = proportion_confint(events, n, alpha=1 - LEVEL, method="beta")
+    low, high = exact_binomial_interval(events, n, level=LEVEL)
     return events / n, float(low), float(high)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from statsmodels.stats.proportion import proportion_confint
 
-from records import schema as s
+from models.binomial import exact_binomial_interval
+from models.checks import check_level
 from models.suppression import suppress_table
+from records import schema as s
 
 ALL_YEARS = "all_years"
 """Boolean output column: True on the last row, which holds the totals over all years."""
@@ -65,8 +66,7 @@ def observed_rates_by_year(frame: pd.DataFrame, *, outcome: str | ArrayLike, yea
     ----------
     Clopper CJ, Pearson ES. Biometrika 1934;26:404-413.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be strictly between 0 and 1; got {level}")
+    check_level(level)
     label = _outcome_values(frame, outcome)
     years = _year_values(frame, year_column)
     table = _count_by_year(years, label, year_column)
@@ -92,7 +92,7 @@ def _add_rates(table: pd.DataFrame, *, level: float) -> pd.DataFrame:
     some = n > 0
     low, high = np.full(len(n), np.nan), np.full(len(n), np.nan)
     if some.any():
-        low[some], high[some] = proportion_confint(events[some], n[some], alpha=1 - level, method="beta")
+        low[some], high[some] = exact_binomial_interval(events[some], n[some], level=level)
     return table.assign(**{RATE: np.where(some, events / np.maximum(n, 1), np.nan), CI_LOW: low, CI_HIGH: high})
 
 

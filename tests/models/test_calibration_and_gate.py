@@ -14,6 +14,7 @@ from models.calibration import (
     fit_recalibration,
 )
 from models.gate import decide, paired_auroc_difference
+from models.metrics import calibration_intercept_slope
 
 
 def _miscalibrated(n: int, *, a: float, b: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,6 +31,26 @@ def test_recalibration_matches_statsmodels_logistic_regression():
     reference = sm.GLM(y, sm.add_constant(logit(p)), family=sm.families.Binomial()).fit()
     assert a == pytest.approx(reference.params[0], abs=1e-5)
     assert b == pytest.approx(reference.params[1], abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [1, 4, 7])
+def test_the_two_recalibration_methods_agree_and_newton_is_the_fit_of_the_metrics(seed):
+    y, p, _ = _miscalibrated(5_000, a=0.4, b=0.7, seed=seed)
+    lbfgs, newton = fit_recalibration(y, p), fit_recalibration(y, p, method="newton")
+    assert newton == pytest.approx(lbfgs, abs=1e-6)
+    reference = sm.GLM(y, sm.add_constant(logit(p)), family=sm.families.Binomial()).fit(tol=1e-12)
+    assert newton == pytest.approx(tuple(reference.params), abs=1e-9)
+    assert newton[1] == calibration_intercept_slope(y, p)[1]  # one fit: the same bits
+
+
+def test_recalibration_refuses_an_unknown_method_and_newton_checks_its_inputs():
+    y, p, _ = _miscalibrated(100, a=0.0, b=1.0, seed=5)
+    with pytest.raises(ValueError, match=r"method must be 'lbfgs' or 'newton'; got 'irls'"):
+        fit_recalibration(y, p, method="irls")
+    with pytest.raises(ValueError, match=r"p must be within \[0, 1\]"):
+        fit_recalibration(y, p * 2, method="newton")
+    with pytest.raises(ValueError, match=r"for fit_recalibration; got 0 events"):
+        fit_recalibration(np.zeros(100), p, method="newton")
 
 
 def test_recalibration_recovers_known_miscalibration():

@@ -18,7 +18,9 @@ from scipy.special import expit, logit
 
 from features.dictionary import FeatureSpec
 from models import drift as d
+from models.logistic import recalibration_intervals
 from models.metrics import calibration_intercept_slope
+from models.risk_table import risk_table
 
 
 def _spec(name: str, kind: str) -> FeatureSpec:
@@ -226,6 +228,19 @@ def test_intercept_and_slope_match_statsmodels_logit():
     assert (result["intercept"]["estimate"], result["slope"]["estimate"]) == pytest.approx((intercept, slope), abs=2e-6)
 
 
+@pytest.mark.parametrize(("n", "seed", "limits"), [(4000, 12, 1e-7), (300, 3, 1e-5)])
+def test_the_published_irls_intervals_agree_with_the_newton_wald_intervals(n, seed, limits):
+    y, p = _batch(n, seed=seed, odds_ratio=1.3, slope=1.25)
+    table, _ = risk_table(y, p)
+    irls, newton = (recalibration_intervals(table, level=0.95, method=method) for method in ("irls", "newton"))
+    for published, exact in zip(irls, newton, strict=True):
+        assert published[0] == pytest.approx(exact[0], abs=1e-9)  # the estimates: one maximum
+        assert published[1:] == pytest.approx(exact[1:], abs=limits)  # IRLS's information lags one iteration
+    result = d.batch_calibration(y, p)
+    assert [result["intercept"][k] for k in ("estimate", "low", "high")] == [round(v, 6) for v in irls[0]]
+    assert [result["slope"][k] for k in ("estimate", "low", "high")] == [round(v, 6) for v in irls[1]]
+
+
 @pytest.mark.parametrize("level", [0.95, 0.9])
 def test_oe_interval_is_the_garwood_interval_found_by_root_finding(level):
     y, p = np.r_[np.ones(37), np.zeros(363)], np.full(400, 0.075)  # observed 37, expected 30
@@ -291,7 +306,7 @@ def test_eleven_events_are_published_and_no_events_is_judged_by_oe():
 def test_batch_calibration_rejects_bad_input():
     with pytest.raises(ValueError, match=r"p must be within \[0, 1\]"):
         d.batch_calibration([0, 1], [0.5, 1.5])
-    with pytest.raises(ValueError, match=r"level must be within \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"level must be a probability strictly between 0 and 1; got 95"):
         d.batch_calibration([0, 1], [0.5, 0.5], level=95)
 
 

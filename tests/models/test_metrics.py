@@ -16,6 +16,7 @@ from sklearn.metrics import log_loss as sklearn_log_loss
 from statsmodels.nonparametric.smoothers_lowess import lowess
 from statsmodels.stats.proportion import proportion_confint
 
+from models import bootstrap
 from models import metrics as m
 
 
@@ -107,6 +108,11 @@ def test_calibration_slope_is_nan_under_complete_separation():
     intercept, slope = m.calibration_intercept_slope([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
     assert np.isnan(slope)  # the maximum likelihood estimate does not exist
     assert np.isfinite(intercept)
+    # one event below every non-event separates too (a decreasing slope without end), and so does a tie at the
+    # boundary (quasi-complete); an event among the non-events does not
+    assert np.isnan(m.calibration_intercept_slope([1, 0, 0, 0], [0.1, 0.2, 0.3, 0.4])[1])
+    assert np.isnan(m.calibration_intercept_slope([0, 0, 1, 1, 0], [0.1, 0.2, 0.3, 0.4, 0.3])[1])
+    assert np.isfinite(m.calibration_intercept_slope([0, 1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4, 0.5])[1])
 
 
 # ------------------------------------------------------------------------------ flexible calibration
@@ -306,16 +312,16 @@ def test_summarise_performance_gives_the_same_intervals_with_replicates_in_block
 
 def test_replicate_blocks_draw_the_resamples_of_one_pass():
     groups = np.repeat(np.arange(40), 3)
-    one_pass = list(m._replicate_weights(120, groups, n_boot=11, seed=3))
-    codes, units, blocks = m._replicate_blocks(120, groups, n_boot=11, seed=3, pieces=4)
+    one_pass = list(bootstrap._replicate_weights(120, groups, n_boot=11, seed=3))
+    codes, units, blocks = bootstrap._replicate_blocks(120, groups, n_boot=11, seed=3, pieces=4)
     assert [b.size for b in blocks] == [3, 3, 2, 3] and units == 40
-    in_blocks = [w for block in blocks for w in m._block_weights(block, codes, units)]
+    in_blocks = [w for block in blocks for w in bootstrap._block_weights(block, codes, units)]
     assert len(in_blocks) == 11
     for a, b in zip(one_pass, in_blocks, strict=True):
         np.testing.assert_array_equal(a, b)
         assert a.sum() == 120  # a resample of 40 clusters of 3 rows
     # more pieces than replicates: one replicate per block
-    assert [b.size for b in m._replicate_blocks(120, None, n_boot=3, seed=3, pieces=8)[2]] == [1, 1, 1]
+    assert [b.size for b in bootstrap._replicate_blocks(120, None, n_boot=3, seed=3, pieces=8)[2]] == [1, 1, 1]
 
 
 def test_summarise_performance_is_json_stable():
@@ -333,7 +339,9 @@ def test_summarise_performance_is_json_stable():
 
 
 def test_undefined_replicates_are_left_out():
-    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])  # one event: many resamples have none
+    # two events, at the lowest and the highest risk: many resamples have none, or only one, which the risks then
+    # separate from the non-events (no calibration slope exists)
+    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
     p = np.linspace(0.05, 0.5, 10)
     summary = m.summarise_performance(y, p, n_boot=30, seed=2)
     assert 0 < summary["bootstrap"]["defined"] < 30
@@ -374,7 +382,7 @@ def test_bad_options_are_refused_with_the_rule():
         m.summarise_performance(y, p, n_boot=5, seed=1, groups=np.array([None] + ["g"] * 199, dtype=object))
     with pytest.raises(ValueError, match=r"n_boot must be a positive integer; got 0"):
         m.bootstrap_intervals(y, p, {"brier": m.brier_score}, n_boot=0, seed=1)
-    with pytest.raises(ValueError, match=r"level must be within \(0, 1\); got 95"):
+    with pytest.raises(ValueError, match=r"level must be a probability strictly between 0 and 1; got 95"):
         m.bootstrap_intervals(y, p, {"brier": m.brier_score}, seed=1, level=95)
     with pytest.raises(ValueError, match=r"for calibration_errors; got 0 events in 200 rows"):
         m.calibration_errors(np.zeros(200), p)

@@ -236,7 +236,7 @@ def test_crude_rate_rejects_bad_counts():
         crude_rate(5, 4)
     with pytest.raises(ValueError, match="n must be at least 1"):
         crude_rate(0, 0)
-    with pytest.raises(ValueError, match="level must be strictly between 0 and 1"):
+    with pytest.raises(ValueError, match="level must be a probability strictly between 0 and 1; got 95"):
         crude_rate(1, 10, level=95)
 
 

@@ -103,9 +103,10 @@ def test_metrics_module_matches_val_prob(reference, data):
 
 
 def test_recalibration_fit_matches_val_prob(reference, data):
+    expected = (reference["val_prob"]["Intercept"], reference["val_prob"]["Slope"])
     intercept, slope = fit_recalibration(data.y.to_numpy(), data.p.to_numpy())  # lbfgs to 1e-10: ~1e-9 here
-    assert (intercept, slope) == pytest.approx((reference["val_prob"]["Intercept"], reference["val_prob"]["Slope"]),
-                                               abs=1e-6)
+    assert (intercept, slope) == pytest.approx(expected, abs=1e-6)
+    assert fit_recalibration(data.y.to_numpy(), data.p.to_numpy(), method="newton") == pytest.approx(expected, abs=EXACT)
 
 
 def test_spline_ici_is_near_lowess_eavg(reference, data):

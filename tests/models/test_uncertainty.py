@@ -130,7 +130,7 @@ def test_band_at_refuses_a_malformed_band_or_risk():
 
 def test_calibration_band_checks_its_inputs():
     y, p = simulate(200, seed=6)
-    with pytest.raises(ValueError, match="level must be within"):
+    with pytest.raises(ValueError, match="level must be a probability strictly between 0 and 1; got 1.0"):
         calibration_band(y, p, level=1.0)
     with pytest.raises(ValueError, match="knots must be one of"):
         calibration_band(y, p, knots=2)

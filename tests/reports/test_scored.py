@@ -17,6 +17,7 @@ from synth.generator import SyntheticRegistry, generate_registry, write_registry
 from reports import scored
 from reports.publish import SUBMISSION_DIR, publish_reports
 from reports.scored import load_scored_state, read_outcome_frames, update_scored
+from reports.submission import PACKAGE_FILES
 
 # scoring, not the models: no prediction-interval replicates, no internal-external validation
 FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30, n_replicates=0, internal_external=False)
@@ -81,7 +82,7 @@ def test_the_incremental_report_equals_one_built_from_scratch(nights, tmp_path):
     for name in ("metrics.json", "qi_units.csv"):
         assert (scratch / name).read_bytes() == (run_dir / name).read_bytes(), name
     files = sorted(p.relative_to(run_dir) for p in (run_dir / SUBMISSION_DIR).rglob("*") if p.is_file())
-    assert len(files) == 4 + last
+    assert len(files) == len(PACKAGE_FILES) + 1 + last  # the package's own files, its manifest, a file per batch
     for name in files:
         assert (scratch / name).read_bytes() == (run_dir / name).read_bytes(), name
     shutil.rmtree(scratch)

@@ -110,7 +110,7 @@ def test_sample_symptomatic_leakage_by_year_publishes_no_small_or_recoverable_co
     (_frame({2020: (1, 1, 0)}).assign(**{s.PROCEDURE_YEAR: pd.array([2020, None], dtype="Int64")}),
      {"outcome": "label"}, r"procedure_year must be a whole year, not missing; 1 rows break it \(rows 1\)"),
     (_frame({2020: (1, 1, 0)}), {"outcome": "label", "year_column": "year"}, "frame must have the year column 'year'"),
-    (_frame({2020: (1, 1, 0)}), {"outcome": "label", "level": 1.0}, "level must be strictly between 0 and 1"),
+    (_frame({2020: (1, 1, 0)}), {"outcome": "label", "level": 1.0}, "level must be a probability strictly between 0 and 1; got 1.0"),
 ])
 def test_bad_input_is_refused_precisely(frame, options, message):
     with pytest.raises(ValueError, match=message):
