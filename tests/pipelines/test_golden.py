@@ -29,7 +29,8 @@ LISTS_OF_FILES = ("submission/manifest.json", "submission/datapackage.json")
 
 
 def fingerprints(run_dir: Path) -> dict[str, str]:
-    """SHA-256 of each golden file of a run, with the code version (which changes with every commit) blanked. The two
+    """SHA-256 of each golden file of a run, with the code version (which changes with every commit) and the checkout's
+    folder (in the source's path) blanked. The two
     files that list the others' sizes and hashes are taken without those (each listed file has its own fingerprint,
     and a file holding the code version changes its hash with every commit)."""
     version = code_version().encode()
@@ -37,7 +38,7 @@ def fingerprints(run_dir: Path) -> dict[str, str]:
              *sorted(str(p.relative_to(run_dir)) for p in (run_dir / "submission").rglob("*") if p.is_file())]
     out = {}
     for name in names:
-        data = (run_dir / name).read_bytes().replace(version, b"<code version>")
+        data = (run_dir / name).read_bytes().replace(version, b"<code version>").replace(str(REPO).encode(), b"<repo>")
         if name in LISTS_OF_FILES:
             data = json.dumps(_without_sizes_and_hashes(json.loads(data)), sort_keys=True).encode()
         out[name] = hashlib.sha256(data).hexdigest()
