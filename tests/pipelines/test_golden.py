@@ -25,14 +25,14 @@ RECORD = "CEMENTRISK_RECORD_GOLDEN"
 RUN_ID = "20260101T000000Z-golden"
 
 
-LISTS_OF_FILES = ("submission/manifest.json", "submission/datapackage.json")
+LISTS_OF_FILES = ("metrics.json", "submission/manifest.json", "submission/datapackage.json")  # they hold hashes
 
 
 def fingerprints(run_dir: Path) -> dict[str, str]:
     """SHA-256 of each golden file of a run, with the code version (which changes with every commit) and the checkout's
-    folder (in the source's path) blanked. The two
-    files that list the others' sizes and hashes are taken without those (each listed file has its own fingerprint,
-    and a file holding the code version changes its hash with every commit)."""
+    folder (in the source's path) blanked. The
+    files that list the others' sizes and hashes (metrics.json lists the submission's) are taken without those (each
+    listed file has its own fingerprint, and a file holding the code version changes its hash with every commit)."""
     version = code_version().encode()
     names = ["metrics.json", "qi_units.csv",
              *sorted(str(p.relative_to(run_dir)) for p in (run_dir / "submission").rglob("*") if p.is_file())]
