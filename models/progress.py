@@ -33,11 +33,14 @@ class Reporter(Protocol):
     def finish(self, key: int, seconds: float) -> None: ...
 
 
-class LogReporter:
-    """One line per finished task on :data:`LOGGER`: ``leakage_any: cross-validation fits: 45 done in 12.3 s``."""
+class LineReporter:
+    """One line per finished task, ``leakage_any: cross-validation fits: 45 done in 12.3 s``, given to ``write``
+    (default: an INFO line on :data:`LOGGER`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[str], None] | None = None, *, indent: str = "") -> None:
         self._tasks: dict[int, tuple[str, int]] = {}
+        self._write = write or LOGGER.info
+        self._indent = indent
 
     def start(self, key: int, label: str, total: int) -> None:
         self._tasks[key] = (label, total)
@@ -47,11 +50,11 @@ class LogReporter:
 
     def finish(self, key: int, seconds: float) -> None:
         label, total = self._tasks.pop(key, ("?", 0))
-        LOGGER.info("%s: %d done in %.1f s", label, total, seconds)
+        self._write(f"{self._indent}{label}: {total:,} done in {seconds:.1f} s")
 
 
 _lock = threading.Lock()
-_reporter: Reporter = LogReporter()
+_reporter: Reporter = LineReporter()
 _keys = iter(range(1, 1 << 62))
 _prefix = threading.local()
 

@@ -476,31 +476,26 @@ def _rebuild(files: VersionFiles, *, trusted: list[str]) -> StoredModel:
     if (not isinstance(features, list) or not all(isinstance(f, dict) for f in features)
             or [f.get("name") for f in features] != list(card.features)):
         raise ModelIntegrityError(f"{files.shown_file(FEATURES_FILE)} does not list the card's features of {label}")
-    _refuse_untrusted(files.model, trusted, what=f"{label} ({files.shown_file(MODEL_FILE)})")
-    try:
-        estimator = sio.loads(files.model, trusted=trusted)
-    except UntrustedTypesFoundException as error:
-        raise UntrustedTypeError(f"{label}: {error}") from error
-    except (ImportError, AttributeError, TypeError, ValueError) as error:
-        raise ModelStoreError(f"{label} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
+    estimator = _trusted_loads(files.model, trusted, label=label, shown=files.shown_file(MODEL_FILE))
     if files.replicates is not None:
-        estimator.replicates = tuple(_rebuilt_replicates(files, trusted=trusted, label=label))
+        what = f"the replicates of {label}"
+        replicates = _trusted_loads(files.replicates, trusted, label=what, shown=files.shown_file(REPLICATES_FILE))
+        if not isinstance(replicates, list):
+            raise ModelIntegrityError(f"{what} ({files.shown_file(REPLICATES_FILE)}) is not a list of refits")
+        estimator.replicates = tuple(replicates)
     return StoredModel(outcome=files.outcome, version=files.version, estimator=estimator, card=card,
                        features=features, path=files.folder)
 
 
-def _rebuilt_replicates(files: VersionFiles, *, trusted: list[str], label: str) -> list[object]:
-    what = f"the replicates of {label} ({files.shown_file(REPLICATES_FILE)})"
-    _refuse_untrusted(files.replicates, trusted, what=what)
+def _trusted_loads(data: bytes, trusted: list[str], *, label: str, shown: str) -> object:
+    """A skops file rebuilt from the trusted types only (the model's, or its replicates')."""
+    _refuse_untrusted(data, trusted, what=f"{label} ({shown})")
     try:
-        replicates = sio.loads(files.replicates, trusted=trusted)
+        return sio.loads(data, trusted=trusted)
     except UntrustedTypesFoundException as error:
-        raise UntrustedTypeError(f"{what}: {error}") from error
+        raise UntrustedTypeError(f"{label}: {error}") from error
     except (ImportError, AttributeError, TypeError, ValueError) as error:
-        raise ModelStoreError(f"{what} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
-    if not isinstance(replicates, list):
-        raise ModelIntegrityError(f"{what} is not a list of refits")
-    return replicates
+        raise ModelStoreError(f"{label} cannot be rebuilt with this code: {type(error).__name__}: {error}") from error
 
 
 def _json_ready(value: object, what: str) -> object:

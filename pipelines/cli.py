@@ -268,22 +268,7 @@ def _progress(first: str) -> Iterator[Any]:
 
     if not console.is_terminal:
         console.print(first)
-
-        class Lines:
-            def __init__(self) -> None:
-                self.tasks: dict[int, tuple[str, int]] = {}
-
-            def start(self, key: int, label: str, total: int) -> None:
-                self.tasks[key] = (label, total)
-
-            def advance(self, key: int, done: int) -> None:
-                pass
-
-            def finish(self, key: int, seconds: float) -> None:
-                label, total = self.tasks.pop(key, ("?", 0))
-                console.print(f"  {label}: {total:,} done in {seconds:.1f} s")
-
-        with progress.reporting(Lines()):
+        with progress.reporting(progress.LineReporter(console.print, indent="  ")):
             yield console.print
         return
 

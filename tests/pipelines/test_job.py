@@ -46,6 +46,17 @@ def _hold(workspace: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
+def _write_earlier_batches(folder: Path) -> int:
+    """The `source` registry without its last batch, written to ``folder``; returns that last batch's number."""
+    registry = generate_registry(300, seed=3)
+    last = int(registry.procedures[EXTRACT_BATCH].max())
+    earlier = registry.procedures[registry.procedures[EXTRACT_BATCH] < last]
+    write_registry(replace(registry, procedures=earlier,
+                           levels=registry.levels[registry.levels[PROCEDURE_ID].isin(earlier[PROCEDURE_ID])]),
+                   folder)
+    return last
+
+
 def test_a_second_run_is_refused_while_the_first_holds_the_workspace_and_a_killed_holder_frees_it(
         source, tmp_path):
     workspace = tmp_path / "ws"
@@ -80,12 +91,7 @@ def test_the_lock_is_reentrant_across_sequential_runs_and_rejects_bad_waits(tmp_
 
 
 def test_a_run_that_fails_while_reporting_leaves_the_previous_run_and_the_registry_as_they_were(source, tmp_path):
-    registry = generate_registry(300, seed=3)
-    last = int(registry.procedures[EXTRACT_BATCH].max())
-    earlier = registry.procedures[registry.procedures[EXTRACT_BATCH] < last]
-    write_registry(replace(registry, procedures=earlier,
-                           levels=registry.levels[registry.levels[PROCEDURE_ID].isin(earlier[PROCEDURE_ID])]),
-                   tmp_path / "earlier")
+    last = _write_earlier_batches(tmp_path / "earlier")
     workspace = tmp_path / "ws"
     run_job(tmp_path / "earlier", workspace, run_id="good", train=False)
     assert published_run(workspace) == "good"
@@ -124,13 +130,8 @@ def test_a_run_with_retention_prunes_older_runs_at_its_end_and_keeps_the_publish
     pruned.json; a night with nothing new prunes too; the manifest says what went."""
     from workspace.retention import PRUNED_FILE, RetentionPolicy
 
-    registry = generate_registry(300, seed=3)
-    last = int(registry.procedures[EXTRACT_BATCH].max())
-    earlier = registry.procedures[registry.procedures[EXTRACT_BATCH] < last]
-    write_registry(replace(registry, procedures=earlier,
-                           levels=registry.levels[registry.levels[PROCEDURE_ID].isin(earlier[PROCEDURE_ID])]),
-                   tmp_path / "earlier")
-    write_registry(registry, tmp_path / "all")
+    _write_earlier_batches(tmp_path / "earlier")
+    write_registry(generate_registry(300, seed=3), tmp_path / "all")
     workspace = tmp_path / "ws"
     run_job(tmp_path / "earlier", workspace, run_id="20260101T000000Z-aaaaaa", train=False)
     outcome = run_job(tmp_path / "all", workspace, run_id="20260102T000000Z-bbbbbb", train=False,
