@@ -31,6 +31,7 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 
 from models.calibration import RecalibratedClassifier, fit_recalibration
 from models import progress
+from models.checks import check_level
 from models.fanout import Mapper, sequential
 
 INTERVAL_COLUMNS = ("risk", "low", "high", "se_logit")
@@ -139,7 +140,7 @@ def prediction_interval(model: RecalibratedClassifier, X: pd.DataFrame, *,  # no
     ValueError
         ``level`` outside (0, 1).
     """
-    level = _check_level(level)
+    level = check_level(level)
     replicates = _replicates_of(model)
     risk = np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
     logits = np.vstack([_logit(r.predict_proba(X)[:, 1]) for r in replicates])
@@ -157,7 +158,7 @@ def replicate_count(model: object) -> int:
 
 def describe_interval(model: object, *, level: float = 0.95) -> str:
     """What :func:`prediction_interval` gives for this model, in words for the person reading it."""
-    level = _check_level(level)
+    level = check_level(level)
     return (f"{level:.0%} interval of this prediction from the model's parameter uncertainty "
             f"({replicate_count(model)} bootstrap refits of the model and its recalibration), without any bias of "
             "the model's form; not a range for the patient's outcome, and not the calibration curve of the "
@@ -296,11 +297,6 @@ def _check_recalibrate(recalibrate: object, n: int) -> np.ndarray | tuple[float,
         raise ValueError(f"out-of-fold risks must be within [0, 1]; {int(bad.sum())} values are not")
     return risk
 
-
-def _check_level(level: float) -> float:
-    if not (isinstance(level, numbers.Real) and 0 < level < 1):
-        raise ValueError(f"level must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
 
 
 def _both_classes(y: np.ndarray) -> bool:

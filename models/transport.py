@@ -23,6 +23,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from models import progress
+from models.checks import check_level
 from models.fanout import Mapper, sequential
 from models.meta_analysis import SCALES, Method, Prediction, check_options, pool_measure
 from models.metrics import EPS, auroc, calibration_intercept_slope
@@ -165,7 +166,7 @@ def internal_external(fit: Fit, X: Any, y: ArrayLike, *, groups: ArrayLike, site
                              f"is published only when its counts can be); got {value!r}")
     if not _whole(last_years) or last_years < 0:
         raise ValueError(f"last_years must be a whole number >= 0; got {last_years!r}")
-    level = _check_level(level)
+    level = check_level(level)
     check_options(method=method, prediction=prediction)  # before the refits, not after
     enough = _Enough(int(min_events), int(min_non_events))
     if site_folds is not None and (not _whole(site_folds) or site_folds < 2):
@@ -228,7 +229,7 @@ def validation_performance(y: ArrayLike, p: ArrayLike, *, level: float = 0.95) -
     Debray TPA, et al. BMJ 2017;356:i6460 (scales and standard errors for pooling).
     Cox DR. Two further applications of a model for binary regression. Biometrika 1958;45:562-565.
     """
-    return {name: estimate.as_dict() for name, estimate in _performance(y, p, _check_level(level)).items()}
+    return {name: estimate.as_dict() for name, estimate in _performance(y, p, check_level(level)).items()}
 
 
 # --------------------------------------------------------------------------------------- inputs, plan
@@ -507,12 +508,6 @@ def _wald(estimate: float, se: float, z: float) -> _Estimate:
 # ------------------------------------------------------------------------------------------- helpers
 def _whole(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_level(level: float) -> float:
-    if not (isinstance(level, numbers.Real) and 0 < level < 1):
-        raise ValueError(f"level must be a probability strictly between 0 and 1; got {level!r}")
-    return float(level)
 
 
 def _rounded(value: float) -> float | None:

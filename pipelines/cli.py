@@ -586,6 +586,57 @@ def report(
 
 
 @app.command()
+def prune(
+    workspace: WorkspaceOption = None,  # type: ignore[assignment]
+    keep_runs: Annotated[int, typer.Option("--keep-runs", min=0, help="Keep the last N runs whole (and the published "
+                                                                      "and pinned ones); older runs keep their "
+                                                                      "manifest only.")] = 30,
+    keep_days: Annotated[float, typer.Option("--keep-days", min=0, help="Also keep whole every run started within "
+                                                                        "this many days.")] = 0.0,
+    pin: Annotated[list[str] | None, typer.Option("--pin", help="Keep this run whole for as long as the workspace "
+                                                               "lives (a registry received its submission); repeat "
+                                                               "for several. Needs --reason.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the runs given with --pin are kept (kept in their "
+                                                    "keep.json).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed and why; remove nothing.")]
+    = False,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for a run on this workspace to finish.")]
+    = 60.0,
+) -> None:
+    """Apply the retention policy now: old runs' outputs and unused model versions go; the registry, quarantine,
+    the scored store, the published run, champions and pinned runs never do."""
+    import datetime as dt
+
+    from workspace.retention import RetentionError, RetentionPolicy, pin_run, plan_retention, prune_workspace, \
+        read_inventory
+
+    workspace = _checked_workspace(workspace)
+    if pin and not (reason or "").strip():
+        _refused("--pin needs --reason: say why the run is kept (e.g. the registry received its submission)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if not workspace.is_dir():
+        _refused(f"the workspace {workspace} is not a folder: nothing to prune")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    policy = RetentionPolicy(keep_runs=keep_runs, keep_days=keep_days)
+    with _exit_codes(refused=(FileNotFoundError, WorkspaceBusy, RetentionError)):
+        for run_id in pin or ():
+            console.print(f"pinned:    {pin_run(workspace, run_id, reason=(reason or '').strip())}")
+        if dry_run:
+            plan = plan_retention(read_inventory(workspace), policy, now=dt.datetime.now(dt.timezone.utc))
+            for removal in plan.removals:
+                console.print(Text(f"would remove {removal.path}: {removal.reason}"))
+            console.print(f"dry run: {len(plan.removals)} paths would be removed, {len(plan.kept)} runs and model "
+                          "versions kept; nothing was removed")
+            return
+        report = prune_workspace(workspace, policy, wait_seconds=wait).to_dict()
+    console.print(Text(f"runs pruned: {len(report['runs_pruned'])}, model versions removed: "
+                       f"{len(report['models_pruned'])}, runs kept whole: {report['runs_kept']}, "
+                       f"{report['bytes_freed'] / 1e6:.1f} MB freed in {report['seconds']:.2f} s"))
+    for note in report["notes"]:
+        console.print(Text(f"note: {note}"))
+
+
+@app.command()
 def validate(
     source: SourceOption = str(DEFAULT_SOURCE),
     workspace: Annotated[str | None, typer.Option(

@@ -32,10 +32,11 @@ def test_the_message_names_the_parameter_checked():
 
 
 def test_the_level_check_of_every_module_is_this_one():
-    from models import bootstrap, drift, meta_analysis, metrics, rare, uncertainty
+    from models import bootstrap, drift, meta_analysis, metrics, prediction_intervals, rare, transport, uncertainty
     from reports import qi, trends
 
-    for module in (bootstrap, drift, meta_analysis, metrics, rare, uncertainty, qi, trends):
+    for module in (bootstrap, drift, meta_analysis, metrics, prediction_intervals, rare, transport, uncertainty, qi,
+                   trends):
         assert module.check_level is check_level, module.__name__
 
 

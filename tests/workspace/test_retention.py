@@ -294,3 +294,30 @@ def test_pin_and_prune_refuse_what_is_not_there(workspace, tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         prune_workspace(tmp_path / "missing")
     assert not (tmp_path / "missing").exists()
+
+
+def test_the_prune_command_dry_runs_pins_and_prunes_with_the_policy_given(workspace):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    before = _snapshot(workspace)
+    dry = runner.invoke(app, ["prune", "--workspace", str(workspace), "--keep-runs", "1", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would remove runs/r0/report.html" in dry.output and "nothing was removed" in dry.output
+    assert _snapshot(workspace) == before  # a dry run writes nothing, not even a lock
+    refused = runner.invoke(app, ["prune", "--workspace", str(workspace), "--pin", "r0"])
+    assert refused.exit_code == 2 and "--pin needs --reason" in refused.output
+    assert _snapshot(workspace) == before
+    protected = _snapshot(workspace, only=NEVER_TOUCHED)
+    done = runner.invoke(app, ["prune", "--workspace", str(workspace), "--keep-runs", "1", "--pin", "r0",
+                               "--reason", "sent to the registry"])
+    assert done.exit_code == 0, done.output
+    assert "runs pruned: 1," in done.output and "model versions removed: 1" in done.output
+    assert _snapshot(workspace, only=NEVER_TOUCHED) == protected
+    assert json.loads((workspace / "runs" / "r0" / "keep.json").read_text())["reason"] == "sent to the registry"
+    assert (workspace / "runs" / "r0" / "report.html").is_file()  # pinned: kept whole
+    assert _files(workspace / "runs" / "r2") == {MANIFEST_FILE, PRUNED_FILE}
+    missing = runner.invoke(app, ["prune", "--workspace", str(workspace / "nope")])
+    assert missing.exit_code == 2 and "not a folder" in missing.output
