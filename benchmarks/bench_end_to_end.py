@@ -7,7 +7,7 @@ resident memory of each step of the run (the steps the manifest times: the inges
 the seconds per 1,000 procedures, and how cost grows from one size to the next (the exponent b of
 time ~ size^b between neighbouring sizes: 1 is linear). Also prints how long `cementrisk --help` takes to start.
 
-    .venv/bin/python benchmarks/bench_end_to_end.py [--sizes 10000 100000 1000000] [--seed 7]
+    .venv/bin/python benchmarks/bench_end_to_end.py [--sizes 10000 100000 1000000] [--seed 7] [--development-rows N]
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_ingest import PeakRss  # noqa: E402
+from models import DEFAULT_DEVELOPMENT_ROWS  # noqa: E402
 
 
-def measure(size: int, seed: int) -> dict:
+def measure(size: int, seed: int, development_rows: int | None) -> dict:
     """One size in this process: generate (not timed), then run the job, peak memory sampled per step."""
     from models import progress
+    from models.training import TrainingConfig
     from pipelines.job import run_job
     from synth.generator import generate_registry, write_registry
     from workspace.manifest import new_run_id
@@ -65,11 +67,12 @@ def measure(size: int, seed: int) -> dict:
         tasks = Tasks()
         start = time.perf_counter()
         with progress.reporting(tasks):
-            outcome = run_job(source, workspace, run_id=new_run_id(), on_step=on_step)
+            outcome = run_job(source, workspace, run_id=new_run_id(), on_step=on_step,
+                              config=TrainingConfig(development_rows=development_rows))
         total = time.perf_counter() - start
         peaks[current[0]] = max(peaks.get(current[0], 0.0), rss.peak_mb())
         timings = dict(outcome.manifest.timings_seconds)
-        return {"size": size, "total_seconds": round(total, 1), "timings": timings,
+        return {"size": size, "development_rows": development_rows, "total_seconds": round(total, 1), "timings": timings,
                 "peak_mb": {k: round(v) for k, v in peaks.items()}, "peak_mb_run": round(max(peaks.values())),
                 "tasks": sorted(tasks.done, key=lambda t: -t[2])}
 
@@ -88,15 +91,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--development-rows", type=int, default=DEFAULT_DEVELOPMENT_ROWS,
+                        help="TrainingConfig.development_rows (0: every row)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: one size, JSON out
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.seed)))
+        print(json.dumps(measure(args.one, args.seed, args.development_rows or None)))
         return
     print(f"`cementrisk --help`: {help_seconds():.2f} s")
     results = []
     for size in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(size), "--seed", str(args.seed)],
+        done = subprocess.run([sys.executable, __file__, "--one", str(size), "--seed", str(args.seed),
+                               "--development-rows", str(args.development_rows)],
                               capture_output=True, text=True, cwd=REPO)
         if done.returncode != 0:
             print(f"{size:>9,}: failed\n{done.stderr[-2000:]}")
@@ -108,7 +114,8 @@ def main() -> None:
 
 def print_result(result: dict) -> None:
     size = result["size"]
-    print(f"\n{size:,} procedures: {result['total_seconds']:.1f} s end to end "
+    sample = result.get("development_rows")
+    print(f"\n{size:,} procedures (development_rows {sample or 'every row'}): {result['total_seconds']:.1f} s end to end "
           f"({1000 * result['total_seconds'] / size:.2f} s per 1,000), peak {result['peak_mb_run']:,} MB")
     print(f"| step | seconds | peak MB |\n|---|---:|---:|")
     for step, seconds in result["timings"].items():

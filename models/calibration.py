@@ -94,18 +94,21 @@ class RecalibratedClassifier(ClassifierMixin, BaseEstimator):
     ``RecalibratedClassifier`` without replicates of its own, :func:`models.prediction_intervals.parameter_replicates`);
     what :func:`models.prediction_intervals.prediction_interval` takes the uncertainty of a prediction from. ``None``
     (the default, and what a model stored before replicates existed loads with): no interval can be given.
+    ``replicate_scale``: the factor on the replicates' spread (1; ``sqrt(m / n)`` when they were refitted on a sample
+    of ``m`` of the model's ``n`` procedures, :func:`models.development.develop`).
     """
 
     def __init__(self, estimator: object = None, intercept: float = 0.0, slope: float = 1.0,
-                 replicates: tuple[RecalibratedClassifier, ...] | None = None) -> None:
+                 replicates: tuple[RecalibratedClassifier, ...] | None = None, replicate_scale: float = 1.0) -> None:
         self.estimator = estimator
         self.intercept = intercept
         self.slope = slope
         self.replicates = replicates
+        self.replicate_scale = replicate_scale
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        # a model stored before replicates existed has no such attribute: it loads as one without replicates
-        super().__setstate__({"replicates": None, **state})
+        # a model stored before replicates (or their scale) existed loads as one without replicates (at scale 1)
+        super().__setstate__({"replicates": None, "replicate_scale": 1.0, **state})
 
     @property
     def classes_(self) -> np.ndarray:

@@ -100,6 +100,19 @@ def assign_folds(groups: np.ndarray, *, n_folds: int, seed: int) -> np.ndarray:
     return group_fold[codes]
 
 
+def development_sample(groups: np.ndarray, *, max_rows: int | None, seed: int) -> np.ndarray:
+    """Which rows develop the models: all of them up to ``max_rows``; above it, whole procedures (``groups``) in a
+    random order drawn with ``seed``, as many as fit in ``max_rows`` rows. A boolean mask in row order."""
+    if max_rows is None or len(groups) <= max_rows:
+        return np.ones(len(groups), dtype=bool)
+    codes, uniques = pd.factorize(pd.Series(groups), sort=True)
+    sizes = np.bincount(codes, minlength=len(uniques))
+    order = np.random.default_rng([seed, 20261204]).permutation(len(uniques))
+    taken = np.zeros(len(uniques), dtype=bool)
+    taken[order[np.cumsum(sizes[order]) <= max_rows]] = True
+    return taken[codes]
+
+
 def out_of_fold(candidate: Candidate, features: Sequence[FeatureSpec], X: pd.DataFrame, y: np.ndarray,  # noqa: N803
                 folds: np.ndarray, *, seed: int, mapper: Mapper = sequential) -> np.ndarray:
     """Each row's predicted risk from the candidate fitted on the other folds."""
@@ -128,7 +141,8 @@ def _timed_fold_fit(job: tuple[int, int, tuple[int, ...]], *shared: object) -> t
 
 def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X: pd.DataFrame,  # noqa: N803
             y: np.ndarray, groups: np.ndarray, *, n_folds: int, repeats: int, seed: int,
-            mapper: Mapper = sequential, n_replicates: int = 0) -> Development:
+            mapper: Mapper = sequential, n_replicates: int = 0,
+            refit_on: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None) -> Development:
     """Cross-validate every candidate with nested selection, refit the one with the lowest log loss on all rows.
 
     Every fit (learner, repeat, held-out folds) is one piece of work for ``mapper`` (:mod:`models.fanout`):
@@ -136,6 +150,12 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
     With ``n_replicates`` (0, or at least 10) the published model carries that many cluster-bootstrap refits of
     itself and its recalibration (:func:`models.prediction_intervals.parameter_replicates`): the parameter
     uncertainty behind a planned case's interval.
+
+    ``refit_on``: ``(X, y, groups)`` of every eligible row when ``X, y, groups`` are a sample of whole procedures
+    of them (:func:`development_sample`, a large registry). The candidates are cross-validated, chosen and
+    recalibrated on the sample, the published model is fitted on every row, and its replicates are refits on
+    bootstrap resamples of the sample, their spread scaled by ``sqrt(m / n)`` (``m`` procedures in the sample,
+    ``n`` in all; the m-out-of-n bootstrap of a root-n estimator: Bickel, Goetze & van Zwet 1997).
 
     Raises
     ------
@@ -193,16 +213,20 @@ def develop(candidates: Sequence[Candidate], features: Sequence[FeatureSpec], X:
                                {i: validated[(i, 0)] for i in range(len(candidates))})
     intercept, slope = fit_recalibration(y, raws[(best, 0)])
     start = time.perf_counter()
-    with progress.task(f"final fit of {names[best]} on {len(y):,} rows", 1) as work:
-        final = candidates[best].build(features, seed).fit(X, y)
+    X_all, y_all, groups_all = (X, y, groups) if refit_on is None else refit_on  # noqa: N806
+    with progress.task(f"final fit of {names[best]} on {len(y_all):,} rows", 1) as work:
+        final = candidates[best].build(features, seed).fit(X_all, y_all)
         work.advance()
     final_seconds = time.perf_counter() - start
-    replicates = None
+    replicates, scale = None, 1.0
     if n_replicates:
         replicates = parameter_replicates(candidates[best].build(features, seed), X, y, groups,
                                           recalibrate=raws[(best, 0)], n_replicates=n_replicates, seed=seed,
                                           mapper=mapper)
-    model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope, replicates=replicates)
+        if refit_on is not None:
+            scale = float(np.sqrt(pd.unique(pd.Series(groups)).size / pd.unique(pd.Series(groups_all)).size))
+    model = RecalibratedClassifier(estimator=final, intercept=intercept, slope=slope, replicates=replicates,
+                                   replicate_scale=scale)
     nested = NestedSelection(chosen_by_fold=tuple(names[c] for c in chosen), log_loss_nested=log_loss(y, nested_p),
                              log_loss_not_nested=log_loss(y, summaries[best].validated), selected=names[best])
     return Development(selected=names[best], model=model, validated=nested_p, folds=fold_sets[0],

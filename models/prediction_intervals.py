@@ -115,7 +115,8 @@ def prediction_interval(model: RecalibratedClassifier, X: pd.DataFrame, *,  # no
     """The model's calibrated risk of each row with the interval of that prediction from its parameter uncertainty.
 
     ``risk = model.predict_proba(X)[:, 1]``; ``se_logit`` the standard deviation (ddof 1) of the logits of the
-    ``B`` replicates' risks; ``low, high = expit(logit(risk) -/+ t * se_logit)`` with ``t`` the Student t quantile
+    ``B`` replicates' risks, times the model's ``replicate_scale`` (1, or ``sqrt(m / n)`` for replicates refitted
+    on a sample of ``m`` of its ``n`` procedures); ``low, high = expit(logit(risk) -/+ t * se_logit)`` with ``t`` the Student t quantile
     of ``level`` with ``B - 1`` degrees of freedom (the standard error is itself estimated from ``B`` refits).
     ``low <= risk <= high`` always.
 
@@ -144,7 +145,7 @@ def prediction_interval(model: RecalibratedClassifier, X: pd.DataFrame, *,  # no
     replicates = _replicates_of(model)
     risk = np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
     logits = np.vstack([_logit(r.predict_proba(X)[:, 1]) for r in replicates])
-    se = logits.std(axis=0, ddof=1)
+    se = logits.std(axis=0, ddof=1) * float(getattr(model, "replicate_scale", 1.0))
     low, high = _wald(risk, se, level=level, df=len(replicates) - 1)
     index = X.index if isinstance(X, pd.DataFrame) else None
     return pd.DataFrame(dict(zip(INTERVAL_COLUMNS, (risk, low, high, se))), index=index)
@@ -159,9 +160,12 @@ def replicate_count(model: object) -> int:
 def describe_interval(model: object, *, level: float = 0.95) -> str:
     """What :func:`prediction_interval` gives for this model, in words for the person reading it."""
     level = check_level(level)
-    return (f"{level:.0%} interval of this prediction from the model's parameter uncertainty "
-            f"({replicate_count(model)} bootstrap refits of the model and its recalibration), without any bias of "
-            "the model's form; not a range for the patient's outcome, and not the calibration curve of the "
+    scale = float(getattr(model, "replicate_scale", 1.0))
+    refits = (f"{replicate_count(model)} bootstrap refits of the model and its recalibration" if scale == 1.0 else
+              f"{replicate_count(model)} bootstrap refits of the model and its recalibration on a sample of the "
+              f"registry, their spread scaled by {scale:.3g} to the whole registry's size")
+    return (f"{level:.0%} interval of this prediction from the model's parameter uncertainty ({refits}), without any "
+            "bias of the model's form; not a range for the patient's outcome, and not the calibration curve of the "
             "validation data")
 
 

@@ -16,13 +16,13 @@ import pandas as pd
 
 from features import dictionary as d
 from features.matrices import build_level_frame, build_procedure_frame
-from models import DEFAULT_SEED, progress, store
+from models import DEFAULT_DEVELOPMENT_ROWS, DEFAULT_SEED, MIN_DEVELOPMENT_ROWS, progress, store
 from models.assessment import assess
 from models.suppression import SUPPRESSED, is_small, suppress_table
 from models.calibration import METHOD as CALIBRATION_METHOD
 from models.calibration import RecalibratedClassifier, fit_recalibration
 from models.card import tripod_sections
-from models.development import SELECTION, Development, assign_folds, develop, out_of_fold
+from models.development import SELECTION, Development, assign_folds, develop, development_sample, out_of_fold
 from models.fanout import Mapper, sequential
 from models.explain import strongest_predictors
 from models.gate import decide
@@ -40,6 +40,13 @@ from workspace.manifest import code_version
 TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression",
                 "models.learners.ProductTerms")
 MIN_EACH_CLASS = 20
+DEVELOPMENT_SAMPLE = ("the registry holds more eligible rows than development_rows: the candidates were cross-validated, "
+                      "chosen and recalibrated, the validation figures, the internal-external validation and the "
+                      "prediction-interval replicates computed, on a random sample of whole procedures of at most "
+                      "that many rows; the published model was fitted on every eligible row (its validated figures "
+                      "are those of the same recipe fitted on fewer rows: if anything pessimistic), and the "
+                      "replicates' spread is scaled by sqrt(sample procedures / all procedures) (m-out-of-n "
+                      "bootstrap)")
 PARAMETERS_COUNTED = ("predictor parameters of each regression candidate as fitted: the columns of its design after "
                       "one-hot encoding (categories - 1 each), B-spline bases, missing-indicators and interaction "
                       "terms; none for boosting and ensembles (no fixed design). Riley et al.'s minimum sample "
@@ -71,6 +78,10 @@ class TrainingConfig:
     internal_external: bool = True  # leave-one-site-out and temporal validation of the selected candidate
     site_folds: int | None = 8  # held-out sites dealt into this many groups, one refit each (None: one per site)
     last_years: int = 3  # years tested in turn by the temporal validation
+    # above this many eligible rows, cross-validation, selection, recalibration, validation, internal-external
+    # refits and replicates use a random sample of whole procedures of this many rows; the published model is fitted
+    # on every row (None: always every row)
+    development_rows: int | None = DEFAULT_DEVELOPMENT_ROWS
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +93,9 @@ class TrainingConfig:
             problems.append(f"n_replicates must be 0 or at least 10; got {self.n_replicates}")
         if self.site_folds is not None and self.site_folds < 2:
             problems.append(f"site_folds must be None or at least 2; got {self.site_folds}")
+        if self.development_rows is not None and self.development_rows < MIN_DEVELOPMENT_ROWS:
+            problems.append(f"development_rows must be None or at least {MIN_DEVELOPMENT_ROWS:,}; "
+                            f"got {self.development_rows}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -127,11 +141,18 @@ def train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCon
 
 def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingConfig,
                    workspace: Path | None, mapper: Mapper) -> OutcomeResult:
-    eligible, y = spec.labels(frame)
-    rows = frame.loc[eligible].reset_index(drop=True)
-    X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806
+    eligible, y_all = spec.labels(frame)
+    all_rows = frame.loc[eligible].reset_index(drop=True)
     base: dict[str, object] = {"outcome": spec.name, "unit": spec.unit, "definition": spec.definition,
-                               "eligibility": spec.eligibility, "data": _data_summary(rows, y, len(frame))}
+                               "eligibility": spec.eligibility, "data": _data_summary(all_rows, y_all, len(frame))}
+    sample = development_sample(all_rows[s.PROCEDURE_ID].to_numpy(), max_rows=config.development_rows,
+                                seed=config.seed)
+    rows, y = all_rows, y_all  # the rows that develop the model: every eligible row, or a sample of procedures
+    if not sample.all():
+        rows, y = all_rows.loc[sample].reset_index(drop=True), y_all[sample]
+        base["development_sample"] = {"rows": len(rows), "procedures": int(rows[s.PROCEDURE_ID].nunique()),
+                                      "max_rows": config.development_rows, "method": DEVELOPMENT_SAMPLE}
+    X, groups = rows[spec.feature_names], rows[s.PROCEDURE_ID].to_numpy()  # noqa: N806
     if spec.unit == "procedure":
         base["follow_up"] = follow_up(frame, eligible)
     candidates = CANDIDATES_RARE if spec.rare else CANDIDATES_COMMON
@@ -142,10 +163,10 @@ def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCo
             base.update(status="not_fitted", reason="no model fitted: " + counts["error"])
             return OutcomeResult(spec.name, fitted=False, metrics=base)
         counts = counts["by_candidate"]
-        candidates, sample_size, reason = _supported(candidates, counts, y, config)
+        candidates, sample_size, reason = _supported(candidates, counts, y_all, config)  # the final fit's size
         base["sample_size"] = sample_size
         if not candidates:
-            rate = crude_rate(int(y.sum()), len(y))
+            rate = crude_rate(int(y_all.sum()), len(y_all))
             base.update(status="not_fitted", reason="no model fitted: " + reason,
                         crude_rate=_suppress_rate(asdict(rate)))
             return OutcomeResult(spec.name, fitted=False, metrics=base)
@@ -160,8 +181,9 @@ def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCo
         if isinstance(base["parameters"].get("error"), str):
             base.update(status="not_fitted", reason="no model fitted: " + base["parameters"]["error"])
             return OutcomeResult(spec.name, fitted=False, metrics=base)
+    refit_on = None if rows is all_rows else (all_rows[spec.feature_names], y_all, all_rows[s.PROCEDURE_ID].to_numpy())
     dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
-                  seed=config.seed, mapper=mapper, n_replicates=config.n_replicates)
+                  seed=config.seed, mapper=mapper, n_replicates=config.n_replicates, refit_on=refit_on)
     apparent = dev.model.predict_proba(X)[:, 1]
     subgroups = {"site": rows[s.SITE_ID].to_numpy(), "etiology": rows[s.ETIOLOGY].to_numpy(),
                  "year": rows[s.PROCEDURE_YEAR].to_numpy()}
@@ -193,12 +215,16 @@ def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCo
     timings = {c.name: round(c.fit_seconds, 3) for c in dev.candidates} | {"final_fit": round(dev.final_fit_seconds, 3)}
     if workspace is None:
         return OutcomeResult(spec.name, fitted=True, metrics=metrics, timings=timings)
-    stored = _gate_and_store(spec, rows, y, dev, metrics, config=config, workspace=workspace)
+    stored = _gate_and_store(spec, rows, y, dev, metrics, config=config, workspace=workspace,
+                             trained_on=(all_rows, y_all))
     return replace(stored, timings=timings)
 
 
 def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: Development,
-                    metrics: dict[str, object], *, config: TrainingConfig, workspace: Path) -> OutcomeResult:
+                    metrics: dict[str, object], *, config: TrainingConfig, workspace: Path,
+                    trained_on: tuple[pd.DataFrame, np.ndarray]) -> OutcomeResult:
+    """Gate the model against the champion on the development rows (``rows``, ``y``: those the validated risks are
+    of) and store it; ``trained_on``: every row the published model was fitted on (its card's training range)."""
     # the gate judges the model it would publish: the selected candidate's own validated (out-of-fold,
     # cross-fitted-calibrated) risks; the nested risks, which mix the candidates chosen fold by fold, give the
     # published validation figures (the cost of choosing included)
@@ -229,7 +255,7 @@ def _gate_and_store(spec: OutcomeSpec, rows: pd.DataFrame, y: np.ndarray, dev: D
     card = store.ModelCard(
         outcome=spec.name, version="", created_at="", code_version=code_version(), intended_use=INTENDED_USE,
         outcome_definition=f"{spec.definition}; eligible: {spec.eligibility}", unit_of_analysis=spec.unit,
-        training_data=_training_range(rows, y), features=spec.feature_names, learner=dev.selected,
+        training_data=_training_range(*trained_on), features=spec.feature_names, learner=dev.selected,
         calibration=CALIBRATION_METHOD, selection=SELECTION,
         metrics=metrics["validation"]["validated"] | _band(y, own) | {"temporal_latest": latest_new},
         limitations=LIMITATIONS, tripod_ai=store.default_tripod_ai_items(), seed=config.seed,

@@ -20,7 +20,7 @@ from rich.text import Text
 
 # Only light modules at the top: `cementrisk --help` must not pay for pandas, scikit-learn or skops (a test holds
 # that importing this module loads none of them); each command imports what it needs.
-from models import DEFAULT_SEED
+from models import DEFAULT_DEVELOPMENT_ROWS, DEFAULT_SEED, MIN_DEVELOPMENT_ROWS
 from pipelines.serve import DEFAULT_CRON, DEFAULT_LOCK_WAIT_SECONDS, DEFAULT_TIMEZONE, SERVER_START_TIMEOUT_SECONDS
 from records.errors import InputError, SourceUnavailable
 from workspace.transaction import CommitIncomplete, WorkspaceBusy
@@ -122,6 +122,12 @@ def run(
         "--verify-registered", help="Read every row of a database or Parquet-folder source and compare every "
                                     "registered batch it holds with its recorded content (a night compares their "
                                     "row counts only).")] = False,
+    development_rows: Annotated[int, typer.Option(
+        "--development-rows", min=0, help="Above this many eligible rows of an outcome, its models are "
+                                          "cross-validated, chosen, calibrated and validated on a random sample of "
+                                          "whole procedures of this many rows (at least 10,000) and the published "
+                                          "model fitted on every row; 0: always every row.")]
+    = DEFAULT_DEVELOPMENT_ROWS,
 ) -> None:
     """Load, check, quarantine and register a source; refresh the risk models; write runs/<run_id>/."""
     from workspace.manifest import new_run_id
@@ -131,6 +137,10 @@ def run(
     if task_runner is TaskRunner.dask and engine is Engine.local:
         _refused("--task-runner dask needs --engine prefect (the runner is Prefect's)")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if 0 < development_rows < MIN_DEVELOPMENT_ROWS:
+        _refused(f"--development-rows must be 0 (every row) or at least {MIN_DEVELOPMENT_ROWS:,}; "
+                 f"got {development_rows}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     manifest_file = Path(workspace) / "runs" / run_id / "manifest.json"
     try:
         reading = _visible(f"run {run_id}: reading, checking and registering {_shown(source)} ...")
@@ -139,7 +149,7 @@ def run(
                            on_step=lambda step: show_step(f"run {run_id}: {_STEP_WORDS.get(step, step)} ..."),
                            task_runner=task_runner.value, dask_address=dask_address,
                            replacing=tuple(replace_batch or ()), verify_registered=verify_registered,
-                           keep_runs=keep_runs)
+                           keep_runs=keep_runs, development_rows=development_rows or None)
     except WorkspaceBusy as error:
         _say("busy:", str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -301,13 +311,15 @@ def _progress(first: str) -> Iterator[Any]:
 
 def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: bool, train: bool, seed: int,
          wait: float, on_step, task_runner: str = "default", dask_address: str | None = None,
-         replacing: tuple[int, ...] = (), verify_registered: bool = False, keep_runs: int | None = None):
+         replacing: tuple[int, ...] = (), verify_registered: bool = False, keep_runs: int | None = None,
+         development_rows: int | None = DEFAULT_DEVELOPMENT_ROWS):
     if engine is Engine.local:
         from models.training import TrainingConfig
         from pipelines.job import run_job
         from workspace.retention import RetentionPolicy
 
-        return run_job(source, workspace, run_id=run_id, config=TrainingConfig(seed=seed), retrain=retrain,
+        return run_job(source, workspace, run_id=run_id,
+                       config=TrainingConfig(seed=seed, development_rows=development_rows), retrain=retrain,
                        train=train, lock_wait_seconds=wait, on_step=on_step, replacing=replacing,
                        verify_registered=verify_registered,
                        retention=None if keep_runs is None else RetentionPolicy(keep_runs=keep_runs))
@@ -330,7 +342,8 @@ def _run(source: str, workspace: Path, run_id: str, engine: Engine, *, retrain: 
     try:
         state = run_flow(source=source, workspace=workspace, run_id=run_id, retrain=retrain, train=train, seed=seed,
                          lock_wait_seconds=wait, replace_batches=list(replacing),
-                         verify_registered=verify_registered, keep_runs=keep_runs, return_state=True)
+                         verify_registered=verify_registered, keep_runs=keep_runs,
+                         development_rows=development_rows, return_state=True)
     except RuntimeError as error:
         if "reach API" in str(error):  # PREFECT_API_URL names a server that does not answer: nothing was started
             api = _shown(os.environ.get("PREFECT_API_URL", "?"))

@@ -145,7 +145,8 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
              n_folds: int = TrainingConfig.n_folds, repeats: int = TrainingConfig.repeats,
              n_boot: int = TrainingConfig.n_boot, on_dask: bool = False,
              replace_batches: list[int] | None = None,
-             verify_registered: bool = False, keep_runs: int | None = None) -> ingest.IngestOutcome | State:
+             verify_registered: bool = False, keep_runs: int | None = None,
+             development_rows: int | None = TrainingConfig.development_rows) -> ingest.IngestOutcome | State:
     """Load, screen, check and register one source; refresh the models; publish; summarise for the UI.
 
     ``source`` is a path, a URL without a password, or a reference such as ``env:CEMENTRISK_SOURCE_URL`` (resolved
@@ -163,7 +164,8 @@ def run_flow(source: str, workspace: str | Path, run_id: str | None = None, retr
     try:
         outcome = run_job(source, Path(workspace), run_id=run_id or new_run_id(),
                           steps=prefect_steps(on_dask=on_dask),
-                          config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot),
+                          config=TrainingConfig(seed=seed, n_folds=n_folds, repeats=repeats, n_boot=n_boot,
+                                                development_rows=development_rows),
                           retrain=retrain, train=train, lock_wait_seconds=lock_wait_seconds,
                           replacing=tuple(replace_batches or ()), verify_registered=verify_registered,
                           retention=None if keep_runs is None else RetentionPolicy(keep_runs=keep_runs))

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from features.dictionary import FeatureSpec
 from models.calibration import cross_fitted_recalibration
-from models.development import develop, out_of_fold
+from models.development import develop, development_sample, out_of_fold
 from models.learners import Candidate
 from models.metrics import log_loss
 
@@ -102,3 +102,18 @@ def test_the_cross_fitted_calibration_is_the_one_selection_sees():
     dev = develop(candidates()[:2], FEATURES, X, y, groups, n_folds=3, repeats=1, seed=5)
     assert np.allclose(cross_fitted_recalibration(y, dev.raw_out_of_fold, dev.folds),
                        {c.name: c for c in dev.candidates}[dev.selected].validated)
+
+
+def test_the_development_sample_takes_whole_procedures_up_to_the_rows_allowed():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"P{i:05d}" for i in range(3_000)], rng.integers(1, 5, 3_000))  # 1 to 4 levels each
+    assert development_sample(groups, max_rows=None, seed=1).all()
+    assert development_sample(groups, max_rows=len(groups), seed=1).all()
+    sample = development_sample(groups, max_rows=2_000, seed=1)
+    assert 2_000 - 4 < sample.sum() <= 2_000  # as many procedures as fit
+    taken = pd.Series(sample).groupby(groups).agg(["min", "max"])
+    assert (taken["min"] == taken["max"]).all()  # every level of a procedure, or none
+    assert (development_sample(groups, max_rows=2_000, seed=1) == sample).all()
+    assert not (development_sample(groups, max_rows=2_000, seed=2) == sample).all()
+    shuffled = rng.permutation(len(groups))  # which procedures does not depend on the rows' order
+    assert set(groups[shuffled][development_sample(groups[shuffled], max_rows=2_000, seed=1)]) == set(groups[sample])

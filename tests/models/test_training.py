@@ -297,3 +297,41 @@ def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_trut
         ceiling = auroc(y, truth[f"p_{name}_observable"].to_numpy()[eligible])
         validated = outcomes[name]["validation"]["validated"]["auroc"]["estimate"]
         assert ceiling - distance[name] < validated < ceiling + 0.01, (name, validated, ceiling)
+
+
+def test_above_development_rows_the_model_is_developed_on_a_sample_and_fitted_on_every_row(registry, tmp_path,
+                                                                                           monkeypatch):
+    """A registry with more eligible rows than ``development_rows``: selection, recalibration, validation, the
+    internal-external refits and the replicates use a sample of whole procedures; the published model is fitted on
+    every row, and its replicates' spread is scaled to the whole registry's size."""
+    import numpy as np
+
+    from models import training
+    from models.outcomes import OUTCOMES_BY_NAME
+    from models.training import model_frames, train_outcome
+
+    monkeypatch.setattr(training, "MIN_DEVELOPMENT_ROWS", 1_000)  # a small registry stands for a large one
+    config = TrainingConfig(seed=7, n_folds=3, n_boot=20, n_replicates=10, site_folds=3, last_years=1,
+                            development_rows=3_000)
+    spec = OUTCOMES_BY_NAME["leakage_any"]
+    frame = model_frames(registry.procedures, registry.levels)["level"]
+    result = train_outcome(spec, frame, config=config, workspace=tmp_path)
+    metrics = result.metrics
+    sample, data = metrics["development_sample"], metrics["data"]
+    assert 2_900 <= sample["rows"] <= 3_000 < data["rows"] and sample["procedures"] < data["procedures"]
+    assert sample["max_rows"] == 3_000 and "fitted on every eligible row" in sample["method"]
+    assert metrics["validation"]["validated"]["n"]["rows"] == sample["rows"]
+    assert metrics["validation"]["validated"]["n"]["clusters"] == sample["procedures"]
+    transport = metrics["internal_external"]
+    tested = [row["n"] for row in transport["sites"]["held_out"] + transport["temporal"]["years"]
+              if isinstance(row["n"], int)]
+    assert tested and sum(row["n"] for row in transport["sites"]["held_out"]) <= sample["rows"]
+    stored = store.load_model(tmp_path, outcome=spec.name, extra_trusted=training.TRUSTED_OURS, replicates=True)
+    assert stored.card.training_data["rows"] == data["rows"]  # the published model saw every row
+    assert stored.estimator.replicate_scale == pytest.approx(np.sqrt(sample["procedures"] / data["procedures"]))
+    assert len(stored.estimator.replicates) == 10
+    below = train_outcome(spec, frame, config=TrainingConfig(seed=7, n_folds=3, n_boot=20, n_replicates=0,
+                                                             internal_external=False), workspace=None)
+    assert "development_sample" not in below.metrics
+    with pytest.raises(ValueError, match="development_rows must be None or at least 1,000"):
+        TrainingConfig(development_rows=999)

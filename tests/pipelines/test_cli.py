@@ -264,3 +264,10 @@ def test_the_command_line_default_seed_is_the_training_default():
     from models.training import TrainingConfig
 
     assert TrainingConfig().seed == DEFAULT_SEED
+
+
+def test_a_development_sample_too_small_to_trust_is_refused_before_anything_runs(tmp_path):
+    result = cementrisk("run", "--workspace", str(tmp_path / "ws"), "--engine", "local", "--development-rows", "500")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--development-rows must be 0 (every row) or at least 10,000; got 500" in result.stderr
+    assert not (tmp_path / "ws" / "registry").exists()
