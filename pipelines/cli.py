@@ -405,6 +405,9 @@ def serve(
                                                              "PREFECT_API_URL is not set (0: a free port).")] = 0,
     server_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the Prefect API to answer.")]
     = SERVER_START_TIMEOUT_SECONDS,
+    keep_runs: Annotated[int | None, typer.Option(
+        "--keep-runs", min=0, help="Retention at the end of each night: keep the last N runs whole (and the "
+                                   "published and pinned ones); default: keep everything.")] = None,
 ) -> None:
     """Register the nightly deployment cementrisk-run/nightly on a cron schedule and serve it until stopped.
 
@@ -418,7 +421,8 @@ def serve(
     workspace = _checked_workspace(workspace)
     secret = has_password(source)
     parameters = nightly.deployment_parameters(source, workspace, train=models, seed=seed, lock_wait_seconds=wait,
-                                               environ=os.environ)  # the runs serve starts inherit its environment
+                                               environ=os.environ,  # the runs serve starts inherit its environment
+                                               keep_runs=keep_runs)
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     if secret:
         say(f"the source holds a password: each run reads it from serve's environment (${nightly.SOURCE_ENV}); "

@@ -146,8 +146,12 @@ def absolute_source(source: str | Path) -> str:
 
 def deployment_parameters(source: str | Path, workspace: Path, *, train: bool = True, seed: int | None = None,
                           lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
-                          environ: MutableMapping[str, str] | None = None) -> dict[str, Any]:
+                          environ: MutableMapping[str, str] | None = None, keep_runs: int | None = None,
+                          development_rows: int | None = None) -> dict[str, Any]:
     """The nightly run's parameters of ``run_flow``: no ``run_id`` (each run gets a fresh one), and never a password.
+
+    ``keep_runs``: each night applies the retention policy at its end (the last N runs whole); None keeps everything.
+    ``development_rows``: the models' development sample (None: the flow's default).
 
     A source that holds a password is put in ``environ`` under :data:`SOURCE_ENV` (serve passes its own environment,
     which the runs it starts inherit), and the parameter is the reference ``env:CEMENTRISK_SOURCE_URL``.
@@ -170,6 +174,10 @@ def deployment_parameters(source: str | Path, workspace: Path, *, train: bool = 
                                   "retrain": False, "train": train, "lock_wait_seconds": float(lock_wait_seconds)}
     if seed is not None:
         parameters["seed"] = int(seed)
+    if keep_runs is not None:
+        parameters["keep_runs"] = int(keep_runs)
+    if development_rows is not None:
+        parameters["development_rows"] = int(development_rows)
     return parameters
 
 

@@ -106,6 +106,12 @@ def test_deployment_parameters_are_absolute_and_leave_the_run_id_to_each_run(tmp
                           "retrain": False, "train": False, "seed": 7,
                           "lock_wait_seconds": DEFAULT_LOCK_WAIT_SECONDS}
     assert "run_id" not in parameters
+    kept = deployment_parameters("exports", Path("ws"), keep_runs=30, development_rows=50_000)
+    assert kept["keep_runs"] == 30 and kept["development_rows"] == 50_000
+    import inspect
+
+    from pipelines.flows import run_flow
+    assert set(kept) <= set(inspect.signature(run_flow.fn).parameters)  # every one is a parameter of the flow
     url = "postgresql+psycopg://qi_reader@127.0.0.1:5432/warehouse"
     assert absolute_source(url) == url and deployment_parameters(url, Path("ws"))["source"] == url
     # a password never becomes a parameter (Prefect stores them): serve's environment holds it, the run a reference
