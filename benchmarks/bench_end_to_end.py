@@ -72,7 +72,8 @@ def measure(size: int, seed: int, development_rows: int | None) -> dict:
         total = time.perf_counter() - start
         peaks[current[0]] = max(peaks.get(current[0], 0.0), rss.peak_mb())
         timings = dict(outcome.manifest.timings_seconds)
-        return {"size": size, "development_rows": development_rows, "total_seconds": round(total, 1), "timings": timings,
+        return {"size": size, "development_rows": development_rows, "total_seconds": round(total, 1),
+                "timings": timings,
                 "peak_mb": {k: round(v) for k, v in peaks.items()}, "peak_mb_run": round(max(peaks.values())),
                 "tasks": sorted(tasks.done, key=lambda t: -t[2])}
 
@@ -115,7 +116,8 @@ def main() -> None:
 def print_result(result: dict) -> None:
     size = result["size"]
     sample = result.get("development_rows")
-    print(f"\n{size:,} procedures (development_rows {sample or 'every row'}): {result['total_seconds']:.1f} s end to end "
+    print(f"\n{size:,} procedures (development_rows {sample or 'every row'}): "
+          f"{result['total_seconds']:.1f} s end to end "
           f"({1000 * result['total_seconds'] / size:.2f} s per 1,000), peak {result['peak_mb_run']:,} MB")
     print(f"| step | seconds | peak MB |\n|---|---:|---:|")
     for step, seconds in result["timings"].items():

@@ -116,9 +116,9 @@ def prediction_interval(model: RecalibratedClassifier, X: pd.DataFrame, *,  # no
 
     ``risk = model.predict_proba(X)[:, 1]``; ``se_logit`` the standard deviation (ddof 1) of the logits of the
     ``B`` replicates' risks, times the model's ``replicate_scale`` (1, or ``sqrt(m / n)`` for replicates refitted
-    on a sample of ``m`` of its ``n`` procedures); ``low, high = expit(logit(risk) -/+ t * se_logit)`` with ``t`` the Student t quantile
-    of ``level`` with ``B - 1`` degrees of freedom (the standard error is itself estimated from ``B`` refits).
-    ``low <= risk <= high`` always.
+    on a sample of ``m`` of its ``n`` procedures); ``low, high = expit(logit(risk) -/+ t * se_logit)`` with ``t``
+    the Student t quantile of ``level`` with ``B - 1`` degrees of freedom (the standard error is itself estimated
+    from ``B`` refits). ``low <= risk <= high`` always.
 
     Parameters
     ----------
@@ -300,7 +300,6 @@ def _check_recalibrate(recalibrate: object, n: int) -> np.ndarray | tuple[float,
     if bad.any():
         raise ValueError(f"out-of-fold risks must be within [0, 1]; {int(bad.sum())} values are not")
     return risk
-
 
 
 def _both_classes(y: np.ndarray) -> bool:

@@ -40,13 +40,13 @@ from workspace.manifest import code_version
 TRUSTED_OURS = ("models.calibration.RecalibratedClassifier", "models.rare.FlicLogisticRegression",
                 "models.learners.ProductTerms")
 MIN_EACH_CLASS = 20
-DEVELOPMENT_SAMPLE = ("the registry holds more eligible rows than development_rows: the candidates were cross-validated, "
-                      "chosen and recalibrated, the validation figures, the internal-external validation and the "
-                      "prediction-interval replicates computed, on a random sample of whole procedures of at most "
-                      "that many rows; the published model was fitted on every eligible row (its validated figures "
-                      "are those of the same recipe fitted on fewer rows: if anything pessimistic), and the "
-                      "replicates' spread is scaled by sqrt(sample procedures / all procedures) (m-out-of-n "
-                      "bootstrap)")
+DEVELOPMENT_SAMPLE = ("the registry holds more eligible rows than development_rows: the candidates were "
+                      "cross-validated, chosen and recalibrated, the validation figures, the internal-external "
+                      "validation and the prediction-interval replicates computed, on a random sample of whole "
+                      "procedures of at most that many rows; the published model was fitted on every eligible row "
+                      "(its validated figures are those of the same recipe fitted on fewer rows: if anything "
+                      "pessimistic), and the replicates' spread is scaled by sqrt(sample procedures / all "
+                      "procedures) (m-out-of-n bootstrap)")
 PARAMETERS_COUNTED = ("predictor parameters of each regression candidate as fitted: the columns of its design after "
                       "one-hot encoding (categories - 1 each), B-spline bases, missing-indicators and interaction "
                       "terms; none for boosting and ensembles (no fixed design). Riley et al.'s minimum sample "
