@@ -99,7 +99,7 @@ def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobS
         _step(manifest, workspace, "models", on_step, lambda: _models(steps, workspace, run_id, config, retrain,
                                                                         manifest))
     standing = current_published_run(workspace)
-    if standing is not None and not manifest.batches_loaded:
+    if standing is not None and not manifest.batches_loaded and not _champion_changed(manifest):
         manifest.status = STATUS_OK
         manifest.outputs = {"published": standing,
                             "notes": [f"nothing new: no batch loaded, no model changed; the report of run {standing} "
@@ -115,6 +115,14 @@ def _run_locked(source: str | Path, workspace: Path, *, run_id: str, steps: JobS
     path = write_manifest(workspace, manifest, with_commit=True)
     publish_run(workspace, run_id=run_id)
     return ingest.IngestOutcome(manifest=manifest, manifest_path=path)
+
+
+def _champion_changed(manifest: RunManifest) -> bool:
+    """Whether the models step promoted a new champion (a retraining on an unchanged registry can): the published
+    report then no longer shows the models that score, and the run must publish its own."""
+    models = manifest.models or {}
+    return bool(models.get("trained")) and any(isinstance(o, dict) and o.get("champion")
+                                               for o in (models.get("outcomes") or {}).values())
 
 
 def _models(steps: JobSteps, workspace: Path, run_id: str, config: TrainingConfig, retrain: bool,

@@ -147,3 +147,25 @@ def test_a_run_with_retention_prunes_older_runs_at_its_end_and_keeps_the_publish
     assert (new / "report.html").is_file() and (new / "metrics.json").is_file()
     assert "retention" in outcome.manifest.outputs and "retention" in outcome.manifest.timings_seconds
     assert "error" not in outcome.manifest.outputs["retention"]
+
+
+def test_a_retraining_that_promotes_a_champion_publishes_even_without_a_new_batch(source, tmp_path):
+    """`run --retrain` on an unchanged registry: no batch is new, but when the gate promotes a new champion the standing
+    report shows models that no longer score, so the run publishes its own; when no champion changes, the last
+    report still stands."""
+    from models.refresh import ModelsSummary
+
+    workspace = tmp_path / "ws"
+    first = run_job(source, workspace, run_id="first", train=False)
+    assert published_run(workspace) == "first"
+    kept = ModelsSummary(trained=True, reason="retrain requested",
+                         outcomes={"leakage_any": {"fitted": True, "version": "v0002", "champion": False}})
+    promoted = replace(kept, outcomes={"leakage_any": {"fitted": True, "version": "v0002", "champion": True}})
+    calm = run_job(source, workspace, run_id="calm", steps=replace(PLAIN, models=lambda *a, **k: kept), retrain=True)
+    assert calm.manifest.batches_loaded == [] and calm.manifest.outputs["published"] == "first"
+    assert published_run(workspace) == "first"
+    moved = run_job(source, workspace, run_id="moved", steps=replace(PLAIN, models=lambda *a, **k: promoted),
+                    retrain=True)
+    assert moved.manifest.batches_loaded == [] and moved.manifest.status == "ok"
+    assert published_run(workspace) == "moved" and (workspace / "runs" / "moved" / "report.html").is_file()
+    assert first.manifest.status == "ok"
