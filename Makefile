@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/cementrisk run --source data/sample --workspace var/workspace
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
