@@ -195,8 +195,9 @@ def _check_inputs(procedures: pd.DataFrame, levels: pd.DataFrame) -> None:
         _check_rows(procedures[column].isna().to_numpy(), f"procedures.{column} must not be missing")
     _check_rows(procedures[s.PROCEDURE_ID].duplicated(keep=False).to_numpy(),
                 f"procedures.{s.PROCEDURE_ID} must be unique")
-    _check_rows(~levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID]).to_numpy(dtype=bool),
-                f"every level's {s.PROCEDURE_ID} must be in procedures")
+    # as objects: pandas' isin on Arrow-backed strings is a loop in Python (5 s for 1.6M levels, 0.7 s so)
+    known = levels[s.PROCEDURE_ID].astype(object).isin(procedures[s.PROCEDURE_ID].astype(object))
+    _check_rows(~known.to_numpy(dtype=bool), f"every level's {s.PROCEDURE_ID} must be in procedures")
 
 
 def _check_rows(bad: np.ndarray, rule: str) -> None:

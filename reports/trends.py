@@ -104,7 +104,10 @@ def _outcome_values(frame: pd.DataFrame, outcome: str | ArrayLike) -> np.ndarray
     series = outcome if isinstance(outcome, pd.Series) else pd.Series(np.asarray(outcome, dtype=object))
     if len(series) != len(frame):
         raise ValueError(f"outcome must have one value per row of frame ({len(frame)}); got {len(series)}")
-    values = np.array([_as_label(v) for v in series.astype(object)], dtype="float64")
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        values = series.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)  # as _as_label, vectorised
+    else:
+        values = np.array([_as_label(v) for v in series.astype(object)], dtype="float64")
     bad = ~np.isnan(values) & ~np.isin(values, (0.0, 1.0))
     _check_rows(bad, "outcome must be 0, 1 (booleans accepted) or missing")
     return values
