@@ -181,7 +181,7 @@ def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCo
         if isinstance(base["parameters"].get("error"), str):
             base.update(status="not_fitted", reason="no model fitted: " + base["parameters"]["error"])
             return OutcomeResult(spec.name, fitted=False, metrics=base)
-    refit_on = None if rows is all_rows else (all_rows[spec.feature_names], y_all, all_rows[s.PROCEDURE_ID].to_numpy())
+    refit_on = None if sample.all() else (all_rows[spec.feature_names], y_all, all_rows[s.PROCEDURE_ID].to_numpy())
     dev = develop(candidates, spec.features, X, y, groups, n_folds=config.n_folds, repeats=config.repeats,
                   seed=config.seed, mapper=mapper, n_replicates=config.n_replicates, refit_on=refit_on)
     apparent = dev.model.predict_proba(X)[:, 1]

@@ -315,6 +315,15 @@ def coverage(model: RecalibratedClassifier, X: pd.DataFrame, truth: np.ndarray) 
     return float(((interval["low"] <= truth) & (truth <= interval["high"])).mean())
 
 
+def specified_truth(X: pd.DataFrame) -> np.ndarray:  # noqa: N803
+    """A risk the spline logistic can represent (logistic, additive in a few of the registry's features)."""
+    column = X[s.CEMENT_VISCOSITY].astype(object)
+    truth = expit(-1.6 + 1.5 * X[s.CORTICAL_DISRUPTION].astype(float) + 1.1 * (column == "low")
+                  - 0.9 * (column == "high") + 0.3 * (X[s.CEMENT_VOLUME_ML].astype(float) - 3.0)
+                  + 0.8 * (X[d.IMAGING].astype(object) == "ct") + 0.4 * X[s.INTRAVERTEBRAL_CLEFT].astype(float))
+    return truth.to_numpy(dtype=float)
+
+
 def test_95_intervals_cover_a_correctly_specified_truth_at_about_95_percent(registry_rows):
     """Registry features, outcomes drawn from a truth the spline logistic can represent (logistic, additive).
 
@@ -326,11 +335,7 @@ def test_95_intervals_cover_a_correctly_specified_truth_at_about_95_percent(regi
     little (what the out-of-bag and reused recalibrations lose).
     """
     X, _, groups, _ = registry_rows
-    column = X[s.CEMENT_VISCOSITY].astype(object)
-    truth = expit(-1.6 + 1.5 * X[s.CORTICAL_DISRUPTION].astype(float) + 1.1 * (column == "low")
-                  - 0.9 * (column == "high") + 0.3 * (X[s.CEMENT_VOLUME_ML].astype(float) - 3.0)
-                  + 0.8 * (X[d.IMAGING].astype(object) == "ct") + 0.4 * X[s.INTRAVERTEBRAL_CLEFT].astype(float))
-    truth = truth.to_numpy(dtype=float)
+    truth = specified_truth(X)
     covered = []
     for draw in range(4):
         y = (np.random.default_rng(100 + draw).random(len(truth)) < truth).astype(int)
@@ -375,11 +380,7 @@ def test_replicates_refitted_on_a_sample_and_scaled_cover_as_refits_on_every_row
     from models.development import development_sample
 
     X, _, groups, _ = registry_rows
-    column = X[s.CEMENT_VISCOSITY].astype(object)
-    truth = expit(-1.6 + 1.5 * X[s.CORTICAL_DISRUPTION].astype(float) + 1.1 * (column == "low")
-                  - 0.9 * (column == "high") + 0.3 * (X[s.CEMENT_VOLUME_ML].astype(float) - 3.0)
-                  + 0.8 * (X[d.IMAGING].astype(object) == "ct") + 0.4 * X[s.INTRAVERTEBRAL_CLEFT].astype(float))
-    truth = truth.to_numpy(dtype=float)
+    truth = specified_truth(X)
     y = (np.random.default_rng(100).random(len(truth)) < truth).astype(int)
     full = published_recipe(X, y, groups, n_replicates=30, seed=0)
     sample = development_sample(groups, max_rows=len(y) // 2, seed=0)
