@@ -134,3 +134,103 @@ def postgres_schema(postgres_url):
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP SCHEMA {name} CASCADE"))
         engine.dispose()
+
+
+# ------------------------------------------------------------------------------ the shared trained workspace
+SHARED_PROCEDURES, SHARED_SEED = 4_000, 11
+"""The shared registry: 24 sites, about 8,000 level rows, infection too rare for a model (the rare path)."""
+NEW_BATCH_PROCEDURES, NEW_BATCH_SEED = 300, 99
+
+
+def shared_config():
+    """The training of the shared workspace: every part of the recipe (nested selection, internal-external
+    validation, parameter replicates), with fewer folds, repeats and bootstrap rounds than the default."""
+    from models.training import TrainingConfig
+
+    return TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
+
+
+@dataclass(frozen=True)
+class TrainedNights:
+    """Two nights on one workspace, built once per test session (:func:`shared_nights`); read only.
+
+    Night 1 ingests the 4,000-procedure registry, trains every outcome with :func:`shared_config` and publishes
+    (``after_night_1``, run ``night-1``). Night 2 adds one new batch of 300 procedures without retraining and
+    publishes incrementally (``after_night_2``, run ``night-2``). Use :func:`copy_workspace` before changing one."""
+
+    night1: Path
+    night2: Path
+    after_night_1: Path
+    after_night_2: Path
+    first: object  # RunManifest of night 1
+    second: object  # RunManifest of night 2
+    new_batch: int
+
+    @property
+    def registry(self):
+        """Night 1's registry (drawn again: the generator is deterministic and fast)."""
+        from synth.generator import generate_registry
+
+        return generate_registry(SHARED_PROCEDURES, seed=SHARED_SEED)
+
+
+def new_batch(registry, *, batch: int):
+    """A batch of new procedures (ids prefixed ``N``) numbered ``batch``, drawn like the registry."""
+    from synth.generator import SyntheticRegistry, generate_registry
+
+    new = generate_registry(NEW_BATCH_PROCEDURES, seed=NEW_BATCH_SEED)
+    procedures = new.procedures.assign(procedure_id="N" + new.procedures["procedure_id"], extract_batch=batch)
+    levels = new.levels.assign(procedure_id="N" + new.levels["procedure_id"])
+    return SyntheticRegistry(
+        procedures=pd.concat([registry.procedures, procedures], ignore_index=True),
+        levels=pd.concat([registry.levels, levels], ignore_index=True),
+        truth_levels=pd.concat([registry.truth_levels, new.truth_levels], ignore_index=True),
+        truth_procedures=pd.concat([registry.truth_procedures, new.truth_procedures], ignore_index=True))
+
+
+def _build_nights(folder: Path) -> None:
+    import pickle
+    import shutil
+
+    from pipelines.job import run_job
+    from records.schema import EXTRACT_BATCH
+    from synth.generator import generate_registry, write_registry
+
+    registry = generate_registry(SHARED_PROCEDURES, seed=SHARED_SEED)
+    batch = int(registry.procedures[EXTRACT_BATCH].max()) + 1
+    write_registry(registry, folder / "night1")
+    write_registry(new_batch(registry, batch=batch), folder / "night2")
+    first = run_job(folder / "night1", folder / "after-night-1", run_id="night-1", config=shared_config())
+    shutil.copytree(folder / "after-night-1", folder / "after-night-2")
+    second = run_job(folder / "night2", folder / "after-night-2", run_id="night-2", train=False)
+    (folder / "nights.pickle").write_bytes(pickle.dumps((first.manifest, second.manifest, batch)))  # last: done
+
+
+@pytest.fixture(scope="session")
+def shared_nights(tmp_path_factory, worker_id) -> TrainedNights:
+    """The two nights of :class:`TrainedNights`, built once for all test workers: the first worker to ask builds
+    them under a file lock, the others wait for it and reuse them."""
+    import fcntl
+    import pickle
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base if worker_id == "master" else base.parent) / "shared-trained-nights"
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "nights.pickle").is_file():  # none yet, or a build that failed: (re)build it
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            _build_nights(folder)
+    first, second, batch = pickle.loads((folder / "nights.pickle").read_bytes())
+    return TrainedNights(night1=folder / "night1", night2=folder / "night2", after_night_1=folder / "after-night-1",
+                         after_night_2=folder / "after-night-2", first=first, second=second, new_batch=batch)
+
+
+def copy_workspace(workspace: Path, into: Path) -> Path:
+    """A private copy of a shared workspace, for a test that changes it."""
+    import shutil
+
+    target = into / "ws"
+    shutil.copytree(workspace, target)
+    return target

@@ -12,34 +12,31 @@ import pytest
 from models import store
 from models.learners import CANDIDATES_COMMON
 from models.outcomes import OUTCOMES
-from models.refresh import metrics_json, refresh_models, should_retrain
+from models.refresh import metrics_json, should_retrain
 from models.scoring import NoModelError, score_records, score_source
 from models.training import TrainingConfig, train_all
 from pipelines.ingest import run_ingest
-from synth.generator import generate_registry, write_registry
+from synth.generator import generate_registry
+from tests.conftest import shared_config
 
-FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return generate_registry(4_000, seed=11)
+FAST = shared_config()
 
 
 @pytest.fixture(scope="module")
-def trained_workspace(tmp_path_factory, registry):
-    workspace = tmp_path_factory.mktemp("ws")
-    source = tmp_path_factory.mktemp("src")
-    write_registry(registry, source)
-    run_ingest(source, workspace)
-    summary = refresh_models(workspace, run_id="run-1", config=FAST)
-    return workspace, summary
+def registry(shared_nights):
+    return shared_nights.registry
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(shared_nights):
+    """The shared workspace after its first night, which trained every outcome (read only: copy it to change it)."""
+    return shared_nights.after_night_1, shared_nights.first.models
 
 
 def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace):
     workspace, summary = trained_workspace
-    assert summary.trained
-    metrics = json.loads(Path(summary.metrics_path).read_text())
+    assert summary["trained"]
+    metrics = json.loads(Path(summary["metrics_path"]).read_text())
     assert list(metrics["outcomes"]) == [o.name for o in OUTCOMES]
     for name in ("leakage_any", "leakage_canal", "leakage_venous"):
         outcome = metrics["outcomes"][name]
@@ -82,7 +79,7 @@ def validated_log_loss(outcome: dict) -> float:
 
 def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_workspace):
     _, summary = trained_workspace
-    infection = json.loads(Path(summary.metrics_path).read_text())["outcomes"]["infection_90d"]
+    infection = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]["infection_90d"]
     # 4,000 procedures with ~0.4% infections cannot meet Riley's criteria
     assert infection["status"] == "not_fitted"
     assert infection["reason"].startswith("no model fitted: ")
@@ -229,7 +226,7 @@ def test_the_card_answers_tripod_ai_section_by_section(trained_workspace):
 
 def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted(trained_workspace, registry):
     _, summary = trained_workspace
-    infection = json.loads(Path(summary.metrics_path).read_text())["outcomes"]["infection_90d"]
+    infection = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]["infection_90d"]
     missing = registry.procedures["infection_90d"].isna()
     assert int(missing.sum()) > 10 and infection["follow_up"]["incomplete"] == int(missing.sum())
     assert infection["data"]["rows"] == len(registry.procedures) - int(missing.sum())
@@ -287,7 +284,7 @@ def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_trut
     from models.outcomes import OUTCOMES_BY_NAME
 
     _, summary = trained_workspace
-    outcomes = json.loads(Path(summary.metrics_path).read_text())["outcomes"]
+    outcomes = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]
     frame = build_level_frame(registry.procedures, registry.levels)
     keys = ["procedure_id", "vertebra"]
     truth = frame[keys].astype(str).merge(registry.truth_levels.astype({k: str for k in keys}), on=keys, how="left",

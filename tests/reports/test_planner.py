@@ -19,11 +19,8 @@ from scipy.special import expit, logit
 from models import store
 from models.calibration import RecalibratedClassifier
 from models.scoring import NoModelError
-from models.training import TrainingConfig, train_all
 from records import schema as s
 from records.errors import InputError
-from records.readers import RawBatch
-from records.validation import validate_batch
 from reports.planner import (
     BAND_KEY,
     CaseError,
@@ -44,16 +41,10 @@ NOT_CAUSAL = ("This is a prediction from registry data, not a causal effect: it 
               "for this patient.")
 
 
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    procedures = pd.read_parquet(SAMPLE / "procedures.parquet").iloc[:2_000]
-    levels = pd.read_parquet(SAMPLE / "levels.parquet")
-    levels = levels[levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID])]
-    checked = validate_batch(RawBatch(procedures=procedures, levels=levels, source="sample"))
-    folder = tmp_path_factory.mktemp("planner-ws")
-    train_all(checked.procedures.accepted, checked.levels.accepted,
-              config=TrainingConfig(n_folds=3, n_boot=20, internal_external=False), workspace=folder)
-    return folder
+@pytest.fixture(scope="module")
+def workspace(shared_nights) -> Path:
+    """The shared workspace after its first night: every outcome trained, with parameter replicates (read only)."""
+    return shared_nights.after_night_1
 
 
 @pytest.fixture

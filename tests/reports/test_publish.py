@@ -15,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.training import TrainingConfig
 from pipelines.job import run_job
 from synth.generator import generate_registry, write_registry
+from tests.conftest import copy_workspace
 from reports.publish import QI_UNITS_FILE, REPORT_FILE, SUBMISSION_DIR, publish_reports
 from reports.submission import validate_submission
 from models.suppression import SUPPRESSED, is_small, recoverable
 
-FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30)
 SVG_NS = "http://www.w3.org/2000/svg"
 # keys of metrics.json whose values are counts of patients, levels, rows or events
 COUNT_KEYS = {"n", "events", "observed", "rows", "procedures", "levels", "rows_in", "rows_accepted",
@@ -32,11 +31,10 @@ COUNT_KEYS = {"n", "events", "observed", "rows", "procedures", "levels", "rows_i
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    source, workspace = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("ws")
-    write_registry(generate_registry(3_000, seed=5), source)
-    outcome = run_job(source, workspace, run_id="run-1", config=FAST)
-    return workspace, workspace / "runs" / "run-1", outcome.manifest
+def published(shared_nights, tmp_path_factory):
+    """A copy of the shared workspace after its first night (4,000 procedures trained and published as night-1)."""
+    workspace = copy_workspace(shared_nights.after_night_1, tmp_path_factory.mktemp("published"))
+    return workspace, workspace / "runs" / "night-1", shared_nights.first
 
 
 def _walk_counts(node, path=""):
@@ -149,7 +147,7 @@ def test_report_html_is_self_contained_and_has_no_small_counts(published):
                     "Monitoring over time", "The outcomes the procedure exists for", "Registry submission",
                     "Candidates and nested selection", "Internal-external validation: leave-one-site-out and by period"):
         assert section in text
-    # the forest plots of the temporal validation (3,000 procedures: years have enough any-leakage events)
+    # the forest plots of the temporal validation (4,000 procedures: years have enough any-leakage events)
     assert "observed / expected events (O/E, log scale)" in text and "prediction interval" in text
     assert "not in the infection denominator" in text
 
@@ -162,7 +160,7 @@ def test_internal_report_has_exact_counts_and_every_verdict_the_published_one_wi
     with workspace_lock(workspace, run_id="internal-report"):
         result = report_for_audience(workspace, audience="internal")
     internal_dir = Path(result.qi_units).parent
-    assert internal_dir == workspace / "internal" / "run-1" and not (internal_dir / SUBMISSION_DIR).exists()
+    assert internal_dir == workspace / "internal" / "night-1" and not (internal_dir / SUBMISSION_DIR).exists()
     public = pd.read_csv(run_dir / QI_UNITS_FILE, dtype=str, keep_default_na=False)
     exact = pd.read_csv(result.qi_units, dtype=str, keep_default_na=False)
     assert (exact["marking"] == INTERNAL_MARK).all() and (exact["verdict_withheld"] == "False").all()

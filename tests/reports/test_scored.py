@@ -9,45 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from models.training import TrainingConfig
 from pipelines.job import run_job
 from workspace.ledger import load_ledger
-from records.schema import EXTRACT_BATCH, PROCEDURE_ID
-from synth.generator import SyntheticRegistry, generate_registry, write_registry
+from records.schema import PROCEDURE_ID
+from tests.conftest import copy_workspace
 from reports import scored
 from reports.publish import SUBMISSION_DIR, publish_reports
 from reports.scored import load_scored_state, read_outcome_frames, update_scored
 from reports.submission import PACKAGE_FILES
 
-# scoring, not the models: no prediction-interval replicates, no internal-external validation
-FAST = TrainingConfig(seed=7, n_folds=3, repeats=1, n_boot=30, n_replicates=0, internal_external=False)
 
-
-def only_batches(registry: SyntheticRegistry, last: int) -> SyntheticRegistry:
-    procedures = registry.procedures[registry.procedures[EXTRACT_BATCH] <= last]
-    keep = registry.levels[PROCEDURE_ID].isin(procedures[PROCEDURE_ID])
-    return SyntheticRegistry(procedures=procedures.reset_index(drop=True),
-                             levels=registry.levels[keep].reset_index(drop=True),
-                             truth_levels=registry.truth_levels, truth_procedures=registry.truth_procedures)
+@pytest.fixture(scope="module")
+def nights(shared_nights, tmp_path_factory):
+    """A copy of the shared workspace after its two nights: night 1 registered batches 1 to last - 1 and trained;
+    night 2 added batch ``last`` without retraining."""
+    workspace = copy_workspace(shared_nights.after_night_2, tmp_path_factory.mktemp("nights"))
+    return workspace, shared_nights.first, shared_nights.second, shared_nights.new_batch
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory):
-    """Night 1 registers batches 1-6 and trains; night 2 adds batch 7 without retraining."""
-    root = tmp_path_factory.mktemp("nights")
-    registry = generate_registry(3_000, seed=11)
-    last = int(registry.procedures[EXTRACT_BATCH].max())
-    write_registry(only_batches(registry, last - 1), root / "night1")
-    write_registry(registry, root / "night2")
-    workspace = root / "ws"
-    first = run_job(root / "night1", workspace, run_id="night-1", config=FAST)
-    second = run_job(root / "night2", workspace, run_id="night-2", train=False)
-    return workspace, first.manifest, second.manifest, last
-
-
-@pytest.fixture(scope="module")
-def sources(nights, tmp_path_factory):
-    return nights[0].parent
+def sources(shared_nights):
+    """The folder of the two nights' sources, ``night1`` and ``night2`` (read only)."""
+    return shared_nights.night2.parent
 
 
 def test_a_new_batch_is_the_only_one_scored(nights):
