@@ -1,11 +1,15 @@
-"""Refresh the models of a workspace from its registry and write ``runs/<run_id>/metrics.json``.
+"""Refresh the models of a workspace from its registry; keep each outcome's figures in the workspace's model state.
 
 Models are retrained as the retraining policy (:mod:`models.policy`) says: when asked (``retrain``), when
 no model was ever trained, when enough new outcomes arrived, when the champion's calibration drifts on the new
 batches (or a covariate shift arrives that the calibration cannot judge) for a shift not yet trained with, or when
 the models are too old; a covariate shift alone is a warning. Each training records the shifts it was trained with
-(``trained.json``, ``shift``), so the same shift never triggers twice. metrics.json holds no time stamp and no run
-id, so the same registry, code and seed give the same bytes.
+(``trained.json``, ``shift``), so the same shift never triggers twice.
+
+The run's ``metrics.json`` is written once, by the report step (:mod:`reports.publish`): it carries the published
+models' figures (each with the training configuration that made it), which this step keeps per outcome and version
+(:mod:`workspace.model_state`). The figures hold no time stamp and no run id, so the same registry, code and seed
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from models.outcomes import OUTCOMES, OUTCOMES_BY_NAME
 from models.policy import RetrainInputs, RetrainPolicy, ShiftRecord, decide_retraining
 from models.training import TRUSTED_OURS, OutcomeResult, TrainingConfig, model_frames, train_outcome_from
 from records import schema as s
-from workspace.manifest import code_version
 from workspace import model_state, runs
 from workspace.ledger import load_ledger
 from workspace.registry import read_registry_table
@@ -45,7 +48,6 @@ class ModelsSummary:
 
     trained: bool
     reason: str
-    metrics_path: str | None = None
     outcomes: dict[str, dict[str, object]] = field(default_factory=dict)
     drift: dict[str, object] | None = None
     policy: dict[str, object] = field(default_factory=dict)
@@ -201,7 +203,8 @@ def fit_here(workspace: Path, frames_dir: Path, config: TrainingConfig) -> dict[
 
 def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retrain: bool = False,
                    policy: RetrainPolicy = RetrainPolicy(), fit: FitOutcomes = fit_here) -> ModelsSummary:
-    """Train every outcome when the retraining policy says so; write metrics.json into the run folder.
+    """Train every outcome when the retraining policy says so; keep each one's figures (its latest, and its
+    version's) for the report step, which publishes the champions' figures in the run's metrics.json.
 
     The model frames are written once to ``<workspace>/scratch/<run_id>/`` and ``fit`` trains each outcome from
     them (here, or as separate tasks on a cluster); the folder is removed afterwards.
@@ -215,14 +218,6 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
     levels = read_registry_table(workspace, LEVELS, ledger=ledger)
     with runs.scratch_frames(workspace, run_id, model_frames(procedures, levels)) as frames_dir:
         results = fit(Path(workspace), frames_dir, config)
-    metrics = {
-        "code_version": code_version(),
-        "config": asdict(config),
-        "registry": {"batches": len(ledger.batches), "registrations": ledger.sequence,
-                     "highest_batch": ledger.watermark, "procedures": len(procedures), "levels": len(levels)},
-        "outcomes": {name: result.metrics for name, result in results.items()},
-    }
-    path = runs.write_run_file(workspace, run_id, METRICS_FILE, metrics_json(metrics).encode("utf-8"))
     for name, result in results.items():  # the workspace's state: staged with the run, kept only if it commits
         model_state.write_outcome_metrics(workspace, outcome=name, version=result.version,
                                           text=metrics_json(result.metrics))
@@ -236,7 +231,7 @@ def refresh_models(workspace: Path, *, run_id: str, config: TrainingConfig, retr
                                           "shift": seen})
     outcomes = {name: {"fitted": r.fitted, "version": r.version, "champion": r.champion}
                 for name, r in results.items()}
-    return ModelsSummary(trained=True, reason=decision.reason, metrics_path=str(path), outcomes=outcomes,
+    return ModelsSummary(trained=True, reason=decision.reason, outcomes=outcomes,
                          drift=decision.drift, policy=decision.policy, warnings=decision.warnings)
 
 

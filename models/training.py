@@ -144,7 +144,8 @@ def _train_outcome(spec: OutcomeSpec, frame: pd.DataFrame, *, config: TrainingCo
     eligible, y_all = spec.labels(frame)
     all_rows = frame.loc[eligible].reset_index(drop=True)
     base: dict[str, object] = {"outcome": spec.name, "unit": spec.unit, "definition": spec.definition,
-                               "eligibility": spec.eligibility, "data": _data_summary(all_rows, y_all, len(frame))}
+                               "eligibility": spec.eligibility, "data": _data_summary(all_rows, y_all, len(frame)),
+                               "config": asdict(config)}
     sample = development_sample(all_rows[s.PROCEDURE_ID].to_numpy(), max_rows=config.development_rows,
                                 seed=config.seed)
     rows, y = all_rows, y_all  # the rows that develop the model: every eligible row, or a sample of procedures

@@ -69,6 +69,7 @@ def unit_verdicts(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bo
         if frame is None or not published.get(spec.name) or frame.empty or frame["p"].isna().any():
             continue
         frame = frame.assign(**{PAIR: frame[s.OPERATOR_ID].astype(str) + _SEP + frame[s.SITE_ID].astype(str)})
+        in_time = _in_time_order(frame[[s.SITE_ID, PAIR, "y", "p", s.PROCEDURE_YEAR]], frame)  # once per outcome
         try:
             effects = shrunken_effects(frame, y="y", p="p", site=s.SITE_ID, operator=s.OPERATOR_ID)
             methods["shrinkage"].append(f"{spec.name}: {effects.method}" + "".join(f" {n}" for n in effects.notes))
@@ -82,7 +83,7 @@ def unit_verdicts(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bo
             table = _funnel_rows(result, unit_type=unit_type, outcome=spec.name, alert=alert, alarm=alarm)
             table = _with_shrinkage(table, shrunk, unit_type)
             table = _with_trend(table, oe_slopes(frame, unit=column, y="y", p="p", year=s.PROCEDURE_YEAR))
-            cusums = unit_cusums(_in_time_order(frame, column), unit=column, y="y", p="p", year=s.PROCEDURE_YEAR,
+            cusums = unit_cusums(in_time, unit=column, y="y", p="p", year=s.PROCEDURE_YEAR,
                                  improvement_odds_ratio=None)  # deterioration only: see UnitVerdicts.signals
             table = _with_cusum(table, cusums.units, cusums.signals)
             tables.append(table.drop(columns=[KEY]))
@@ -164,9 +165,26 @@ def _with_trend(table: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _in_time_order(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    keys = [column, s.PROCEDURE_YEAR, s.EXTRACT_BATCH, s.PROCEDURE_ID] + ([s.VERTEBRA] if s.VERTEBRA in frame else [])
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+def _in_time_order(columns: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``columns`` (of ``frame``) with the rows in the order the cases happened, as far as the records tell: by
+    year, batch, procedure and level. The CUSUMs group the rows by unit themselves, keeping this order within each.
+
+    One sort per outcome, of NumPy keys (a pandas sort by Arrow-string procedure ids of a million rows, once per unit
+    kind, cost seconds each); keys with a missing value fall back to pandas' sort, which puts them last."""
+    keys = [s.PROCEDURE_YEAR, s.EXTRACT_BATCH, s.PROCEDURE_ID] + ([s.VERTEBRA] if s.VERTEBRA in frame else [])
+    if frame[keys].isna().any().any():
+        order = frame[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
+    else:
+        # text as NumPy strings (code-point order, as pandas sorts them); other keys as codes in their sorted order
+        # (a categorical's own order)
+        arrays = [frame[k].to_numpy(dtype="U") if _is_text(frame[k]) else pd.factorize(frame[k], sort=True)[0]
+                  for k in keys]
+        order = np.lexsort(arrays[::-1])  # the last key is lexsort's primary one
+    return columns.take(order).reset_index(drop=True)
+
+
+def _is_text(column: pd.Series) -> bool:
+    return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
 
 
 def _with_cusum(table: pd.DataFrame, units: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,7 @@ path, the store and the gate, reproducibility, and scoring."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -29,17 +30,24 @@ def registry(shared_nights):
 
 @pytest.fixture(scope="module")
 def trained_workspace(shared_nights):
-    """The shared workspace after its first night, which trained every outcome (read only: copy it to change it)."""
+    """The shared workspace after its first night, which trained every outcome (read only: copy it to change it),
+    and what its models step did."""
     return shared_nights.after_night_1, shared_nights.first.models
 
 
-def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace):
+@pytest.fixture(scope="module")
+def published_outcomes(shared_nights):
+    """The outcomes' figures in the first night's metrics.json (written once, by the report step)."""
+    return json.loads(Path(shared_nights.first.outputs["metrics"]).read_text())["outcomes"]
+
+
+def test_all_outcomes_get_figures_and_level_models_are_fitted(trained_workspace, published_outcomes):
     workspace, summary = trained_workspace
-    assert summary["trained"]
-    metrics = json.loads(Path(summary["metrics_path"]).read_text())
-    assert list(metrics["outcomes"]) == [o.name for o in OUTCOMES]
+    assert summary["trained"] and "metrics_path" not in summary  # metrics.json is the report step's, written once
+    assert list(published_outcomes) == [o.name for o in OUTCOMES]
     for name in ("leakage_any", "leakage_canal", "leakage_venous"):
-        outcome = metrics["outcomes"][name]
+        outcome = published_outcomes[name]
+        assert outcome["config"] == asdict(FAST)  # the training configuration that made the published figures
         assert outcome["status"] == "fitted"
         assert [c["name"] for c in outcome["candidates"]] == [c.name for c in CANDIDATES_COMMON]
         nested = outcome["nested_selection"]
@@ -77,9 +85,8 @@ def validated_log_loss(outcome: dict) -> float:
     return outcome["validation"]["validated"]["log_loss"]["estimate"]
 
 
-def test_rare_outcome_without_enough_events_reports_the_crude_rate(trained_workspace):
-    _, summary = trained_workspace
-    infection = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]["infection_90d"]
+def test_rare_outcome_without_enough_events_reports_the_crude_rate(published_outcomes):
+    infection = published_outcomes["infection_90d"]
     # 4,000 procedures with ~0.4% infections cannot meet Riley's criteria
     assert infection["status"] == "not_fitted"
     assert infection["reason"].startswith("no model fitted: ")
@@ -224,9 +231,8 @@ def test_the_card_answers_tripod_ai_section_by_section(trained_workspace):
     assert store.ModelCard.from_dict(old).sections == []
 
 
-def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted(trained_workspace, registry):
-    _, summary = trained_workspace
-    infection = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]["infection_90d"]
+def test_incomplete_follow_up_is_out_of_the_infection_denominator_and_counted(published_outcomes, registry):
+    infection = published_outcomes["infection_90d"]
     missing = registry.procedures["infection_90d"].isna()
     assert int(missing.sum()) > 10 and infection["follow_up"]["incomplete"] == int(missing.sum())
     assert infection["data"]["rows"] == len(registry.procedures) - int(missing.sum())
@@ -273,7 +279,7 @@ def test_riley_offers_only_the_candidates_the_data_support_and_withholds_small_c
     assert "7" not in reason.replace("3,000", "")
 
 
-def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_truth(trained_workspace, registry):
+def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_truth(published_outcomes, registry):
     """The fair ceiling is the truth's risk given what the records hold (synth): at 4,000 procedures the nested
     validated AUROC of each leakage model is within a stated distance of it on the same rows (any leakage 0.03,
     venous 0.04, canal 0.05: about 190 canal events; at 20,000 procedures the gaps are 0.007, 0.011 and 0.012,
@@ -283,8 +289,7 @@ def test_the_champion_comes_within_a_stated_distance_of_the_observable_only_trut
     from models.metrics import auroc
     from models.outcomes import OUTCOMES_BY_NAME
 
-    _, summary = trained_workspace
-    outcomes = json.loads(Path(summary["metrics_path"]).read_text())["outcomes"]
+    outcomes = published_outcomes
     frame = build_level_frame(registry.procedures, registry.levels)
     keys = ["procedure_id", "vertebra"]
     truth = frame[keys].astype(str).merge(registry.truth_levels.astype({k: str for k in keys}), on=keys, how="left",

@@ -169,3 +169,25 @@ def test_a_retraining_that_promotes_a_champion_publishes_even_without_a_new_batc
     assert moved.manifest.batches_loaded == [] and moved.manifest.status == "ok"
     assert published_run(workspace) == "moved" and (workspace / "runs" / "moved" / "report.html").is_file()
     assert first.manifest.status == "ok"
+
+
+def test_a_run_that_trains_writes_metrics_json_once_with_the_training_configuration(source, tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from models.training import TrainingConfig
+    from workspace import runs
+
+    written, write = [], runs.write_run_file
+
+    def counted(workspace, run_id, name, data):
+        written.append(name)
+        return write(workspace, run_id, name, data)
+
+    monkeypatch.setattr(runs, "write_run_file", counted)
+    config = TrainingConfig(seed=3, n_folds=3, repeats=1, n_boot=10, n_replicates=0, internal_external=False)
+    outcome = run_job(source, tmp_path / "ws", run_id="trains", config=config)
+    assert outcome.manifest.models["trained"] and "metrics_path" not in outcome.manifest.models
+    assert written.count("metrics.json") == 1
+    metrics = json.loads(Path(outcome.manifest.outputs["metrics"]).read_text())
+    assert {name: figures["config"] for name, figures in metrics["outcomes"].items()} == dict.fromkeys(
+        metrics["outcomes"], asdict(config))
