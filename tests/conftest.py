@@ -234,3 +234,16 @@ def copy_workspace(workspace: Path, into: Path) -> Path:
     target = into / "ws"
     shutil.copytree(workspace, target)
     return target
+
+
+# ------------------------------------------------------------------------------ the order of the test files
+SLOWEST_FIRST = ("tests/pipelines/test_golden.py", "tests/models/test_training.py", "tests/pipelines/test_cli.py",
+                 "tests/pipelines/test_dask.py", "tests/pipelines/test_kill.py", "tests/hostile/test_faults.py")
+"""The files that take longest (``make test`` prints the slowest tests), started first: with ``--dist loadfile`` a
+long file that starts last runs alone on one worker while the other has nothing left. ``test_training`` is second so
+that the shared trained workspace is built while the golden test runs."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest as collected

@@ -393,20 +393,11 @@ def test_a_deeply_nested_case_is_refused_not_a_crash(tmp_path, label, make):
 # --- model integrity ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """Champions of the three leakage outcomes, trained small on the sample (12-25 s)."""
-    from models.training import TrainingConfig, train_all
-    from records import schema as s
-    from records.readers import RawBatch
-    from records.validation import validate_batch
-
-    procedures = pd.read_parquet(SAMPLE / "procedures.parquet").iloc[:1_500]
-    levels = pd.read_parquet(SAMPLE / "levels.parquet")
-    levels = levels[levels[s.PROCEDURE_ID].isin(procedures[s.PROCEDURE_ID])]
-    checked = validate_batch(RawBatch(procedures=procedures, levels=levels, source="sample"))
+def trained(shared_nights, tmp_path_factory) -> Path:
+    """A workspace with champions of every leakage outcome and nothing registered: the models of the shared
+    workspace after its first night, without its registry and runs."""
     folder = tmp_path_factory.mktemp("trained") / "ws"
-    train_all(checked.procedures.accepted, checked.levels.accepted, config=TrainingConfig(n_folds=3, n_boot=10, internal_external=False),
-              workspace=folder)
+    shutil.copytree(shared_nights.after_night_1 / "models", folder / "models")
     for outcome in ("leakage_any", "leakage_canal", "leakage_venous"):
         assert (folder / "models" / outcome / "champion.json").is_file(), f"no champion for {outcome}"
     return folder

@@ -157,7 +157,7 @@ def test_run_trains_models_and_score_uses_them(tmp_path):
     import pandas as pd
 
     source, workspace = tmp_path / "synthetic", tmp_path / "ws"
-    assert cementrisk("synth", "--procedures", "3000", "--seed", "5", "--out", str(source)).returncode == 0
+    assert cementrisk("synth", "--procedures", "1000", "--seed", "5", "--out", str(source)).returncode == 0
     result = cementrisk("run", "--source", str(source), "--workspace", str(workspace), "--engine", "local")
     assert result.returncode == 0, result.stderr
     assert "metrics:" in result.stdout and "leakage_any: v0001 (champion)" in result.stdout
