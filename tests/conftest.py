@@ -207,15 +207,16 @@ def _build_nights(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_nights(tmp_path_factory, worker_id) -> TrainedNights:
+def shared_nights(tmp_path_factory) -> TrainedNights:
     """The two nights of :class:`TrainedNights`, built once for all test workers: the first worker to ask builds
-    them under a file lock, the others wait for it and reuse them."""
+    them under a file lock, the others wait for it and reuse them (the workers' temporary folders share a parent
+    that is the session's own)."""
     import fcntl
     import pickle
     import shutil
 
     base = tmp_path_factory.getbasetemp()
-    folder = (base if worker_id == "master" else base.parent) / "shared-trained-nights"
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-trained-nights"
     with open(folder.with_name(folder.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "nights.pickle").is_file():  # none yet, or a build that failed: (re)build it
