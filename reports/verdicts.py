@@ -69,7 +69,8 @@ def unit_verdicts(frames: Mapping[str, pd.DataFrame], published: Mapping[str, bo
         if frame is None or not published.get(spec.name) or frame.empty or frame["p"].isna().any():
             continue
         frame = frame.assign(**{PAIR: frame[s.OPERATOR_ID].astype(str) + _SEP + frame[s.SITE_ID].astype(str)})
-        in_time = _in_time_order(frame[[s.SITE_ID, PAIR, "y", "p", s.PROCEDURE_YEAR]], frame)  # once per outcome
+        in_time = frame[[s.SITE_ID, PAIR, "y", "p", s.PROCEDURE_YEAR]].take(_time_order(frame)).reset_index(
+            drop=True)  # sorted once per outcome: the CUSUMs group the rows by unit themselves, keeping this order
         try:
             effects = shrunken_effects(frame, y="y", p="p", site=s.SITE_ID, operator=s.OPERATOR_ID)
             methods["shrinkage"].append(f"{spec.name}: {effects.method}" + "".join(f" {n}" for n in effects.notes))
@@ -165,26 +166,25 @@ def _with_trend(table: pd.DataFrame, slopes: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _in_time_order(columns: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """``columns`` (of ``frame``) with the rows in the order the cases happened, as far as the records tell: by
-    year, batch, procedure and level. The CUSUMs group the rows by unit themselves, keeping this order within each.
+def _time_order(frame: pd.DataFrame) -> np.ndarray:
+    """The positions of ``frame``'s rows in the order the cases happened, as far as the records tell: by year,
+    batch, procedure and level (pandas' stable sort by these keys).
 
-    One sort per outcome, of NumPy keys (a pandas sort by Arrow-string procedure ids of a million rows, once per unit
-    kind, cost seconds each); keys with a missing value fall back to pandas' sort, which puts them last."""
+    A NumPy lexsort (a pandas sort by the Arrow-string procedure ids of a million rows cost seconds); keys with a
+    missing value fall back to pandas' sort, which puts them last."""
     keys = [s.PROCEDURE_YEAR, s.EXTRACT_BATCH, s.PROCEDURE_ID] + ([s.VERTEBRA] if s.VERTEBRA in frame else [])
     if frame[keys].isna().any().any():
-        order = frame[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
-    else:
-        # text as NumPy strings (code-point order, as pandas sorts them); other keys as codes in their sorted order
-        # (a categorical's own order)
-        arrays = [frame[k].to_numpy(dtype="U") if _is_text(frame[k]) else pd.factorize(frame[k], sort=True)[0]
-                  for k in keys]
-        order = np.lexsort(arrays[::-1])  # the last key is lexsort's primary one
-    return columns.take(order).reset_index(drop=True)
+        return frame[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
+    # text as NumPy strings (code-point order, as pandas sorts them); any other key as codes in its sorted order
+    # (numbers by value, a categorical in its own order)
+    arrays = [frame[k].to_numpy(dtype="U") if _is_text(frame[k]) else pd.factorize(frame[k], sort=True)[0]
+              for k in keys]
+    return np.lexsort(arrays[::-1])  # the last key is lexsort's primary one
 
 
 def _is_text(column: pd.Series) -> bool:
-    return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
+    """Strings, of a string dtype or as objects (numbers held as objects are not text; nor is a categorical)."""
+    return not isinstance(column.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(column)
 
 
 def _with_cusum(table: pd.DataFrame, units: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:

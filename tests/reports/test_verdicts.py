@@ -160,7 +160,7 @@ def test_a_unit_n_shared_by_two_outcomes_is_withheld_in_both() -> None:
     assert _recoverable_from_sites(public) == []
 
 
-@pytest.mark.parametrize("dtype", [object, "string[pyarrow]"])
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]", "other key types"])
 @pytest.mark.parametrize("missing", [False, True])
 def test_the_cusums_of_rows_sorted_once_per_outcome_are_those_of_a_full_sort_per_unit(dtype, missing) -> None:
     """The CUSUM's case order from one sort per outcome (year, batch, procedure, level; the charts group by unit
@@ -174,13 +174,18 @@ def test_the_cusums_of_rows_sorted_once_per_outcome_are_those_of_a_full_sort_per
                           s.PROCEDURE_ID: [f"P{i}" for i in rng.integers(0, 900, n)],
                           s.VERTEBRA: rng.choice(["l1", "t12", "l2"], n), "y": rng.integers(0, 2, n),
                           "p": rng.uniform(0.05, 0.6, n)})
-    frame = frame.drop_duplicates([s.PROCEDURE_ID, s.VERTEBRA]).astype({s.SITE_ID: dtype, s.PROCEDURE_ID: dtype})
+    frame = frame.drop_duplicates([s.PROCEDURE_ID, s.VERTEBRA])
+    if dtype == "other key types":  # numbers held as objects (by value: 9 before 10) and levels in anatomical order
+        frame[s.EXTRACT_BATCH] = (frame[s.EXTRACT_BATCH] * 4).astype(object)
+        frame[s.VERTEBRA] = pd.Categorical(frame[s.VERTEBRA], categories=["t12", "l1", "l2"], ordered=True)
+    else:
+        frame = frame.astype({s.SITE_ID: dtype, s.PROCEDURE_ID: dtype})
     if missing:  # a missing batch number (the contract refuses it): pandas' sort, missing last
         frame[s.EXTRACT_BATCH] = frame[s.EXTRACT_BATCH].astype("Int64").mask(rng.random(len(frame)) < 0.05)
     frame = frame.sample(frac=1, random_state=1)
     keys = [s.SITE_ID, s.PROCEDURE_YEAR, s.EXTRACT_BATCH, s.PROCEDURE_ID, s.VERTEBRA]
     expected = unit_cusums(frame.sort_values(keys, kind="stable").reset_index(drop=True), unit=s.SITE_ID)
-    in_time = verdicts._in_time_order(frame[[s.SITE_ID, "y", "p", s.PROCEDURE_YEAR]], frame)
+    in_time = frame[[s.SITE_ID, "y", "p", s.PROCEDURE_YEAR]].take(verdicts._time_order(frame)).reset_index(drop=True)
     found = unit_cusums(in_time, unit=s.SITE_ID)
     assert len(expected.signals) > 5
     pd.testing.assert_frame_equal(found.units, expected.units)
